@@ -1,0 +1,15 @@
+"""The local SpeechSense emulator: server, talk store and fault injection."""
+
+from bulk_uploader.emulator.faults import FaultOptions
+from bulk_uploader.emulator.server import DEFAULT_CONNECTIONS, Emulator, EmulatorOptions
+from bulk_uploader.emulator.store import StoredTalk, TalkStore, messages_digest
+
+__all__ = [
+    "DEFAULT_CONNECTIONS",
+    "Emulator",
+    "EmulatorOptions",
+    "FaultOptions",
+    "StoredTalk",
+    "TalkStore",
+    "messages_digest",
+]
