@@ -1,0 +1,317 @@
+"""The command line: the one home of typer, argv and the environment.
+
+    bulk-upload MANIFEST [options]     upload (the default command)
+    bulk-upload demo                   emulator + sample data set + upload, all on this machine
+    bulk-upload emulator [options]     run the local SpeechSense emulator
+    bulk-upload talks STORE            list what an emulator store holds
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import anyio
+
+import typer
+from typer.core import TyperGroup
+
+from bulk_uploader.emulator import Emulator, EmulatorOptions, FaultOptions, TalkStore
+from bulk_uploader.emulator.server import DEFAULT_CONNECTIONS
+from bulk_uploader.errors import AuthError, BulkUploadError, ConfigError
+from bulk_uploader.options import DEFAULT_ENDPOINT, Credentials, UploadOptions, is_loopback
+from bulk_uploader.pipeline import RunControl, RunSummary, run_upload
+from bulk_uploader.progress import Reporter, make_reporter
+from bulk_uploader.schema import SchemaError, load_schemas
+
+EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _DefaultToUpload(TyperGroup):
+    """`bulk-upload manifest.jsonl ...` means `bulk-upload upload manifest.jsonl ...`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["upload", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_DefaultToUpload,
+    add_completion=False,
+    no_args_is_help=True,
+    help="Upload call recordings and chats to Yandex SpeechSense, concurrently and resumably.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    typer.echo(f"bulk-upload: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _read_secret(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+
+
+def credentials_from(api_key_file: Path | None, iam_token_file: Path | None, env: dict[str, str]) -> Credentials | None:
+    """Credentials from the files given, else from API_KEY / IAM_TOKEN as the vendor's docs name them."""
+    if api_key_file and iam_token_file:
+        raise ConfigError("give either --api-key-file or --iam-token-file, not both")
+    if api_key_file:
+        return Credentials("Api-Key", _read_secret(api_key_file, "API key"))
+    if iam_token_file:
+        return Credentials("Bearer", _read_secret(iam_token_file, "IAM token"))
+    if env.get("API_KEY"):
+        return Credentials("Api-Key", env["API_KEY"].strip())
+    if env.get("IAM_TOKEN"):
+        return Credentials("Bearer", env["IAM_TOKEN"].strip())
+    return None
+
+
+async def _watch_signals(control: RunControl, reporter: Reporter) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if control.stopping:
+                reporter.message("aborting now; rows in flight stay unrecorded and will be retried")
+            else:
+                reporter.message("stopping: finishing uploads in flight (press Ctrl-C again to abort)")
+            control.stop()
+
+
+async def _upload_with_signals(options: UploadOptions, reporter: Reporter) -> RunSummary:
+    control = RunControl()
+    async with anyio.create_task_group() as group:
+        group.start_soon(_watch_signals, control, reporter)
+        summary = await run_upload(options, reporter, control)
+        group.cancel_scope.cancel()
+    return summary
+
+
+def run_cli_upload(options: UploadOptions, reporter: Reporter, retry_command: str) -> int:
+    """Run an upload to its end and print the summary; returns the exit status."""
+    for warning in warnings_for(options):
+        reporter.message(f"warning: {warning}")
+    try:
+        summary = asyncio.run(_upload_with_signals(options, reporter))
+    except AuthError as exc:
+        reporter.message(f"bulk-upload: {exc}")
+        return EXIT_USAGE
+    except BulkUploadError as exc:
+        reporter.message(f"bulk-upload: {exc}")
+        return EXIT_USAGE
+    reporter.summary(summary.lines(retry_command))
+    return summary.exit_code
+
+
+def warnings_for(options: UploadOptions) -> list[str]:
+    """Things worth saying before a run starts."""
+    out = []
+    if options.insecure and options.credentials is not None and not is_loopback(options.endpoint):
+        out.append(f"sending credentials in plaintext to {options.endpoint} (--insecure)")
+    return out
+
+
+@app.command("upload")
+def upload(
+    manifest: Annotated[Path, typer.Argument(help="Manifest: .jsonl or .csv")],
+    concurrency: Annotated[int, typer.Option(help="Rows uploaded at once")] = 8,
+    connection_id: Annotated[Optional[str], typer.Option(help="Connection for rows that name none")] = None,
+    endpoint: Annotated[str, typer.Option(help="SpeechSense gRPC endpoint HOST:PORT")] = DEFAULT_ENDPOINT,
+    insecure: Annotated[bool, typer.Option(help="Plaintext gRPC (the emulator); TLS otherwise")] = False,
+    results: Annotated[Optional[Path], typer.Option(help="Results file [default: MANIFEST.results.jsonl]")] = None,
+    retries: Annotated[int, typer.Option(help="Further attempts after a transient error")] = 5,
+    timeout: Annotated[float, typer.Option(help="Seconds per attempt (grows with file size)")] = 60.0,
+    dry_run: Annotated[bool, typer.Option(help="Check every row, send nothing")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress display")] = False,
+    api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key (else env API_KEY)")] = None,
+    iam_token_file: Annotated[Optional[Path], typer.Option(help="File holding an IAM token (else env IAM_TOKEN)")] = None,
+    connection_schema: Annotated[
+        Optional[Path], typer.Option(help="TOML file describing the connections' keys")
+    ] = None,
+    chunk_size_kib: Annotated[int, typer.Option(help="UploadAsStream chunk size, KiB")] = 1024,
+    stream_threshold_mib: Annotated[float, typer.Option(help="Files above this many MiB are streamed")] = 4.0,
+    grace: Annotated[float, typer.Option(help="Seconds uploads in flight get after the first Ctrl-C")] = 10.0,
+) -> None:
+    """Upload every row of MANIFEST not uploaded before; results go to the results file."""
+    try:
+        options = UploadOptions(
+            manifest=manifest,
+            results=results,
+            endpoint=endpoint,
+            insecure=insecure,
+            credentials=credentials_from(api_key_file, iam_token_file, dict(os.environ)),
+            connection_id=connection_id,
+            schemas=tuple(load_schemas(connection_schema)) if connection_schema else (),
+            concurrency=concurrency,
+            retries=retries,
+            timeout=timeout,
+            chunk_size=chunk_size_kib * 1024,
+            stream_threshold=int(stream_threshold_mib * 1024 * 1024),
+            dry_run=dry_run,
+            grace=grace,
+        )
+    except (ConfigError, SchemaError) as exc:
+        raise _fail(str(exc)) from None
+    reporter = make_reporter(quiet=quiet)
+    retry_command = "bulk-upload " + shlex.join(sys.argv[1:] if sys.argv[1:2] != ["upload"] else sys.argv[2:])
+    raise typer.Exit(run_cli_upload(options, reporter, retry_command))
+
+
+def _emulator_options(
+    host: str,
+    port: int,
+    api_key: list[str],
+    iam_token: list[str],
+    config: Path | None,
+    store: Path | None,
+    faults: FaultOptions,
+    user_key_prefix: str,
+) -> EmulatorOptions:
+    keys = list(api_key) + ([os.environ["EMULATOR_API_KEY"]] if os.environ.get("EMULATOR_API_KEY") else [])
+    if not keys and not iam_token:
+        raise ConfigError("the emulator needs --api-key (or env EMULATOR_API_KEY) or --iam-token to accept")
+    return EmulatorOptions(
+        host=host,
+        port=port,
+        api_keys=tuple(keys),
+        iam_tokens=tuple(iam_token),
+        connections=tuple(load_schemas(config)) if config else DEFAULT_CONNECTIONS,
+        store_path=store or ":memory:",
+        faults=faults,
+        user_key_prefix=user_key_prefix,
+    )
+
+
+async def _serve(options: EmulatorOptions) -> None:
+    emulator = Emulator(options)
+    await emulator.start()
+    connections = ", ".join(f"{c.id} ({c.type})" for c in options.connections if c.id)
+    print(f"SpeechSense emulator listening on {emulator.target}", flush=True)
+    print(f"connections: {connections}; store: {options.store_path}", flush=True)
+    try:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                break
+    finally:
+        with anyio.CancelScope(shield=True):
+            await emulator.stop(grace=2.0)
+    print(f"emulator stopped; {options.store_path} holds the accepted talks", flush=True)
+
+
+@app.command("emulator")
+def emulator(
+    port: Annotated[int, typer.Option(help="Port; 0 picks a free one (printed)")] = 0,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    api_key: Annotated[list[str], typer.Option(help="API key to accept (repeatable; or env EMULATOR_API_KEY)")] = [],  # noqa: B006
+    iam_token: Annotated[list[str], typer.Option(help="IAM token to accept (repeatable)")] = [],  # noqa: B006
+    config: Annotated[Optional[Path], typer.Option(help="TOML file of connections")] = None,
+    store: Annotated[Optional[Path], typer.Option(help="SQLite file for accepted talks [default: memory]")] = None,
+    latency_ms: Annotated[float, typer.Option(help="Fixed latency per call")] = 0.0,
+    jitter_ms: Annotated[float, typer.Option(help="Plus random latency up to this")] = 0.0,
+    error_rate: Annotated[list[str], typer.Option(help="CODE=RATE, e.g. UNAVAILABLE=0.1 (repeatable)")] = [],  # noqa: B006
+    rps: Annotated[float, typer.Option(help="Requests per second cap (RESOURCE_EXHAUSTED beyond)")] = 0.0,
+    max_in_flight: Annotated[int, typer.Option(help="Calls in flight cap (RESOURCE_EXHAUSTED beyond)")] = 0,
+    lose_answer_rate: Annotated[float, typer.Option(help="Store the talk, then answer UNAVAILABLE")] = 0.0,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for the random faults")] = None,
+    user_key_prefix: Annotated[str, typer.Option(help="Search key prefix for user metadata")] = "user.",
+) -> None:
+    """Run the local SpeechSense emulator until SIGINT/SIGTERM."""
+    try:
+        faults = FaultOptions(
+            latency_ms=latency_ms,
+            jitter_ms=jitter_ms,
+            error_rates=FaultOptions.parse_rates(error_rate),
+            rps=rps,
+            max_in_flight=max_in_flight,
+            lose_answer_rate=lose_answer_rate,
+            seed=seed,
+        )
+        options = _emulator_options(host, port, api_key, iam_token, config, store, faults, user_key_prefix)
+    except (ValueError, ConfigError) as exc:
+        raise _fail(str(exc)) from None
+    asyncio.run(_serve(options))
+
+
+@app.command("talks")
+def talks(
+    store: Annotated[Path, typer.Argument(help="The emulator's SQLite store")],
+    talk_id: Annotated[Optional[str], typer.Option("--id", help="Show one talk")] = None,
+    count: Annotated[bool, typer.Option(help="Print only how many talks are stored")] = False,
+    duplicates: Annotated[Optional[str], typer.Option(help="Print values of this field held by several talks")] = None,
+) -> None:
+    """List what an emulator store holds, one JSON object per talk."""
+    if not store.is_file():
+        raise _fail(f"{store}: no such store")
+    db = TalkStore(store)
+    try:
+        if count:
+            typer.echo(str(db.count()))
+        elif duplicates:
+            typer.echo(json.dumps(db.duplicates(duplicates), ensure_ascii=False))
+        elif talk_id:
+            talk = db.get(talk_id)
+            if talk is None:
+                raise _fail(f"talk {talk_id} not found", EXIT_ROWS)
+            typer.echo(json.dumps(talk.to_json(), ensure_ascii=False, indent=2))
+        else:
+            for item in db.talks():
+                typer.echo(json.dumps(item.to_json(), ensure_ascii=False))
+    finally:
+        db.close()
+
+
+async def _demo(folder: Path, rows: int, concurrency: int, reporter: Reporter) -> tuple[RunSummary, int]:
+    from bulk_uploader.samples import write_dataset
+
+    manifest = write_dataset(folder, rows, sizes=(8 * 1024, 64 * 1024, 300 * 1024, 6 * 1024 * 1024),
+                             distinct_files=min(rows, 40), connection_id="demo-audio")
+    key = "demo-key"
+    async with Emulator(EmulatorOptions(api_keys=[key], store_path=folder / "emulator.sqlite3")) as emu:
+        reporter.message(f"emulator on {emu.target}; {rows} sample rows in {manifest}")
+        options = UploadOptions(
+            manifest=manifest,
+            endpoint=emu.target,
+            insecure=True,
+            credentials=Credentials("Api-Key", key),
+            concurrency=concurrency,
+        )
+        summary = await _upload_with_signals(options, reporter)
+        return summary, emu.store.count()
+
+
+@app.command("demo")
+def demo(
+    rows: Annotated[int, typer.Option(help="Sample rows to make and upload")] = 200,
+    concurrency: Annotated[int, typer.Option(help="Rows uploaded at once")] = 16,
+    folder: Annotated[Optional[Path], typer.Option(help="Where to write the sample data [default: a temp folder]")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress display")] = False,
+) -> None:
+    """Start the emulator in-process, make a sample data set and upload it: a full rehearsal."""
+    folder = folder or Path(tempfile.mkdtemp(prefix="bulk-upload-demo-"))
+    reporter = make_reporter(quiet=quiet)
+    summary, stored = asyncio.run(_demo(folder, rows, concurrency, reporter))
+    lines = summary.lines()
+    lines.append(f"emulator store {folder / 'emulator.sqlite3'} holds {stored} talks; "
+                 f"inspect with: bulk-upload talks {folder / 'emulator.sqlite3'}")
+    reporter.summary(lines)
+    raise typer.Exit(summary.exit_code)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point."""
+    return app(args=argv, prog_name="bulk-upload")
+
+
+if __name__ == "__main__":
+    main()

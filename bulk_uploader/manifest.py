@@ -1,0 +1,143 @@
+"""Stage 1: read a manifest as a stream of rows, never whole.
+
+JSONL: one object a line. CSV: a header naming `id`, `audio_path` and the other known
+columns (ROW_COLUMNS); every other column is a metadata key, empty cells omitted. UTF-8,
+with or without a BOM. A row's key is its `id`, or its `audio_path` without one; a
+repeated key makes the later row invalid.
+
+Only syntax is checked here: a row that cannot be parsed comes out with `problem` set,
+everything else is for the validation stage.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# CSV columns that describe the row itself rather than carry talk metadata.
+ROW_COLUMNS = frozenset(
+    {"id", "audio_path", "connection_id", "format", "sample_rate", "channels", "talk_id", "chat_path"}
+)
+
+
+@dataclass(slots=True)
+class ManifestRow:
+    """One manifest row: its 1-based line, its key, and its fields (or why it could not be read)."""
+
+    line: int
+    key: str
+    data: dict[str, Any]
+    problem: str | None = None  # why the row cannot be used
+    code: str = "MALFORMED_ROW"  # the problem's kind, for the results file
+
+
+class KeySet:
+    """Keys seen so far, compactly: a set of the keys' hashes (a 64-bit collision is negligible)."""
+
+    def __init__(self) -> None:
+        self._hashes: set[int] = set()
+
+    def add(self, key: str) -> bool:
+        """Add a key; False when it was there already."""
+        h = hash(key)
+        if h in self._hashes:
+            return False
+        self._hashes.add(h)
+        return True
+
+    def __contains__(self, key: str) -> bool:
+        return hash(key) in self._hashes
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+
+def row_key(data: dict[str, Any], line: int) -> str:
+    """The key that identifies a row across runs: id, else audio_path (or chat_path), else the line."""
+    for name in ("id", "audio_path", "chat_path"):
+        value = data.get(name)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
+            return str(value).strip()
+    return f"line:{line}"
+
+
+def _jsonl(path: Path) -> Iterator[ManifestRow]:
+    with path.open("rb") as f:
+        for line, raw in enumerate(f, 1):
+            if line == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            try:
+                data = json.loads(raw)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                yield ManifestRow(line, f"line:{line}", {}, f"malformed JSON on line {line}: {exc}")
+                continue
+            if not isinstance(data, dict):
+                yield ManifestRow(line, f"line:{line}", {}, f"line {line} is not a JSON object")
+                continue
+            yield ManifestRow(line, row_key(data, line), data)
+
+
+def _csv(path: Path) -> Iterator[ManifestRow]:
+    with path.open("r", encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            return
+        except (UnicodeDecodeError, csv.Error) as exc:
+            yield ManifestRow(1, "line:1", {}, f"unreadable CSV header: {exc}")
+            return
+        line = 1
+        while True:
+            line = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except (UnicodeDecodeError, csv.Error) as exc:
+                yield ManifestRow(line, f"line:{line}", {}, f"unreadable CSV on line {line}: {exc}")
+                continue
+            if not any(c.strip() for c in cells):
+                continue
+            if len(cells) != len(header):
+                yield ManifestRow(
+                    line, f"line:{line}", {}, f"line {line} has {len(cells)} cells, the header {len(header)}"
+                )
+                continue
+            data: dict[str, Any] = {}
+            metadata: dict[str, str] = {}
+            for name, cell in zip(header, cells):
+                if name in ROW_COLUMNS:
+                    if cell != "":
+                        data[name] = cell
+                elif cell != "" and name:
+                    metadata[name] = cell
+            data["metadata"] = metadata
+            yield ManifestRow(line, row_key(data, line), data)
+
+
+def read_manifest(path: Path) -> Iterator[ManifestRow]:
+    """Stream the rows of a .jsonl or .csv manifest; a repeated key yields a row with a problem."""
+    seen = KeySet()
+    rows = _csv(path) if path.suffix.lower() == ".csv" else _jsonl(path)
+    for row in rows:
+        if row.problem is None and not seen.add(row.key):
+            row.problem = f"duplicate id {row.key!r}: an earlier row of the manifest has the same key"
+            row.code = "DUPLICATE_ID"
+        yield row
+
+
+def count_rows(path: Path) -> int:
+    """Roughly how many rows a manifest has (non-blank lines, less a CSV header), read fast."""
+    count = 0
+    with path.open("rb") as f:
+        for line in f:
+            if line.strip():
+                count += 1
+    return max(0, count - 1) if path.suffix.lower() == ".csv" else count

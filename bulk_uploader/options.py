@@ -1,0 +1,114 @@
+"""UploadOptions: everything a run needs, normalised and checked once at the edge.
+
+The CLI builds it from argv and the environment; nothing below the CLI reads either.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bulk_uploader.errors import ConfigError
+from bulk_uploader.schema import ConnectionSchema
+
+DEFAULT_ENDPOINT = "api.speechsense.yandexcloud.net:443"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """An API key or an IAM token. repr() never shows the secret."""
+
+    scheme: str  # "Api-Key" or "Bearer"
+    secret: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if self.scheme not in ("Api-Key", "Bearer"):
+            raise ConfigError(f"unknown credential scheme {self.scheme!r}")
+        if not self.secret or any(c.isspace() for c in self.secret):
+            raise ConfigError(f"the {self.kind} is empty or contains white space")
+
+    @property
+    def kind(self) -> str:
+        """Human name of the credential, for messages."""
+        return "API key" if self.scheme == "Api-Key" else "IAM token"
+
+    @property
+    def header(self) -> str:
+        """The value of the `authorization` request header."""
+        return f"{self.scheme} {self.secret}"
+
+
+def results_path_for(manifest: Path) -> Path:
+    """Default results file: beside the manifest, `<manifest name>.results.jsonl`."""
+    return manifest.with_name(manifest.name + ".results.jsonl")
+
+
+def is_loopback(endpoint: str) -> bool:
+    """Whether host:port names this machine."""
+    host = endpoint.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, kw_only=True)
+class UploadOptions:
+    """Options of one run over a manifest.
+
+    Memory: at most `concurrency` rows are in flight. A file up to `stream_threshold`
+    is read whole and sent as one Upload message (gRPC holds about two copies while
+    sending), a larger one is streamed in `chunk_size` pieces, so peak buffered audio is
+    about concurrency x 2 x max(stream_threshold, chunk_size): 32 x 2 x 4 MiB = 256 MiB
+    at worst with the defaults, and far less when files are small.
+    """
+
+    manifest: Path
+    results: Path | None = None  # default: results_path_for(manifest)
+    endpoint: str = DEFAULT_ENDPOINT
+    insecure: bool = False  # plaintext gRPC (the emulator); TLS otherwise
+    credentials: Credentials | None = None
+    connection_id: str | None = None  # rows may carry their own connection_id
+    schemas: Sequence[ConnectionSchema] = ()  # --connection-schema; default: documented keys
+    concurrency: int = 8  # rows in flight at once
+    retries: int = 5  # further attempts after a transient failure
+    timeout: float = 60.0  # seconds per attempt, plus size / min_rate
+    min_rate: float = 1 * MiB  # bytes/s an attempt may not fall below before its deadline
+    stream_threshold: int = 4 * MiB  # larger files go through UploadAsStream
+    chunk_size: int = 1 * MiB  # UploadAsStream chunk size (the vendor's examples use 1 MiB)
+    backoff_base: float = 0.2  # seconds; the nth retry waits up to base * 2**n (full jitter)
+    backoff_max: float = 20.0
+    dry_run: bool = False
+    grace: float = 10.0  # seconds in-flight uploads get to finish after the first Ctrl-C
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.concurrency <= 4096:
+            raise ConfigError("--concurrency must be between 1 and 4096")
+        if self.retries < 0:
+            raise ConfigError("--retries must not be negative")
+        if self.timeout <= 0:
+            raise ConfigError("--timeout must be positive")
+        if self.chunk_size < 1024 or self.stream_threshold < self.chunk_size:
+            raise ConfigError("chunk size must be at least 1 KiB and not above the stream threshold")
+        if self.manifest.suffix.lower() not in (".jsonl", ".csv", ".ndjson"):
+            raise ConfigError(f"{self.manifest}: manifest must end in .jsonl or .csv")
+        if not self.manifest.is_file():
+            raise ConfigError(f"{self.manifest}: manifest not found")
+        if ":" not in self.endpoint:
+            raise ConfigError(f"--endpoint must be HOST:PORT, not {self.endpoint!r}")
+        if not self.dry_run and self.credentials is None:
+            raise ConfigError("no credentials: set API_KEY or IAM_TOKEN, or pass --api-key-file/--iam-token-file")
+
+    @property
+    def results_path(self) -> Path:
+        """Where outcomes are recorded."""
+        return self.results or results_path_for(self.manifest)
+
+    def attempt_timeout(self, size: int) -> float:
+        """Deadline of one attempt for a payload of `size` bytes: it grows with the size."""
+        return self.timeout + size / self.min_rate

@@ -1,0 +1,222 @@
+"""Stage 6: show what a run is doing. The one home of rich.
+
+Reporters read the shared RunStats on their own thread (rich's Live refresh thread, or a
+plain ticker), so a worker never waits for the screen: it only bumps counters and, for
+a failed or invalid row, calls row_problem().
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Protocol, TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from bulk_uploader.results import RowResult
+from bulk_uploader.stats import RunStats
+
+PROBLEM_LINES = 20  # per-row problems shown on screen; the rest are in the results file
+
+
+class Reporter(Protocol):
+    """What the pipeline tells the user while it runs."""
+
+    def start(self, stats: RunStats) -> None:
+        """The run begins; stats will be updated in place."""
+
+    def row_problem(self, result: RowResult) -> None:
+        """A row ended failed or invalid."""
+
+    def message(self, text: str) -> None:
+        """A warning or notice for the user."""
+
+    def stop(self) -> None:
+        """The run ended (or was interrupted): stop drawing."""
+
+    def summary(self, lines: list[str]) -> None:
+        """Print the closing summary."""
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def status_line(stats: RunStats) -> str:
+    """One line of progress: the plain reporter prints it, the rich one draws it."""
+    rows_per_s, bytes_per_s = stats.rates()
+    total = "?" if stats.total_rows is None else f"~{stats.total_rows}"
+    parts = [
+        f"rows {stats.done}/{total}",
+        f"uploaded {stats.uploaded}",
+        f"skipped {stats.skipped}",
+        f"failed {stats.failed}",
+        f"invalid {stats.invalid}",
+        f"retries {stats.retries}",
+        f"in flight {stats.in_flight}",
+        f"{_size(stats.bytes_sent)} sent",
+        f"{rows_per_s:.1f} files/s",
+        f"{bytes_per_s / 1e6:.2f} MB/s",
+        f"ETA {_duration(stats.eta())}",
+    ]
+    if stats.valid:
+        parts.insert(1, f"valid {stats.valid}")
+    return " | ".join(parts)
+
+
+def problem_line(result: RowResult) -> str:
+    """How one failed or invalid row is shown."""
+    where = f" (line {result.line})" if result.line else ""
+    return f"{result.status} {result.id}{where}: [{result.code}] {result.error}"
+
+
+class _ProblemPrinter:
+    def __init__(self) -> None:
+        self.shown = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            self.shown += 1
+            return self.shown
+
+
+class PlainReporter:
+    """For logs, CI, nohup and cron: a status line every `interval` seconds, nothing redrawn."""
+
+    def __init__(self, stream: TextIO | None = None, interval: float = 5.0) -> None:
+        self.stream = stream or sys.stderr
+        self.interval = interval
+        self._stats: RunStats | None = None
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._problems = _ProblemPrinter()
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def _tick(self) -> None:
+        while not self._stopped.wait(self.interval):
+            if self._stats is not None:
+                self._print(status_line(self._stats))
+
+    def start(self, stats: RunStats) -> None:
+        self._stats = stats
+        self._thread = threading.Thread(target=self._tick, name="bulk-upload-progress", daemon=True)
+        self._thread.start()
+
+    def row_problem(self, result: RowResult) -> None:
+        n = self._problems.take()
+        if n <= PROBLEM_LINES:
+            self._print(problem_line(result))
+        elif n == PROBLEM_LINES + 1:
+            self._print("... more problem rows: see the results file")
+
+    def message(self, text: str) -> None:
+        self._print(text)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._stats is not None:
+            self._print(status_line(self._stats))
+
+    def summary(self, lines: list[str]) -> None:
+        for line in lines:
+            self._print(line)
+
+
+class QuietReporter(PlainReporter):
+    """--quiet: no progress; problems and the summary still go to stderr."""
+
+    def start(self, stats: RunStats) -> None:
+        self._stats = None
+
+    def stop(self) -> None:
+        pass
+
+
+class RichReporter:
+    """For a terminal: a live panel redrawn four times a second by rich's own thread."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._stats: RunStats | None = None
+        self._live: Live | None = None
+        self._problems = _ProblemPrinter()
+
+    def _render(self) -> Group:
+        stats = self._stats
+        assert stats is not None
+        rows_per_s, bytes_per_s = stats.rates()
+        total = stats.total_rows or 0
+        width = 30
+        filled = min(width, int(width * stats.done / total)) if total else 0
+        bar = Text("━" * filled, style="green") + Text("━" * (width - filled), style="grey35")
+        grid = Table.grid(padding=(0, 2))
+        grid.add_row(
+            bar,
+            Text(f"{stats.done}/{total or '?'} rows", style="bold"),
+            Text(f"{rows_per_s:.1f} files/s"),
+            Text(f"{bytes_per_s / 1e6:.2f} MB/s"),
+            Text(f"ETA {_duration(stats.eta())}"),
+        )
+        counts = Text.assemble(
+            (f"uploaded {stats.uploaded}", "green"), "  ",
+            (f"skipped {stats.skipped}", "cyan"), "  ",
+            (f"failed {stats.failed}", "red" if stats.failed else ""), "  ",
+            (f"invalid {stats.invalid}", "yellow" if stats.invalid else ""), "  ",
+            f"retries {stats.retries}  in flight {stats.in_flight}  sent {_size(stats.bytes_sent)}"
+            f"  elapsed {_duration(stats.elapsed)}",
+        )
+        return Group(grid, counts)
+
+    def start(self, stats: RunStats) -> None:
+        self._stats = stats
+        self._live = Live(console=self.console, refresh_per_second=4, get_renderable=self._render, transient=False)
+        self._live.start()
+
+    def row_problem(self, result: RowResult) -> None:
+        n = self._problems.take()
+        if n <= PROBLEM_LINES:
+            self.console.print(Text(problem_line(result), style="yellow" if result.status == "invalid" else "red"))
+        elif n == PROBLEM_LINES + 1:
+            self.console.print("... more problem rows: see the results file")
+
+    def message(self, text: str) -> None:
+        self.console.print(text)
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def summary(self, lines: list[str]) -> None:
+        for line in lines:
+            self.console.print(line, highlight=False, markup=False)
+
+
+def make_reporter(*, quiet: bool, stream: TextIO | None = None) -> Reporter:
+    """Rich on a terminal, plain lines otherwise, or quiet."""
+    stream = stream or sys.stderr
+    if quiet:
+        return QuietReporter(stream)
+    if stream.isatty():
+        return RichReporter(Console(file=stream))
+    return PlainReporter(stream)

@@ -1,0 +1,62 @@
+"""Stage 3: read audio from disk with aiofiles, so files load while other rows upload.
+
+A file is read whole when it goes in one Upload message, or in chunk_size pieces for
+UploadAsStream; either way its first bytes are checked against the declared format
+(bulk_uploader.audio) before anything is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiofiles
+
+from bulk_uploader.audio import SNIFF_BYTES, AudioError, AudioInfo, check_audio
+from bulk_uploader.validation import Job, RowInvalid
+
+
+def check_head(job: Job, head: bytes) -> AudioInfo:
+    """Check a file's first bytes against the row's declared format; RowInvalid if they do not fit."""
+    try:
+        return check_audio(head, job.format, sample_rate=job.sample_rate, channels=job.channels)
+    except AudioError as exc:
+        raise RowInvalid(f"{job.audio_path}: {exc}", "BAD_AUDIO") from None
+
+
+def _unreadable(job: Job, exc: OSError) -> RowInvalid:
+    return RowInvalid(f"cannot read {job.audio_path}: {exc.strerror or exc}", "FILE_UNREADABLE")
+
+
+async def read_head(job: Job) -> AudioInfo:
+    """Read and check only a file's first bytes (dry runs and streamed files)."""
+    assert job.path is not None
+    try:
+        async with aiofiles.open(job.path, "rb") as f:
+            head = await f.read(SNIFF_BYTES)
+    except OSError as exc:
+        raise _unreadable(job, exc) from None
+    return check_head(job, head)
+
+
+async def read_whole(job: Job) -> tuple[bytes, AudioInfo]:
+    """Read a whole (small) file and check it; the size must still be what validation saw."""
+    assert job.path is not None
+    try:
+        async with aiofiles.open(job.path, "rb") as f:
+            data = await f.read()
+    except OSError as exc:
+        raise _unreadable(job, exc) from None
+    if not data:
+        raise RowInvalid(f"audio file is empty: {job.audio_path}", "EMPTY_FILE")
+    return data, check_head(job, data[:SNIFF_BYTES])
+
+
+async def read_chunks(path: Path, chunk_size: int, job: Job) -> AsyncIterator[bytes]:
+    """Yield a file in chunk_size pieces; memory stays at one chunk whatever the file's size."""
+    try:
+        async with aiofiles.open(path, "rb") as f:
+            while chunk := await f.read(chunk_size):
+                yield chunk
+    except OSError as exc:
+        raise _unreadable(job, exc) from None

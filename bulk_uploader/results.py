@@ -1,0 +1,131 @@
+"""Stage 5: the results file, one JSON line per finished row, appended as rows finish.
+
+Each line is written with a single os.write on an O_APPEND descriptor, so a process killed
+at any moment leaves whole lines plus at most one torn last line, which the next run skips.
+A row counts as done when any line records it `uploaded`: a rerun skips it and tries
+every other row again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from bulk_uploader.errors import ResultsFileError
+from bulk_uploader.manifest import KeySet
+
+Status = Literal["uploaded", "failed", "invalid"]
+
+
+@dataclass(slots=True)
+class RowResult:
+    """The outcome of one row, as written to the results file."""
+
+    id: str
+    status: Status
+    talk_id: str | None = None
+    error: str | None = None
+    code: str | None = None  # gRPC status name, or a local kind such as FILE_NOT_FOUND
+    attempts: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    audio_path: str | None = None
+    line: int = 0  # the row's line in the manifest
+    rpc: str | None = None
+    finished_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+
+    def to_line(self) -> bytes:
+        """The JSON line for the results file."""
+        data = asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        return (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+@dataclass(slots=True)
+class PreviousResults:
+    """What earlier runs recorded: the keys already uploaded, and how the file looked."""
+
+    uploaded: KeySet = field(default_factory=KeySet)
+    lines: int = 0
+    torn_lines: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+
+
+def load_results(path: Path) -> PreviousResults:
+    """Read a results file (missing: empty); unreadable lines (a torn write) are skipped and counted."""
+    previous = PreviousResults()
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return previous
+    except OSError as exc:
+        raise ResultsFileError(f"cannot read results file {path}: {exc.strerror}") from None
+    with f:
+        for raw in f:
+            previous.lines += 1
+            try:
+                record = json.loads(raw)
+                key, status = record["id"], record["status"]
+            except (ValueError, KeyError, TypeError):
+                previous.torn_lines += 1
+                continue
+            previous.statuses[status] += 1
+            if status == "uploaded":
+                previous.uploaded.add(str(key))
+    return previous
+
+
+class ResultsWriter:
+    """Appends RowResults to the results file, each as one atomic line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            # A file ending in a torn line (killed mid-write) gets a newline, so the
+            # next record starts on a line of its own.
+            size = os.fstat(self._fd).st_size
+            if size:
+                with path.open("rb") as f:
+                    f.seek(size - 1)
+                    if f.read(1) != b"\n":
+                        os.write(self._fd, b"\n")
+        except OSError as exc:
+            raise ResultsFileError(f"cannot write results file {path}: {exc.strerror}") from None
+
+    def write(self, result: RowResult) -> None:
+        """Record one finished row."""
+        self.write_record(result.to_line())
+
+    def write_record(self, line: bytes) -> None:
+        """Append one already-encoded line."""
+        try:
+            os.write(self._fd, line)
+        except OSError as exc:
+            raise ResultsFileError(f"cannot write results file {self.path}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        """Flush to disk and close."""
+        try:
+            os.fsync(self._fd)
+        except OSError:
+            pass
+        os.close(self._fd)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every readable record of a results file (for reports and tests)."""
+    records = []
+    with path.open("rb") as f:
+        for raw in f:
+            try:
+                records.append(json.loads(raw))
+            except ValueError:
+                continue
+    return records

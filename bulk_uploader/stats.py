@@ -1,0 +1,48 @@
+"""Counters of a run, shared by the pipeline (which writes them) and the reporters (which read them)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RunStats:
+    """Plain counters; reporters read them from their own thread without locking (ints only)."""
+
+    total_rows: int | None = None  # estimated from the manifest before the run
+    skipped: int = 0  # uploaded by an earlier run
+    uploaded: int = 0
+    failed: int = 0
+    invalid: int = 0
+    valid: int = 0  # dry run: rows that passed every check
+    bytes_sent: int = 0  # audio bytes put on the wire, retries included
+    bytes_uploaded: int = 0  # bytes of rows uploaded in this run
+    retries: int = 0
+    in_flight: int = 0
+    codes: Counter[str] = field(default_factory=Counter)  # failed and invalid rows by code
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    @property
+    def done(self) -> int:
+        """Rows finished in this run, or skipped as finished before."""
+        return self.skipped + self.uploaded + self.failed + self.invalid + self.valid
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run started (until it finished)."""
+        return (self.finished or time.monotonic()) - self.started
+
+    def rates(self) -> tuple[float, float]:
+        """Rows per second and bytes per second over the run so far (skipped rows excluded)."""
+        elapsed = max(self.elapsed, 1e-6)
+        return (self.done - self.skipped) / elapsed, self.bytes_sent / elapsed
+
+    def eta(self) -> float | None:
+        """Seconds left at the current row rate, if it can be told."""
+        rows_per_s, _ = self.rates()
+        if self.total_rows is None or rows_per_s <= 0:
+            return None
+        return max(0, self.total_rows - self.done) / rows_per_s

@@ -1,0 +1,188 @@
+"""Stage 4: speak to SpeechSense. The one home of grpc and of the generated code.
+
+Builds request messages from Jobs, drives the calls (UploadAsStream by hand with
+write/done_writing, never with a request iterator, so a read error surfaces as itself),
+and maps every gRPC error to a CallFailure in exactly one place: classify().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import grpc
+from grpc import aio
+
+from bulk_uploader.audio import AudioFormat, AudioInfo
+from bulk_uploader.options import Credentials
+from bulk_uploader.proto import speechsense_pb2 as pb
+from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
+from bulk_uploader.validation import Job
+
+TRANSIENT_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "INTERNAL", "ABORTED", "DEADLINE_EXCEEDED"})
+AUTH_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
+PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
+IDEMPOTENCY_HEADER = "idempotency-key"
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("6f3c1a52-43c8-4f0e-9d59-3f0b8d7f2a11")
+
+_CONTAINER = {
+    AudioFormat.WAV: pb.ContainerAudio.CONTAINER_AUDIO_TYPE_WAV,
+    AudioFormat.MP3: pb.ContainerAudio.CONTAINER_AUDIO_TYPE_MP3,
+    AudioFormat.OGG_OPUS: pb.ContainerAudio.CONTAINER_AUDIO_TYPE_OGG_OPUS,
+}
+_ROLE = {"operator": pb.USER_ROLE_OPERATOR, "client": pb.USER_ROLE_CLIENT, "bot": pb.USER_ROLE_BOT}
+
+
+@dataclass(eq=False)
+class CallFailure(Exception):
+    """Raised for a call the service (or the network) did not complete."""
+
+    code: str  # gRPC status name
+    message: str
+    pushback: float | None = None  # seconds the server asked us to wait, if it said
+
+    @property
+    def transient(self) -> bool:
+        """Worth trying again after a pause."""
+        return self.code in TRANSIENT_CODES
+
+    @property
+    def auth(self) -> bool:
+        """The credentials were refused: every other call would fail the same way."""
+        return self.code in AUTH_CODES
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+def classify(exc: BaseException) -> CallFailure:
+    """Map a grpc error (or a failure of the call machinery) to a CallFailure."""
+    if isinstance(exc, aio.AioRpcError):
+        pushback = None
+        for key, value in exc.trailing_metadata() or ():
+            if key == PUSHBACK_TRAILER:
+                try:
+                    pushback = max(0.0, int(value) / 1000.0)
+                except ValueError:
+                    pass
+        return CallFailure(exc.code().name, exc.details() or exc.code().name, pushback)
+    return CallFailure("UNAVAILABLE", f"{type(exc).__name__}: {exc}")
+
+
+def idempotency_key(connection_id: str, row_key: str) -> str:
+    """A stable Idempotency-Key for a row: the same on every attempt and every run."""
+    return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{connection_id}\x00{row_key}"))
+
+
+def talk_metadata(job: Job) -> pb.TalkMetadata:
+    """TalkMetadata for a job: connection, fields and users."""
+    return pb.TalkMetadata(
+        connection_id=job.connection_id,
+        fields=job.fields,
+        users=[pb.UserMetadata(id=u.id, role=_ROLE[u.role], fields=u.fields) for u in job.users],
+    )
+
+
+def audio_metadata(info: AudioInfo) -> pb.AudioMetadata:
+    """AudioMetadata for a checked file: its container, or raw LPCM with rate and channels."""
+    if info.format is AudioFormat.PCM:
+        return pb.AudioMetadata(
+            raw_audio=pb.RawAudio(
+                audio_encoding=pb.RawAudio.AUDIO_ENCODING_LINEAR16_PCM,
+                sample_rate_hertz=info.sample_rate or 0,
+                audio_channel_count=info.channels or 0,
+            )
+        )
+    return pb.AudioMetadata(container_audio=pb.ContainerAudio(container_audio_type=_CONTAINER[info.format]))
+
+
+class Transport:
+    """One gRPC channel to the service and the calls the pipeline makes on it."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        credentials: Credentials | None,
+        *,
+        insecure: bool,
+        max_message_bytes: int,
+    ) -> None:
+        self._credentials = credentials
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.enable_retries", 0),  # retries are ours: grpc's never apply past its 256 KiB buffer
+        ]
+        if insecure:
+            self._channel = aio.insecure_channel(endpoint, options=options)
+        else:
+            self._channel = aio.secure_channel(endpoint, grpc.ssl_channel_credentials(), options=options)
+        self._stub = pb_grpc.TalkServiceStub(self._channel)
+
+    async def close(self) -> None:
+        """Close the channel, cancelling calls still in flight."""
+        await self._channel.close()
+
+    def _metadata(self, job: Job) -> tuple[tuple[str, str], ...]:
+        headers = [(IDEMPOTENCY_HEADER, idempotency_key(job.connection_id, job.key))]
+        if self._credentials is not None:
+            headers.append(("authorization", self._credentials.header))
+        return tuple(headers)
+
+    async def upload(self, job: Job, data: bytes, info: AudioInfo, timeout: float) -> str:
+        """Send a whole file in one Upload; returns the talk id or raises CallFailure."""
+        request = pb.UploadTalkRequest(
+            metadata=talk_metadata(job),
+            audio=pb.AudioRequest(audio_metadata=audio_metadata(info), audio_data=pb.AudioChunk(data=data)),
+        )
+        try:
+            response = await self._stub.Upload(request, metadata=self._metadata(job), timeout=timeout)
+        except aio.AioRpcError as exc:
+            raise classify(exc) from None
+        return response.talk_id
+
+    async def update(self, job: Job, timeout: float) -> str:
+        """Replace the metadata of an existing talk (talk_id set, no audio)."""
+        request = pb.UploadTalkRequest(metadata=talk_metadata(job), talk_id=job.talk_id or "")
+        try:
+            response = await self._stub.Upload(request, metadata=self._metadata(job), timeout=timeout)
+        except aio.AioRpcError as exc:
+            raise classify(exc) from None
+        return response.talk_id or job.talk_id or ""
+
+    async def upload_stream(
+        self,
+        job: Job,
+        info: AudioInfo,
+        chunks: AsyncIterator[bytes],
+        timeout: float,
+        on_bytes: Callable[[int], None],
+    ) -> str:
+        """Stream a file: talk metadata, audio metadata, then chunks, driving the call by hand."""
+        call = self._stub.UploadAsStream(metadata=self._metadata(job), timeout=timeout)
+        try:
+            try:
+                await call.write(pb.StreamTalkRequest(metadata=talk_metadata(job)))
+                await call.write(
+                    pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(audio_metadata=audio_metadata(info)))
+                )
+                async for chunk in chunks:
+                    await call.write(pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(chunk=pb.AudioChunk(data=chunk))))
+                    on_bytes(len(chunk))
+                await call.done_writing()
+                response = await call
+            except (aio.AioRpcError, asyncio.InvalidStateError, aio.UsageError) as exc:
+                # A write fails once the server has ended the call: its status says why.
+                if isinstance(exc, aio.AioRpcError):
+                    raise classify(exc) from None
+                try:
+                    await call
+                except aio.AioRpcError as status:
+                    raise classify(status) from None
+                raise classify(exc) from None
+            return response.talk_id
+        finally:
+            if not call.done():
+                call.cancel()

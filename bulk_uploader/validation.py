@@ -1,0 +1,176 @@
+"""Stage 2: check a manifest row against what the service accepts and turn it into a Job.
+
+Everything that can be known without reading the audio is checked here: the connection,
+the metadata keys and values (bulk_uploader.schema, the same rules the emulator applies),
+users, the declared format, and that the file exists and is not empty. The audio bytes
+themselves are checked by the reader stage (bulk_uploader.reader.read_head).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bulk_uploader.audio import AudioError, AudioFormat, check_pcm_params
+from bulk_uploader.manifest import ManifestRow
+from bulk_uploader.schema import ConnectionSchema, check_fields, find_schema
+
+ROLES = ("operator", "client", "bot")
+JobKind = Literal["audio", "update"]
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """One participant's metadata (TalkMetadata.users)."""
+
+    id: str
+    role: str  # operator | client | bot
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A checked row, ready to send."""
+
+    key: str
+    line: int
+    kind: JobKind
+    connection_id: str
+    fields: dict[str, str]
+    users: tuple[User, ...] = ()
+    audio_path: str | None = None  # as written in the manifest
+    path: Path | None = None  # resolved against the manifest's folder
+    size: int = 0
+    format: AudioFormat | None = None  # declared; None: sniffed from the bytes
+    sample_rate: int | None = None
+    channels: int | None = None
+    talk_id: str | None = None  # set on metadata updates
+
+
+class RowInvalid(ValueError):
+    """Raised when a row cannot be sent; `code` is a short kind for the results file."""
+
+    def __init__(self, message: str, code: str = "INVALID_ROW") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _string_map(value: Any, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RowInvalid(f"{what} must be an object of key: value")
+    out = {}
+    for key, item in value.items():
+        if item is None:
+            continue
+        if isinstance(item, bool):
+            item = "true" if item else "false"
+        elif isinstance(item, (int, float)):
+            item = str(item)
+        elif not isinstance(item, str):
+            raise RowInvalid(f"{what}: value of {key!r} must be a string, number or boolean")
+        out[str(key)] = item
+    return out
+
+
+def _int(value: Any, name: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise RowInvalid(f"{name} must be a whole number, not {value!r}") from None
+
+
+def _users(value: Any) -> tuple[User, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise RowInvalid("users must be a list of {id, role, fields}")
+    users = []
+    for n, item in enumerate(value, 1):
+        if not isinstance(item, dict) or not str(item.get("id") or "").strip():
+            raise RowInvalid(f"users[{n}] needs an id")
+        role = str(item.get("role") or "").lower()
+        if role not in ROLES:
+            raise RowInvalid(f"users[{n}] role must be one of {', '.join(ROLES)}, not {item.get('role')!r}")
+        users.append(User(str(item["id"]), role, _string_map(item.get("fields"), f"users[{n}].fields")))
+    return tuple(users)
+
+
+class Validator:
+    """Checks rows for one run; holds what every row shares (folder, default connection, schemas)."""
+
+    def __init__(self, manifest_dir: Path, connection_id: str | None, schemas: Sequence[ConnectionSchema]) -> None:
+        self.manifest_dir = manifest_dir
+        self.connection_id = connection_id
+        self.schemas = schemas
+
+    def schema_for(self, connection_id: str, kind: Literal["audio", "chat"]) -> ConnectionSchema:
+        """The user's schema for the connection, or the documented keys (extra keys allowed)."""
+        return find_schema(self.schemas, connection_id) or ConnectionSchema.default(kind, strict=False)
+
+    def check(self, row: ManifestRow) -> Job:
+        """A Job for the row, or RowInvalid with every reason found."""
+        if row.problem:
+            raise RowInvalid(row.problem, row.code)
+        data = row.data
+        connection_id = str(data.get("connection_id") or self.connection_id or "").strip()
+        if not connection_id:
+            raise RowInvalid("no connection id: pass --connection-id or give the row a connection_id", "NO_CONNECTION")
+        fields = _string_map(data.get("metadata"), "metadata")
+        users = _users(data.get("users"))
+        talk_id = str(data.get("talk_id") or "").strip() or None
+        if talk_id and not data.get("audio_path"):
+            return self._update(row, connection_id, fields, users, talk_id)
+        if talk_id:
+            raise RowInvalid("a row with talk_id updates metadata and must not carry audio_path")
+        return self._audio(row, connection_id, fields, users)
+
+    def _metadata_problems(self, connection_id: str, fields: dict[str, str], kind: Literal["audio", "chat"]) -> None:
+        problems = check_fields(fields, self.schema_for(connection_id, kind))
+        if problems:
+            raise RowInvalid("; ".join(problems), "INVALID_METADATA")
+
+    def _update(self, row: ManifestRow, connection_id: str, fields: dict[str, str], users: tuple[User, ...], talk_id: str) -> Job:
+        self._metadata_problems(connection_id, fields, "audio")
+        return Job(row.key, row.line, "update", connection_id, fields, users, talk_id=talk_id)
+
+    def _audio(self, row: ManifestRow, connection_id: str, fields: dict[str, str], users: tuple[User, ...]) -> Job:
+        data = row.data
+        audio_path = data.get("audio_path")
+        if not isinstance(audio_path, str) or not audio_path.strip():
+            raise RowInvalid("audio_path is missing", "NO_AUDIO_PATH")
+        declared = None
+        if data.get("format"):
+            try:
+                declared = AudioFormat.parse(str(data["format"]))
+            except ValueError as exc:
+                raise RowInvalid(str(exc), "BAD_FORMAT") from None
+        rate, channels = _int(data.get("sample_rate"), "sample_rate"), _int(data.get("channels"), "channels")
+        if declared is AudioFormat.PCM:
+            try:
+                check_pcm_params(rate, channels)
+            except AudioError as exc:
+                raise RowInvalid(str(exc), "BAD_FORMAT") from None
+        self._metadata_problems(connection_id, fields, "audio")
+        path = self.manifest_dir / audio_path
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise RowInvalid(f"audio file not found: {audio_path}", "FILE_NOT_FOUND") from None
+        except OSError as exc:
+            raise RowInvalid(f"cannot read {audio_path}: {exc.strerror}", "FILE_UNREADABLE") from None
+        if not os.path.isfile(path):
+            raise RowInvalid(f"{audio_path} is not a file", "FILE_UNREADABLE")
+        if st.st_size == 0:
+            raise RowInvalid(f"audio file is empty: {audio_path}", "EMPTY_FILE")
+        return Job(
+            row.key, row.line, "audio", connection_id, fields, users,
+            audio_path=audio_path, path=path, size=st.st_size, format=declared,
+            sample_rate=rate, channels=channels,
+        )
