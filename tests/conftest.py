@@ -1,0 +1,87 @@
+"""Shared fixtures: a real emulator on port 0, a channel to it, sample data on disk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from grpc import aio
+
+from bulk_uploader.emulator import Emulator, EmulatorOptions
+from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
+
+API_KEY = "emulator-test-key"  # accepted by the test emulator only; not a real credential
+AUTH = (("authorization", f"Api-Key {API_KEY}"),)
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def emulator(tmp_path: Path) -> AsyncIterator[Emulator]:
+    emu = Emulator(EmulatorOptions(api_keys=[API_KEY], store_path=tmp_path / "store.sqlite3"))
+    await emu.start()
+    try:
+        yield emu
+    finally:
+        await emu.stop(grace=0.2)
+
+
+@pytest.fixture
+async def stub(emulator: Emulator) -> AsyncIterator[pb_grpc.TalkServiceStub]:
+    async with aio.insecure_channel(emulator.target) as channel:
+        yield pb_grpc.TalkServiceStub(channel)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """Environment for a CLI subprocess: no inherited credentials, plain output."""
+    env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "IAM_TOKEN")}
+    env.update(PYTHONUNBUFFERED="1", COLUMNS="200", **extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `bulk-upload ARGS` as a real process."""
+    return subprocess.run(
+        [sys.executable, "-m", "bulk_uploader", *args],
+        capture_output=True, text=True, timeout=timeout, env=env or cli_env(), stdin=subprocess.DEVNULL,
+    )
+
+
+class EmulatorProcess:
+    """`bulk-upload emulator` in its own process (for tests that kill or signal it)."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bulk_uploader", "emulator", "--port", "0", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), stdin=subprocess.DEVNULL,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert "listening on" in line, line + (self.proc.stderr.read() if self.proc.stderr else "")
+        self.target = line.rsplit(" ", 1)[1].strip()
+        self.proc.stdout.readline()  # connections line
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=30)
+        return out
+
+
+@pytest.fixture
+def emulator_process() -> Iterator[type[EmulatorProcess]]:
+    started: list[EmulatorProcess] = []
+
+    class Tracked(EmulatorProcess):
+        def __init__(self, *args: str) -> None:
+            super().__init__(*args)
+            started.append(self)
+
+    yield Tracked
+    for process in started:
+        if process.proc.poll() is None:
+            process.proc.kill()
+        process.proc.communicate(timeout=30)  # reaps it and closes the pipes

@@ -1,0 +1,25 @@
+"""The committed generated code is exactly what protos/generate.py makes from the .proto files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_committed_code_matches_the_protos(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(REPO / "protos" / "generate.py"), "--out", str(tmp_path)],
+        check=True, capture_output=True, text=True,
+    )
+    fresh = sorted((tmp_path / "bulk_uploader" / "proto").glob("*.py*"))
+    assert [p.name for p in fresh] == [
+        "speechsense_pb2.py", "speechsense_pb2.pyi", "speechsense_pb2_grpc.py", "speechsense_pb2_grpc.pyi",
+    ]
+    for path in fresh:
+        committed = REPO / "bulk_uploader" / "proto" / path.name
+        assert committed.read_bytes() == path.read_bytes(), (
+            f"{committed} drifted from protos/: run `python protos/generate.py` and commit the result"
+        )

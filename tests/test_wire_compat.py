@@ -1,0 +1,124 @@
+"""Our protos against the vendor's own definitions (the SDK's descriptors, in a subprocess)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import Message
+
+from bulk_uploader.proto import speechsense_pb2 as pb
+from descriptor_summary import describe_message
+
+SDK_SIDE = Path(__file__).with_name("sdk_side.py")
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("yandex.cloud.speechsense") is None, reason="vendor SDK (test extra) not installed"
+)
+
+
+def sdk(command: dict[str, Any]) -> Any:
+    out = subprocess.run(
+        [sys.executable, str(SDK_SIDE)], input=json.dumps(command), capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def our_messages() -> list[Descriptor]:
+    found: list[Descriptor] = []
+
+    def walk(d: Descriptor) -> None:
+        found.append(d)
+        for nested in d.nested_types:
+            walk(nested)
+
+    for d in pb.DESCRIPTOR.message_types_by_name.values():
+        walk(d)
+    return found
+
+
+def our_enums() -> dict[str, dict[str, int]]:
+    enums = {e.full_name: {v.name: v.number for v in e.values} for e in pb.DESCRIPTOR.enum_types_by_name.values()}
+    for d in our_messages():
+        for e in d.enum_types:
+            enums[e.full_name] = {v.name: v.number for v in e.values}
+    return enums
+
+
+def test_every_declared_message_matches_the_sdk_field_by_field() -> None:
+    ours = {d.full_name: describe_message(d) for d in our_messages()}
+    enums = our_enums()
+    theirs = sdk({"op": "describe", "messages": sorted(ours), "enums": sorted(enums)})
+    assert len(ours) >= 20
+    for name, fields in ours.items():
+        for field_name, facts in fields.items():
+            assert field_name in theirs[name], f"{name}.{field_name} is not in the vendor's definition"
+            assert facts == theirs[name][field_name], f"{name}.{field_name} differs from the vendor's"
+    for name, values in enums.items():
+        assert values == theirs[name], f"enum {name} differs"
+    service = pb.DESCRIPTOR.services_by_name["TalkService"]
+    for method in service.methods:
+        assert theirs["__rpcs__"][method.name] == [
+            method.input_type.full_name, method.output_type.full_name,
+            method.client_streaming, method.server_streaming,
+        ]
+
+
+def _talk_metadata() -> pb.TalkMetadata:
+    return pb.TalkMetadata(
+        connection_id="conn-1",
+        fields={"operator_id": "op-7", "date": "2025-04-24T11:34:19Z", "ticket_id": "T-1"},
+        users=[
+            pb.UserMetadata(id="op-7", role=pb.USER_ROLE_OPERATOR, fields={"team": "north"}),
+            pb.UserMetadata(id="cl-1", role=pb.USER_ROLE_CLIENT),
+        ],
+    )
+
+
+def _requests() -> list[Message]:
+    meta = _talk_metadata()
+    text = pb.TextContent()
+    for n, user in enumerate(["op-7", "cl-1", "op-7"]):
+        message = text.messages.add(user_id=user, text=pb.TextPayload(text=f"сообщение {n}"))
+        message.timestamp.FromJsonString(f"2025-04-24T11:34:{19 + n:02d}.250Z")
+    raw = pb.AudioMetadata(raw_audio=pb.RawAudio(
+        audio_encoding=pb.RawAudio.AUDIO_ENCODING_LINEAR16_PCM, sample_rate_hertz=16000, audio_channel_count=2))
+    wav = pb.AudioMetadata(container_audio=pb.ContainerAudio(container_audio_type=pb.ContainerAudio.CONTAINER_AUDIO_TYPE_WAV))
+    return [
+        pb.UploadTalkRequest(metadata=meta, audio=pb.AudioRequest(audio_metadata=wav, audio_data=pb.AudioChunk(data=b"RIFF\x00\x01" * 50))),
+        pb.UploadTalkRequest(metadata=meta, talk_id="talk-42"),
+        pb.StreamTalkRequest(metadata=meta),
+        pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(audio_metadata=raw)),
+        pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(chunk=pb.AudioChunk(data=bytes(range(256)) * 8))),
+        pb.UploadTextRequest(metadata=meta, text_content=text),
+        pb.SearchTalkRequest(
+            organization_id="org", space_id="sp", connection_id="conn-1", project_id="pr",
+            filters=[pb.Filter(key="call_id", any_match=pb.AnyMatchFilter(values=["a", "b"]), inverse=True)],
+            query=pb.Query(text="hello"), page_size=10, page_token="20",
+        ),
+        pb.SearchTalkResponse(talk_ids=["t1", "t2"], talks_count=2, next_page_token="x"),
+        pb.UploadTalkResponse(talk_id="t1"),
+    ]
+
+
+def test_requests_round_trip_through_the_sdk_classes() -> None:
+    requests = _requests()
+    answers = sdk({"op": "parse", "items": [
+        {"type": r.DESCRIPTOR.full_name, "hex": r.SerializeToString().hex()} for r in requests
+    ]})
+    for request, answer in zip(requests, answers, strict=True):
+        # The SDK reads every field we wrote, with the same values...
+        assert answer["json"] == json_format.MessageToDict(request)
+        # ...and what it writes back parses, on our side, to the message we started with.
+        back = type(request).FromString(bytes.fromhex(answer["hex"]))
+        assert back == request
+    stream_chunk = answers[4]["json"]["audio"]["chunk"]["data"]
+    assert stream_chunk  # bytes crossed intact (base64 in JSON)
+    assert answers[5]["json"]["textContent"]["messages"][1]["timestamp"] == "2025-04-24T11:34:20.250Z"
