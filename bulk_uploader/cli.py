@@ -25,7 +25,7 @@ from typer.core import TyperGroup
 
 from bulk_uploader.emulator import Emulator, EmulatorOptions, FaultOptions, TalkStore
 from bulk_uploader.emulator.server import DEFAULT_CONNECTIONS
-from bulk_uploader.errors import AuthError, BulkUploadError, ConfigError
+from bulk_uploader.errors import BulkUploadError, ConfigError
 from bulk_uploader.options import DEFAULT_ENDPOINT, Credentials, UploadOptions, is_loopback
 from bulk_uploader.pipeline import RunControl, RunSummary, run_upload
 from bulk_uploader.progress import Reporter, make_reporter
@@ -46,6 +46,8 @@ class _DefaultToUpload(TyperGroup):
 app = typer.Typer(
     cls=_DefaultToUpload,
     add_completion=False,
+    # A traceback with local variables could show a credential: keep them plain.
+    pretty_exceptions_enable=False,
     no_args_is_help=True,
     help="Upload call recordings and chats to Yandex SpeechSense, concurrently and resumably.",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -91,10 +93,17 @@ async def _watch_signals(control: RunControl, reporter: Reporter) -> None:
 
 async def _upload_with_signals(options: UploadOptions, reporter: Reporter) -> RunSummary:
     control = RunControl()
+    error: BulkUploadError | None = None
     async with anyio.create_task_group() as group:
         group.start_soon(_watch_signals, control, reporter)
-        summary = await run_upload(options, reporter, control)
-        group.cancel_scope.cancel()
+        try:
+            summary = await run_upload(options, reporter, control)
+        except BulkUploadError as exc:
+            error = exc  # raised outside the group, so it is not wrapped in an ExceptionGroup
+        finally:
+            group.cancel_scope.cancel()
+    if error is not None:
+        raise error
     return summary
 
 
@@ -104,9 +113,6 @@ def run_cli_upload(options: UploadOptions, reporter: Reporter, retry_command: st
         reporter.message(f"warning: {warning}")
     try:
         summary = asyncio.run(_upload_with_signals(options, reporter))
-    except AuthError as exc:
-        reporter.message(f"bulk-upload: {exc}")
-        return EXIT_USAGE
     except BulkUploadError as exc:
         reporter.message(f"bulk-upload: {exc}")
         return EXIT_USAGE

@@ -135,7 +135,7 @@ def check_fields(fields: Mapping[str, str], schema: ConnectionSchema) -> list[st
     problems = []
     missing = sorted(schema.keys - fields.keys())
     if missing:
-        problems.append(f"missing metadata keys for a {schema.type} connection: {', '.join(missing)}")
+        problems.append(f"missing required metadata keys for the {schema.type} connection: {', '.join(missing)}")
     if schema.strict:
         unknown = sorted(fields.keys() - schema.all_keys)
         if unknown:

@@ -85,3 +85,47 @@ def emulator_process() -> Iterator[type[EmulatorProcess]]:
         if process.proc.poll() is None:
             process.proc.kill()
         process.proc.communicate(timeout=30)  # reaps it and closes the pipes
+
+
+class ThreadedEmulator:
+    """An in-process emulator on its own event loop thread, for tests that block (CLI subprocesses)."""
+
+    def __init__(self, options: EmulatorOptions) -> None:
+        import asyncio
+        import threading
+
+        self.emulator = Emulator(options)
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self.emulator.start())
+            started.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, name="emulator", daemon=True)
+        self._thread.start()
+        assert started.wait(10), "emulator did not start"
+
+    @property
+    def target(self) -> str:
+        return self.emulator.target
+
+    def close(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.emulator.stop(grace=0.2), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[ThreadedEmulator]:
+    """The emulator on a background thread, storing to tmp_path/store.sqlite3."""
+    server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY], store_path=tmp_path / "store.sqlite3"))
+    try:
+        yield server
+    finally:
+        server.close()

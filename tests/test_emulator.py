@@ -89,7 +89,7 @@ async def test_bearer_tokens_are_accepted_until_they_expire(stub: pb_grpc.TalkSe
     [
         (upload_request(connection="no-such-connection"), grpc.StatusCode.NOT_FOUND, "connection 'no-such-connection' not found"),
         (upload_request(connection="demo-chat"), grpc.StatusCode.INVALID_ARGUMENT, "is a chat connection"),
-        (upload_request(client_id=None), grpc.StatusCode.INVALID_ARGUMENT, "missing metadata keys for a audio connection: client_id"),
+        (upload_request(client_id=None), grpc.StatusCode.INVALID_ARGUMENT, "missing required metadata keys for the audio connection: client_id"),
         (upload_request(favourite_colour="blue"), grpc.StatusCode.INVALID_ARGUMENT, "keys the connection does not define: favourite_colour"),
         (upload_request(client_name="x" * 1025), grpc.StatusCode.INVALID_ARGUMENT, "is 1025 bytes; the limit is 1024"),
         (upload_request(client_name="я" * 513), grpc.StatusCode.INVALID_ARGUMENT, "is 1026 bytes"),
@@ -211,7 +211,7 @@ async def test_chat_is_stored_with_message_count_and_digest(stub: pb_grpc.TalkSe
     ("request_", "message"),
     [
         (chat_request([("stranger", "2025-04-24T11:34:19Z", "hi")]), "user_id 'stranger' is not the dialog's"),
-        (chat_request([("op-1", "2025-04-24T11:34:19Z", "hi")], bot_id=None), "missing metadata keys for a chat connection: bot_id"),
+        (chat_request([("op-1", "2025-04-24T11:34:19Z", "hi")], bot_id=None), "missing required metadata keys for the chat connection: bot_id"),
         (chat_request([]), "the dialog has no messages"),
     ],
 )

@@ -1,0 +1,253 @@
+"""The product as users run it: `bulk-upload MANIFEST` in a real process against a real emulator."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bulk_uploader import samples
+from bulk_uploader.audio import AudioFormat
+from bulk_uploader.emulator import FaultOptions
+from bulk_uploader.results import read_records
+from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli
+
+FORMATS = (AudioFormat.WAV, AudioFormat.MP3, AudioFormat.OGG_OPUS, AudioFormat.PCM)
+SIZES = (1_000, 16 * 1024, 70_000, 250_000)
+
+
+def upload(served: ThreadedEmulator, manifest: Path, *extra: str, key: str = API_KEY) -> subprocess.CompletedProcess[str]:
+    return run_cli(str(manifest), "--endpoint", served.target, "--insecure", "--connection-id", "demo-audio",
+                   "--concurrency", "16", *extra, env=cli_env(API_KEY=key))
+
+
+def mixed_dataset(folder: Path, rows: int) -> Path:
+    """rows mixed-format rows plus one 9 MiB WAV that must be streamed."""
+    manifest = samples.write_dataset(folder, rows, sizes=SIZES, formats=FORMATS)
+    (folder / "audio" / "big.wav").write_bytes(samples.wav(9 * 1024 * 1024, seed=99))
+    with manifest.open("a") as f:
+        f.write(json.dumps({"id": "big", "audio_path": "audio/big.wav", "format": "wav", "metadata": samples.metadata(7)}) + "\n")
+    return manifest
+
+
+def manifest_rows(manifest: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+
+
+def to_csv(manifest: Path) -> Path:
+    rows = manifest_rows(manifest)
+    keys = list(samples.metadata(0))
+    path = manifest.with_suffix(".csv")
+    with path.open("w", newline="", encoding="utf-8-sig") as f:  # with a BOM, as spreadsheet tools write it
+        writer = csv.writer(f)
+        writer.writerow(["id", "audio_path", "format", "sample_rate", "channels", *keys])
+        for row in rows:
+            writer.writerow([row["id"], row["audio_path"], row.get("format", ""), row.get("sample_rate", ""),
+                             row.get("channels", ""), *[row["metadata"][k] for k in keys]])
+    return path
+
+
+def assert_store_matches(served: ThreadedEmulator, manifest: Path, rows: list[dict[str, Any]]) -> None:
+    """Each row stored exactly once, with its bytes' sha256, its connection and its fields."""
+    talks = list(served.emulator.store.talks())
+    by_client = {}
+    for talk in talks:
+        by_client.setdefault(talk.fields["client_id"], []).append(talk)
+    # Row metadata is unique per row except for the extra "big" row, keyed by its own sha256.
+    assert len(talks) == len(rows)
+    for row in rows:
+        data = (manifest.parent / row["audio_path"]).read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        matching = [t for t in talks if t.sha256 == sha and t.fields == row["metadata"]]
+        assert len(matching) == 1, f"row {row['id']} stored {len(matching)} times"
+        talk = matching[0]
+        assert talk.connection_id == "demo-audio"
+        assert talk.size == len(data)
+        assert talk.rpc == ("UploadAsStream" if len(data) > 4 * 1024 * 1024 else "Upload")
+
+
+def results_by_id(path: Path) -> dict[str, dict[str, Any]]:
+    return {r["id"]: r for r in read_records(path)}
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_mixed_manifest_uploads_completely(tmp_path: Path, served: ThreadedEmulator, kind: str) -> None:
+    manifest = mixed_dataset(tmp_path, 240)
+    rows = manifest_rows(manifest)
+    if kind == "csv":
+        manifest = to_csv(manifest)
+    result = upload(served, manifest)
+    assert result.returncode == 0, result.stderr
+    assert_store_matches(served, manifest, rows)
+    records = results_by_id(manifest.with_name(manifest.name + ".results.jsonl"))
+    assert len(records) == len(rows)
+    assert {r["status"] for r in records.values()} == {"uploaded"}
+    big = records["big"]
+    assert big["bytes"] == 9 * 1024 * 1024 + 44 and big["rpc"] == "UploadAsStream" and big["talk_id"]
+    for record in records.values():
+        assert set(record) >= {"id", "status", "talk_id", "error", "code", "attempts", "bytes", "seconds", "audio_path"}
+    assert "uploaded 241" in result.stderr
+
+
+def test_bad_rows_are_recorded_invalid_and_the_rest_upload(tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = samples.write_dataset(tmp_path, 20)
+    (tmp_path / "audio" / "empty.wav").write_bytes(b"")
+    (tmp_path / "audio" / "notes.wav").write_text("these are meeting notes, not audio\n" * 20)
+    bad_date = samples.metadata(1) | {"date": "13/09/2023"}
+    no_keys = {k: v for k, v in samples.metadata(2).items() if k not in ("client_id", "language")}
+    with manifest.open("a") as f:
+        for row in [
+            {"id": "missing", "audio_path": "audio/nope.wav", "metadata": samples.metadata(1)},
+            {"id": "empty", "audio_path": "audio/empty.wav", "metadata": samples.metadata(1)},
+            {"id": "not-audio", "audio_path": "audio/notes.wav", "metadata": samples.metadata(1)},
+            {"id": "no-keys", "audio_path": "audio/call-000001.mp3", "metadata": no_keys},
+            {"id": "bad-date", "audio_path": "audio/call-000001.mp3", "metadata": bad_date},
+        ]:
+            f.write(json.dumps(row) + "\n")
+        f.write('{"id": "torn", "audio_path": \n')
+        f.write(json.dumps({"id": "call-000003", "audio_path": "audio/call-000004.ogg", "metadata": samples.metadata(3)}) + "\n")
+    result = upload(served, manifest)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    records = results_by_id(manifest.with_name("manifest.jsonl.results.jsonl"))
+    expected = {
+        "missing": ("FILE_NOT_FOUND", "audio file not found: audio/nope.wav"),
+        "empty": ("EMPTY_FILE", "audio file is empty"),
+        "not-audio": ("BAD_AUDIO", "not WAV, MP3 or OGG Opus"),
+        "no-keys": ("INVALID_METADATA", "missing required metadata keys for the audio connection: client_id, language"),
+        "bad-date": ("INVALID_METADATA", "date '13/09/2023' is not"),
+        "line:26": ("MALFORMED_ROW", "malformed JSON on line 26"),
+    }
+    for key, (code, reason) in expected.items():
+        assert records[key]["status"] == "invalid", key
+        assert records[key]["code"] == code
+        assert reason in records[key]["error"]
+        assert reason in result.stderr  # also on screen
+    duplicates = [r for r in read_records(manifest.with_name("manifest.jsonl.results.jsonl")) if r["id"] == "call-000003"]
+    assert sorted(r["status"] for r in duplicates) == ["invalid", "uploaded"]
+    assert any("duplicate id 'call-000003'" in (r["error"] or "") for r in duplicates)
+    assert served.emulator.store.count() == 20
+    assert sum(1 for r in records.values() if r["status"] == "uploaded") == 20
+
+
+def test_second_run_sends_nothing_and_a_resume_sends_exactly_the_missing_rows(tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = samples.write_dataset(tmp_path, 60, sizes=(2000,))
+    results = manifest.with_name("manifest.jsonl.results.jsonl")
+    assert upload(served, manifest).returncode == 0
+    assert served.emulator.store.count() == 60
+    again = upload(served, manifest)
+    assert again.returncode == 0 and served.emulator.store.count() == 60
+    assert "skipped (done before) 60" in again.stderr
+    lines = results.read_text().splitlines()
+    dropped = {json.loads(line)["id"] for line in lines[10:17]}
+    results.write_text("\n".join(lines[:10] + lines[17:]) + "\n" + lines[30][:25])  # and a torn last line
+    resumed = upload(served, manifest)
+    assert resumed.returncode == 0, resumed.stderr
+    assert served.emulator.store.count() == 67
+    newly = [r["id"] for r in read_records(results)[-7:]]
+    assert set(newly) == dropped
+    assert "1 unreadable line(s)" in resumed.stderr
+
+
+def test_transient_faults_are_retried_until_every_row_is_uploaded(tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = samples.write_dataset(tmp_path, 150, sizes=(3000, 40_000, 5 * 1024 * 1024), distinct_files=12)
+    served.emulator.set_faults(FaultOptions(error_rates={"UNAVAILABLE": 0.1, "RESOURCE_EXHAUSTED": 0.1, "INTERNAL": 0.1}))
+    result = upload(served, manifest, "--timeout", "30")
+    assert result.returncode == 0, result.stderr
+    records = results_by_id(manifest.with_name("manifest.jsonl.results.jsonl"))
+    assert len(records) == 150 and {r["status"] for r in records.values()} == {"uploaded"}
+    assert served.emulator.store.count() == 150  # injected errors happen before storing: no duplicates
+    retried = sum(r["attempts"] - 1 for r in records.values())
+    assert retried == sum(served.emulator.rejections.values()) > 20
+
+
+def test_wrong_api_key_stops_the_run_at_once_and_is_never_shown(tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = samples.write_dataset(tmp_path, 200, sizes=(1000,))
+    secret = "AQVN-this-is-a-wrong-but-secret-key"
+    result = upload(served, manifest, "--concurrency", "8", key=secret)
+    assert result.returncode == 2
+    assert "refused the credentials" in result.stderr and "UNAUTHENTICATED" in result.stderr
+    assert served.emulator.rejections["UNAUTHENTICATED"] <= 8
+    results = manifest.with_name("manifest.jsonl.results.jsonl")
+    written = results.read_text() if results.exists() else ""
+    assert read_records(results) == [] if results.exists() else True  # no row recorded: a rerun tries them all
+    for text in (result.stdout, result.stderr, written):
+        assert secret not in text
+    assert "Traceback" not in result.stderr
+
+
+def test_no_credentials_is_a_usage_error(tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = samples.write_dataset(tmp_path, 3)
+    result = run_cli(str(manifest), "--endpoint", served.target, "--insecure", "--connection-id", "demo-audio")
+    assert result.returncode == 2 and "no credentials" in result.stderr
+
+
+def test_sigint_stops_cleanly_and_the_rerun_completes(tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = samples.write_dataset(tmp_path, 300, sizes=(2000,))
+    served.emulator.set_faults(FaultOptions(latency_ms=50))
+    results = manifest.with_name("manifest.jsonl.results.jsonl")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bulk_uploader", str(manifest), "--endpoint", served.target, "--insecure",
+         "--connection-id", "demo-audio", "--concurrency", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(API_KEY=API_KEY),
+    )
+    deadline = time.monotonic() + 30
+    while (not results.exists() or len(results.read_bytes().splitlines()) < 40) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Interrupted" in err
+    records = read_records(results)
+    assert len(records) == len(results.read_text().splitlines())  # every line parses
+    assert 40 <= len(records) < 300
+    assert served.emulator.store.count() == len(records)  # rows in flight finished and were recorded
+    served.emulator.set_faults(FaultOptions())
+    rerun = upload(served, manifest)
+    assert rerun.returncode == 0, rerun.stderr
+    assert served.emulator.store.count() == 300
+    assert len(results_by_id(results)) == 300
+
+
+def test_output_off_a_terminal_is_plain_lines(tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = samples.write_dataset(tmp_path, 30, sizes=(1000,))
+    result = upload(served, manifest)
+    assert result.returncode == 0
+    assert "\x1b[" not in result.stderr and "\r" not in result.stderr
+    assert "rows 30/~30 | uploaded 30" in result.stderr
+    assert "Finished in" in result.stderr and "results: " in result.stderr
+
+
+def test_dry_run_checks_every_row_and_sends_nothing(tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = samples.write_dataset(tmp_path, 25)
+    with manifest.open("a") as f:
+        f.write(json.dumps({"id": "missing", "audio_path": "audio/nope.wav", "metadata": samples.metadata(1)}) + "\n")
+    result = run_cli(str(manifest), "--dry-run", "--connection-id", "demo-audio", env=cli_env())
+    assert result.returncode == 1
+    assert "valid 25, invalid 1" in result.stderr and "audio file not found" in result.stderr
+    assert served.emulator.store.count() == 0
+
+
+def test_demo_command_runs_the_whole_job_on_the_embedded_emulator(tmp_path: Path) -> None:
+    result = run_cli("demo", "--rows", "60", "--folder", str(tmp_path / "demo"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "uploaded 60" in result.stderr and "holds 60 talks" in result.stderr
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert run_cli(str(tmp_path / "absent.jsonl")).returncode == 2
+    (tmp_path / "m.txt").write_text("")
+    assert run_cli(str(tmp_path / "m.txt")).returncode == 2
+    manifest = samples.write_dataset(tmp_path, 1)
+    bad = run_cli(str(manifest), "--concurrency", "0", env=cli_env(API_KEY="x"))
+    assert bad.returncode == 2 and "--concurrency" in bad.stderr
+    assert os.environ.get("API_KEY") is None or True
