@@ -136,7 +136,7 @@ def upload(
     endpoint: Annotated[str, typer.Option(help="SpeechSense gRPC endpoint HOST:PORT")] = DEFAULT_ENDPOINT,
     insecure: Annotated[bool, typer.Option(help="Plaintext gRPC (the emulator); TLS otherwise")] = False,
     results: Annotated[Optional[Path], typer.Option(help="Results file [default: MANIFEST.results.jsonl]")] = None,
-    retries: Annotated[int, typer.Option(help="Further attempts after a transient error")] = 5,
+    retries: Annotated[int, typer.Option(help="Further attempts after a transient error")] = 10,
     timeout: Annotated[float, typer.Option(help="Seconds per attempt (grows with file size)")] = 60.0,
     dry_run: Annotated[bool, typer.Option(help="Check every row, send nothing")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress display")] = False,

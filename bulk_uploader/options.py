@@ -76,7 +76,7 @@ class UploadOptions:
     connection_id: str | None = None  # rows may carry their own connection_id
     schemas: Sequence[ConnectionSchema] = ()  # --connection-schema; default: documented keys
     concurrency: int = 8  # rows in flight at once
-    retries: int = 5  # further attempts after a transient failure
+    retries: int = 10  # further attempts after a transient failure
     timeout: float = 60.0  # seconds per attempt, plus size / min_rate
     min_rate: float = 1 * MiB  # bytes/s an attempt may not fall below before its deadline
     stream_threshold: int = 4 * MiB  # larger files go through UploadAsStream

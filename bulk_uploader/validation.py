@@ -9,6 +9,7 @@ themselves are checked by the reader stage (bulk_uploader.reader.read_head).
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,21 @@ def _users(value: Any) -> tuple[User, ...]:
     return tuple(users)
 
 
+def _file_size(path: Path, shown: str) -> tuple[int, RowInvalid | None]:
+    """The size of a non-empty regular file, or why it cannot be sent."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return 0, RowInvalid(f"audio file not found: {shown}", "FILE_NOT_FOUND")
+    except OSError as exc:
+        return 0, RowInvalid(f"cannot read {shown}: {exc.strerror}", "FILE_UNREADABLE")
+    if not stat.S_ISREG(st.st_mode):
+        return 0, RowInvalid(f"{shown} is not a file", "FILE_UNREADABLE")
+    if st.st_size == 0:
+        return 0, RowInvalid(f"audio file is empty: {shown}", "EMPTY_FILE")
+    return st.st_size, None
+
+
 class Validator:
     """Checks rows for one run; holds what every row shares (folder, default connection, schemas)."""
 
@@ -131,8 +147,12 @@ class Validator:
             raise RowInvalid("a row with talk_id updates metadata and must not carry audio_path")
         return self._audio(row, connection_id, fields, users)
 
-    def _metadata_problems(self, connection_id: str, fields: dict[str, str], kind: Literal["audio", "chat"]) -> None:
+    def _metadata_problems(self, connection_id: str, fields: dict[str, str], kind: Literal["audio", "chat"],
+                           also: RowInvalid | None = None) -> None:
+        """Raise RowInvalid naming every metadata problem, after `also` (a file problem) if given."""
         problems = check_fields(fields, self.schema_for(connection_id, kind))
+        if also is not None:
+            raise RowInvalid("; ".join([str(also), *problems]), also.code)
         if problems:
             raise RowInvalid("; ".join(problems), "INVALID_METADATA")
 
@@ -157,20 +177,11 @@ class Validator:
                 check_pcm_params(rate, channels)
             except AudioError as exc:
                 raise RowInvalid(str(exc), "BAD_FORMAT") from None
-        self._metadata_problems(connection_id, fields, "audio")
         path = self.manifest_dir / audio_path
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise RowInvalid(f"audio file not found: {audio_path}", "FILE_NOT_FOUND") from None
-        except OSError as exc:
-            raise RowInvalid(f"cannot read {audio_path}: {exc.strerror}", "FILE_UNREADABLE") from None
-        if not os.path.isfile(path):
-            raise RowInvalid(f"{audio_path} is not a file", "FILE_UNREADABLE")
-        if st.st_size == 0:
-            raise RowInvalid(f"audio file is empty: {audio_path}", "EMPTY_FILE")
+        size, problem = _file_size(path, audio_path)
+        self._metadata_problems(connection_id, fields, "audio", also=problem)
         return Job(
             row.key, row.line, "audio", connection_id, fields, users,
-            audio_path=audio_path, path=path, size=st.st_size, format=declared,
+            audio_path=audio_path, path=path, size=size, format=declared,
             sample_rate=rate, channels=channels,
         )
