@@ -191,7 +191,7 @@ class _Run:
                     await reader.read_head(job)
                 self.stats.valid += 1
                 return None
-            result.talk_id, result.rpc = await self.send(job, result)
+            result.talk_id = await self.send(job, result)
             result.status = "uploaded"
         except RowInvalid as exc:
             result.status, result.code, result.error = "invalid", exc.code, str(exc)
@@ -207,8 +207,8 @@ class _Run:
         result.seconds = monotonic() - started
         return result
 
-    async def send(self, job: Job, result: RowResult) -> tuple[str, str]:
-        """Send a job with retries; returns (talk id, rpc) or raises CallFailure / RowInvalid."""
+    async def send(self, job: Job, result: RowResult) -> str:
+        """Send a job with retries; returns the talk id or raises CallFailure / RowInvalid."""
         options, transport = self.options, self.transport
         assert transport is not None
         data, info, rpc = None, None, "Upload"
@@ -220,19 +220,20 @@ class _Run:
         else:
             info = await reader.read_head(job)
             rpc, job_size = "UploadAsStream", job.size
+        result.rpc = rpc
         for attempt in range(1, options.retries + 2):
             result.attempts = attempt
             try:
                 if job.kind == "update":
-                    return await transport.update(job, options.timeout), rpc
+                    return await transport.update(job, options.timeout)
                 timeout = options.attempt_timeout(job_size)
                 if data is not None and info is not None:
                     talk_id = await transport.upload(job, data, info, timeout)
                     self.stats.bytes_sent += len(data)
-                    return talk_id, rpc
+                    return talk_id
                 assert info is not None and job.path is not None
                 chunks = reader.read_chunks(job.path, options.chunk_size, job)
-                return await transport.upload_stream(job, info, chunks, timeout, self._count_bytes), rpc
+                return await transport.upload_stream(job, info, chunks, timeout, self._count_bytes)
             except CallFailure as failure:
                 if not failure.transient or attempt > options.retries:
                     raise

@@ -169,14 +169,19 @@ class Transport:
                     pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(audio_metadata=audio_metadata(info)))
                 )
                 async for chunk in chunks:
+                    if call.done():
+                        break  # the server has answered early (a rejection): stop writing, read its status
                     await call.write(pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(chunk=pb.AudioChunk(data=chunk))))
                     on_bytes(len(chunk))
-                await call.done_writing()
+                else:
+                    await call.done_writing()
                 response = await call
             except (aio.AioRpcError, asyncio.InvalidStateError, aio.UsageError) as exc:
-                # A write fails once the server has ended the call: its status says why.
-                if isinstance(exc, aio.AioRpcError):
-                    raise classify(exc) from None
+                # A write fails once the server has ended the call; the call's own status
+                # says why. grpc.aio may still report "INTERNAL: Internal error from Core"
+                # when the failed write is processed after the status arrived (grpc#36066):
+                # that reads as transient, so the row is tried once more and the server's
+                # real answer comes on that attempt.
                 try:
                     await call
                 except aio.AioRpcError as status:

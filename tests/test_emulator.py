@@ -145,8 +145,8 @@ async def send_stream(stub: pb_grpc.TalkServiceStub, messages: list[pb.StreamTal
         for message in messages:
             await call.write(message)
         await call.done_writing()
-    except asyncio.InvalidStateError:
-        pass  # the server ended the call early; its status is below
+    except (asyncio.InvalidStateError, aio.AioRpcError):
+        pass  # the server ended the call early; the call's own status is below
     return await call
 
 

@@ -136,7 +136,7 @@ def test_bad_rows_are_recorded_invalid_and_the_rest_upload(tmp_path: Path, serve
     assert sorted(r["status"] for r in duplicates) == ["invalid", "uploaded"]
     assert any("duplicate id 'call-000003'" in (r["error"] or "") for r in duplicates)
     assert served.emulator.store.count() == 20
-    assert sum(1 for r in records.values() if r["status"] == "uploaded") == 20
+    assert sum(1 for r in read_records(manifest.with_name("manifest.jsonl.results.jsonl")) if r["status"] == "uploaded") == 20
 
 
 def test_second_run_sends_nothing_and_a_resume_sends_exactly_the_missing_rows(tmp_path: Path, served: ThreadedEmulator) -> None:
@@ -183,6 +183,29 @@ def test_wrong_api_key_stops_the_run_at_once_and_is_never_shown(tmp_path: Path, 
     for text in (result.stdout, result.stderr, written):
         assert secret not in text
     assert "Traceback" not in result.stderr
+
+
+def test_server_rejection_mid_stream_fails_the_row_without_retries(tmp_path: Path) -> None:
+    # The emulator's connection requires a key the client's default schema does not know,
+    # so the server refuses after the first message while the client is still streaming.
+    from bulk_uploader.emulator import EmulatorOptions
+    from bulk_uploader.schema import AUDIO_KEYS, ConnectionSchema
+
+    strict = ConnectionSchema("demo-audio", "audio", frozenset({*AUDIO_KEYS, "region"}))
+    server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY], connections=[strict]))
+    try:
+        manifest = samples.write_dataset(tmp_path, 2, sizes=(6 * 1024 * 1024, 1000))
+        result = upload(server, manifest)  # type: ignore[arg-type]
+        assert result.returncode == 1
+        records = results_by_id(manifest.with_name("manifest.jsonl.results.jsonl"))
+        for record in records.values():
+            assert (record["status"], record["code"]) == ("failed", "INVALID_ARGUMENT")
+            # Not retried, except once where grpc.aio masks the status as INTERNAL (grpc#36066).
+            assert record["attempts"] <= 2
+            assert "missing required metadata keys for the audio connection: region" in record["error"]
+        assert records["call-000000"]["rpc"] == "UploadAsStream"
+    finally:
+        server.close()
 
 
 def test_no_credentials_is_a_usage_error(tmp_path: Path, served: ThreadedEmulator) -> None:
