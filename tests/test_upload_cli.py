@@ -241,6 +241,39 @@ def test_sigint_stops_cleanly_and_the_rerun_completes(tmp_path: Path, served: Th
     assert len(results_by_id(results)) == 300
 
 
+def test_second_sigint_aborts_at_once(tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = samples.write_dataset(tmp_path, 50, sizes=(2000,))
+    served.emulator.set_faults(FaultOptions(latency_ms=20_000))  # calls in flight would take 20 s
+    results = manifest.with_name("manifest.jsonl.results.jsonl")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bulk_uploader", str(manifest), "--endpoint", served.target, "--insecure",
+         "--connection-id", "demo-audio", "--concurrency", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(API_KEY=API_KEY),
+    )
+    deadline = time.monotonic() + 20
+    while served.emulator.injector.in_flight < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - started < 8  # neither the 20 s calls nor the 10 s grace were waited for
+    assert "aborting now" in err and "Traceback" not in err
+    assert read_records(results) == []  # nothing finished; every row is left for the next run
+
+
+def test_attempts_that_exceed_the_timeout_are_retried_then_failed(tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = samples.write_dataset(tmp_path, 3, sizes=(2000,))
+    served.emulator.set_faults(FaultOptions(latency_ms=3000))
+    result = upload(served, manifest, "--timeout", "0.3", "--retries", "2")
+    assert result.returncode == 1
+    for record in results_by_id(manifest.with_name("manifest.jsonl.results.jsonl")).values():
+        assert (record["status"], record["code"], record["attempts"]) == ("failed", "DEADLINE_EXCEEDED", 3)
+    assert "DEADLINE_EXCEEDED 3" in result.stderr
+
+
 def test_output_off_a_terminal_is_plain_lines(tmp_path: Path, served: ThreadedEmulator) -> None:
     manifest = samples.write_dataset(tmp_path, 30, sizes=(1000,))
     result = upload(served, manifest)

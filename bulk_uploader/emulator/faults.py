@@ -86,6 +86,11 @@ class FaultInjector:
         self._in_flight += 1
         return None
 
+    @property
+    def in_flight(self) -> int:
+        """Calls admitted and not yet finished."""
+        return self._in_flight
+
     def leave(self) -> None:
         """A call admitted by enter() has finished."""
         self._in_flight -= 1
