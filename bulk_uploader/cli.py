@@ -26,7 +26,8 @@ from typer.core import TyperGroup
 from bulk_uploader.emulator import Emulator, EmulatorOptions, FaultOptions, TalkStore
 from bulk_uploader.emulator.server import DEFAULT_CONNECTIONS
 from bulk_uploader.errors import BulkUploadError, ConfigError
-from bulk_uploader.options import DEFAULT_ENDPOINT, Credentials, UploadOptions, is_loopback
+from bulk_uploader.auth import DEFAULT_TOKEN_REFRESH, Credentials, TokenCommand
+from bulk_uploader.options import DEFAULT_ENDPOINT, SearchScope, UploadOptions, is_loopback
 from bulk_uploader.pipeline import RunControl, RunSummary, run_upload
 from bulk_uploader.progress import Reporter, make_reporter
 from bulk_uploader.schema import SchemaError, load_schemas
@@ -148,6 +149,19 @@ def upload(
     chunk_size_kib: Annotated[int, typer.Option(help="UploadAsStream chunk size, KiB")] = 1024,
     stream_threshold_mib: Annotated[float, typer.Option(help="Files above this many MiB are streamed")] = 4.0,
     grace: Annotated[float, typer.Option(help="Seconds uploads in flight get after the first Ctrl-C")] = 10.0,
+    dedupe_key: Annotated[
+        Optional[str], typer.Option(help="Metadata key unique per row; Search for it before re-sending after an unknown outcome")
+    ] = None,
+    organization_id: Annotated[str, typer.Option(help="Search scope: organization id")] = "",
+    space_id: Annotated[str, typer.Option(help="Search scope: space id")] = "",
+    project_id: Annotated[str, typer.Option(help="Search scope: project id")] = "",
+    search_user_prefix: Annotated[str, typer.Option(help="How Search names user metadata keys")] = "user.",
+    rps: Annotated[float, typer.Option(help="Cap on requests per second (0: none)")] = 0.0,
+    max_mbps: Annotated[float, typer.Option(help="Cap on audio bandwidth, megabits per second (0: none)")] = 0.0,
+    iam_token_command: Annotated[
+        Optional[str], typer.Option(help="Command printing a fresh IAM token; re-run before expiry and when refused")
+    ] = None,
+    token_refresh_seconds: Annotated[float, typer.Option(help="Re-run --iam-token-command this often")] = DEFAULT_TOKEN_REFRESH,
 ) -> None:
     """Upload every row of MANIFEST not uploaded before; results go to the results file."""
     try:
@@ -156,7 +170,11 @@ def upload(
             results=results,
             endpoint=endpoint,
             insecure=insecure,
-            credentials=credentials_from(api_key_file, iam_token_file, dict(os.environ)),
+            credentials=(
+                TokenCommand(iam_token_command, refresh_every=token_refresh_seconds)
+                if iam_token_command
+                else credentials_from(api_key_file, iam_token_file, dict(os.environ))
+            ),
             connection_id=connection_id,
             schemas=tuple(load_schemas(connection_schema)) if connection_schema else (),
             concurrency=concurrency,
@@ -166,6 +184,11 @@ def upload(
             stream_threshold=int(stream_threshold_mib * 1024 * 1024),
             dry_run=dry_run,
             grace=grace,
+            dedupe_key=dedupe_key,
+            search_scope=SearchScope(organization_id, space_id, project_id),
+            search_user_prefix=search_user_prefix,
+            rps=rps,
+            max_mbps=max_mbps,
         )
     except (ConfigError, SchemaError) as exc:
         raise _fail(str(exc)) from None
@@ -201,17 +224,18 @@ def _emulator_options(
 
 async def _serve(options: EmulatorOptions) -> None:
     emulator = Emulator(options)
-    await emulator.start()
-    connections = ", ".join(f"{c.id} ({c.type})" for c in options.connections if c.id)
-    print(f"SpeechSense emulator listening on {emulator.target}", flush=True)
-    print(f"connections: {connections}; store: {options.store_path}", flush=True)
-    try:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # Handlers first: a signal that arrives as soon as the address is printed still stops cleanly.
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        await emulator.start()
+        connections = ", ".join(f"{c.id} ({c.type})" for c in options.connections if c.id)
+        print(f"SpeechSense emulator listening on {emulator.target}", flush=True)
+        print(f"connections: {connections}; store: {options.store_path}", flush=True)
+        try:
             async for _ in signals:
                 break
-    finally:
-        with anyio.CancelScope(shield=True):
-            await emulator.stop(grace=2.0)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await emulator.stop(grace=2.0)
     print(f"emulator stopped; {options.store_path} holds the accepted talks", flush=True)
 
 

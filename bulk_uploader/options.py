@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from bulk_uploader.auth import AuthProvider
 from bulk_uploader.errors import ConfigError
 from bulk_uploader.schema import ConnectionSchema
 
@@ -18,27 +19,12 @@ MiB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
-class Credentials:
-    """An API key or an IAM token. repr() never shows the secret."""
+class SearchScope:
+    """Where Search looks: the organization, space and project ids (any may be blank)."""
 
-    scheme: str  # "Api-Key" or "Bearer"
-    secret: str = field(repr=False)
-
-    def __post_init__(self) -> None:
-        if self.scheme not in ("Api-Key", "Bearer"):
-            raise ConfigError(f"unknown credential scheme {self.scheme!r}")
-        if not self.secret or any(c.isspace() for c in self.secret):
-            raise ConfigError(f"the {self.kind} is empty or contains white space")
-
-    @property
-    def kind(self) -> str:
-        """Human name of the credential, for messages."""
-        return "API key" if self.scheme == "Api-Key" else "IAM token"
-
-    @property
-    def header(self) -> str:
-        """The value of the `authorization` request header."""
-        return f"{self.scheme} {self.secret}"
+    organization_id: str = ""
+    space_id: str = ""
+    project_id: str = ""
 
 
 def results_path_for(manifest: Path) -> Path:
@@ -72,7 +58,7 @@ class UploadOptions:
     results: Path | None = None  # default: results_path_for(manifest)
     endpoint: str = DEFAULT_ENDPOINT
     insecure: bool = False  # plaintext gRPC (the emulator); TLS otherwise
-    credentials: Credentials | None = None
+    credentials: AuthProvider | None = None
     connection_id: str | None = None  # rows may carry their own connection_id
     schemas: Sequence[ConnectionSchema] = ()  # --connection-schema; default: documented keys
     concurrency: int = 8  # rows in flight at once
@@ -85,6 +71,14 @@ class UploadOptions:
     backoff_max: float = 20.0
     dry_run: bool = False
     grace: float = 10.0  # seconds in-flight uploads get to finish after the first Ctrl-C
+    # Exactly once: a metadata key unique per row; after an unknown outcome, Search for it
+    # (within search_scope) before sending again.
+    dedupe_key: str | None = None
+    search_scope: SearchScope = SearchScope()
+    search_user_prefix: str = "user."  # how Search names user metadata keys (unknown: user. or userMeta.)
+    rps: float = 0.0  # requests per second cap (0: none)
+    max_mbps: float = 0.0  # audio bandwidth cap in megabits per second (0: none)
+    throttle_patience: float = 600.0  # seconds of nothing but RESOURCE_EXHAUSTED before rows fail
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 4096:
@@ -101,6 +95,10 @@ class UploadOptions:
             raise ConfigError(f"{self.manifest}: manifest not found")
         if ":" not in self.endpoint:
             raise ConfigError(f"--endpoint must be HOST:PORT, not {self.endpoint!r}")
+        if self.rps < 0 or self.max_mbps < 0:
+            raise ConfigError("--rps and --max-mbps must not be negative")
+        if self.dedupe_key is not None and not self.dedupe_key.strip():
+            raise ConfigError("--dedupe-key is empty")
         if not self.dry_run and self.credentials is None:
             raise ConfigError("no credentials: set API_KEY or IAM_TOKEN, or pass --api-key-file/--iam-token-file")
 

@@ -11,6 +11,7 @@ rows are sent); `concurrency` workers each carry one row at a time to its outcom
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from time import monotonic
 
@@ -23,7 +24,9 @@ from bulk_uploader.errors import AuthError
 from bulk_uploader.manifest import count_rows, read_manifest
 from bulk_uploader.options import UploadOptions
 from bulk_uploader.progress import Reporter
-from bulk_uploader.results import PreviousResults, ResultsWriter, RowResult, load_results
+from bulk_uploader.audio import AudioInfo
+from bulk_uploader.flow import AdaptiveLimiter, Pacer
+from bulk_uploader.results import PreviousResults, ResultsWriter, RowResult, attempt_line, load_results
 from bulk_uploader.stats import RunStats
 from bulk_uploader.transport import CallFailure, Transport
 from bulk_uploader.validation import Job, RowInvalid, Validator
@@ -48,7 +51,7 @@ class RunSummary:
         """0 all rows uploaded (now or before), 1 some failed or invalid, 130 interrupted."""
         if self.interrupted:
             return 130
-        return 1 if self.stats.failed or self.stats.invalid else 0
+        return 1 if self.stats.failed or self.stats.invalid or self.stats.ambiguous else 0
 
     def lines(self, retry_command: str | None = None) -> list[str]:
         """The closing summary, as lines of text."""
@@ -59,12 +62,24 @@ class RunSummary:
             f"valid {s.valid}, invalid {s.invalid}"
             if self.dry_run
             else f"uploaded {s.uploaded}, skipped (done before) {s.skipped}, failed {s.failed}, invalid {s.invalid}"
+            + (f", ambiguous {s.ambiguous}" if s.ambiguous else "")
         )
         out = [
             f"{head} in {s.elapsed:.1f} s: {counts}",
             f"throughput: {rows_per_s:.1f} files/s, {bytes_per_s / 1e6:.2f} MB/s, "
             f"{s.bytes_uploaded / 1e6:.1f} MB uploaded, {s.retries} retries",
         ]
+        if s.throttled:
+            out.append(f"throttled {s.throttled} time(s); concurrency ended at {s.concurrency}")
+        if s.reconciled:
+            out.append(f"found already stored by Search after an unknown outcome (not re-sent): {s.reconciled}")
+        if s.resent_after_unknown:
+            out.append(
+                f"possible duplicates: {s.possible_duplicates} talk(s) from {s.resent_after_unknown} row(s) re-sent "
+                "after an unknown outcome (use --dedupe-key to rule them out)"
+            )
+        if s.ambiguous:
+            out.append(f"ambiguous: {s.ambiguous} row(s) may or may not be stored; the next run settles them")
         if s.codes:
             out.append("by code: " + ", ".join(f"{code} {n}" for code, n in s.codes.most_common()))
         if self.previous.torn_lines:
@@ -127,10 +142,17 @@ class _Run:
         self.previous = previous
         self.stats = RunStats()
         self.failures: list[RowResult] = []
-        self.validator = Validator(options.manifest.parent, options.connection_id, options.schemas)
+        self.validator = Validator(
+            options.manifest.parent, options.connection_id, options.schemas,
+            dedupe_key=options.dedupe_key, user_key_prefix=options.search_user_prefix,
+        )
         self.writer: ResultsWriter | None = None
         self.transport: Transport | None = None
         self.auth_error: AuthError | None = None
+        self.limiter = AdaptiveLimiter(options.concurrency)
+        self.request_pacer = Pacer(options.rps) if options.rps else None
+        self.byte_pacer = Pacer(options.max_mbps * 1e6 / 8) if options.max_mbps else None
+        self.last_progress = monotonic()  # when a call last went through
         self._random = random.Random()
 
     def record(self, result: RowResult) -> None:
@@ -138,9 +160,16 @@ class _Run:
         if result.status == "uploaded":
             stats.uploaded += 1
             stats.bytes_uploaded += result.bytes
+            if result.reconciled:
+                stats.reconciled += 1
+            elif result.unknown_outcomes and not self.options.dedupe_key:
+                stats.resent_after_unknown += 1
+                stats.possible_duplicates += result.unknown_outcomes
         else:
             if result.status == "failed":
                 stats.failed += 1
+            elif result.status == "ambiguous":
+                stats.ambiguous += 1
             else:
                 stats.invalid += 1
             stats.codes[result.code or "UNKNOWN"] += 1
@@ -162,10 +191,9 @@ class _Run:
                 try:
                     job = self.validator.check(row)
                 except RowInvalid as exc:
-                    self.record(
-                        RowResult(row.key, "invalid", error=str(exc), code=exc.code, line=row.line,
-                                  audio_path=row.data.get("audio_path") if isinstance(row.data.get("audio_path"), str) else None)
-                    )
+                    path = row.data.get("audio_path")
+                    self.record(RowResult(row.key, "invalid", error=str(exc), code=exc.code, line=row.line,
+                                          audio_path=path if isinstance(path, str) else None))
                     continue
                 await send.send(job)
 
@@ -184,14 +212,15 @@ class _Run:
 
     async def process(self, job: Job) -> RowResult | None:
         started = monotonic()
-        result = RowResult(job.key, "failed", line=job.line, audio_path=job.audio_path, bytes=job.size)
+        result = RowResult(job.key, "failed", line=job.line, audio_path=job.audio_path, bytes=job.size,
+                           unknown_outcomes=self.previous.unknown.get(job.key, 0))
         try:
             if self.options.dry_run:
                 if job.kind == "audio":
                     await reader.read_head(job)
                 self.stats.valid += 1
                 return None
-            result.talk_id = await self.send(job, result)
+            result.talk_id = await self.deliver(job, result)
             result.status = "uploaded"
         except RowInvalid as exc:
             result.status, result.code, result.error = "invalid", exc.code, str(exc)
@@ -204,52 +233,159 @@ class _Run:
                 self.control.abort()
                 return None
             result.code, result.error = failure.code, failure.message
+            if result.unknown_outcomes:
+                # It may be stored: never call that "failed". The next run reconciles or re-sends it.
+                result.status = "ambiguous"
+                result.error = f"outcome unknown after {result.unknown_outcomes} attempt(s); last: {failure}"
+        except AuthError as exc:
+            self.auth_error = exc
+            self.control.abort()
+            return None
         result.seconds = monotonic() - started
         return result
 
-    async def send(self, job: Job, result: RowResult) -> str:
-        """Send a job with retries; returns the talk id or raises CallFailure / RowInvalid."""
-        options, transport = self.options, self.transport
-        assert transport is not None
-        data, info, rpc = None, None, "Upload"
+    async def deliver(self, job: Job, result: RowResult) -> str:
+        """Bring one row to the service; returns the talk id or raises CallFailure / RowInvalid.
+
+        Retries transient answers with backoff (throttling does not use up --retries while
+        calls elsewhere go through), refreshes refused tokens, and after any attempt whose
+        outcome is unknown asks Search (--dedupe-key) before sending again.
+        """
+        options = self.options
+        data, info, rpc, size = None, None, "Upload", job.size
         if job.kind == "update":
             rpc = "Upload(update)"
         elif job.size <= options.stream_threshold:
             data, info = await reader.read_whole(job)
-            job_size = len(data)
+            size = len(data)
         else:
             info = await reader.read_head(job)
-            rpc, job_size = "UploadAsStream", job.size
+            rpc = "UploadAsStream"
         result.rpc = rpc
-        for attempt in range(1, options.retries + 2):
-            result.attempts = attempt
+        failures = refreshes = 0
+        reconciled_at = -1  # unknown_outcomes when Search last said "not there"
+        while True:
+            if result.unknown_outcomes > reconciled_at and job.dedupe is not None:
+                found = await self.reconcile(job)
+                if found:
+                    result.reconciled, result.rpc = True, "Search"
+                    return found
+                reconciled_at = result.unknown_outcomes
+            result.attempts += 1
+            if self.writer is not None:
+                self.writer.write_record(attempt_line(job.key, job.line, result.attempts, result.unknown_outcomes))
             try:
-                if job.kind == "update":
-                    return await transport.update(job, options.timeout)
-                timeout = options.attempt_timeout(job_size)
-                if data is not None and info is not None:
-                    talk_id = await transport.upload(job, data, info, timeout)
-                    self.stats.bytes_sent += len(data)
-                    return talk_id
-                assert info is not None and job.path is not None
-                chunks = reader.read_chunks(job.path, options.chunk_size, job)
-                return await transport.upload_stream(job, info, chunks, timeout, self._count_bytes)
+                talk_id = await self.attempt(job, data, info, size)
+                self.succeeded()
+                return talk_id
             except CallFailure as failure:
-                if not failure.transient or attempt > options.retries:
-                    raise
+                if failure.outcome_unknown:
+                    result.unknown_outcomes += 1
+                delay = await self.after_failure(failure, failures, refreshes)
+                if failure.code == "UNAUTHENTICATED":
+                    refreshes += 1
+                elif failure.code != "RESOURCE_EXHAUSTED":
+                    failures += 1
                 self.stats.retries += 1
-                await anyio.sleep(self.backoff(attempt, failure))
+                await anyio.sleep(delay)
+
+    async def attempt(self, job: Job, data: bytes | None, info: AudioInfo | None, size: int) -> str:
+        """One call, within the in-flight limit and the rate caps."""
+        transport, options = self.transport, self.options
+        assert transport is not None
+        async with self.limiter.slot():
+            if self.request_pacer is not None:
+                await self.request_pacer.take()
+            if job.kind == "update":
+                return await transport.update(job, options.timeout)
+            timeout = options.attempt_timeout(size)
+            if data is not None and info is not None:
+                if self.byte_pacer is not None:
+                    await self.byte_pacer.take(len(data))
+                talk_id = await transport.upload(job, data, info, timeout)
+                self.stats.bytes_sent += len(data)
+                return talk_id
+            assert info is not None and job.path is not None
+            chunks = self.paced(reader.read_chunks(job.path, options.chunk_size, job))
+            return await transport.upload_stream(job, info, chunks, timeout, self._count_bytes)
+
+    async def paced(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Chunks at no more than --max-mbps."""
+        async for chunk in chunks:
+            if self.byte_pacer is not None:
+                await self.byte_pacer.take(len(chunk))
+            yield chunk
+
+    def succeeded(self) -> None:
+        self.last_progress = monotonic()
+        self.limiter.succeeded()
+        self.stats.concurrency = self.limiter.current
+
+    async def after_failure(self, failure: CallFailure, failures: int, refreshes: int) -> float:
+        """Seconds to wait before trying again, or raise the failure when the row should stop."""
+        options = self.options
+        if failure.code == "UNAUTHENTICATED" and refreshes < 2 and self.options.credentials is not None:
+            if await self.options.credentials.refresh(failure.auth_header):
+                self.stats.token_refreshes += 1
+                return 0.0
+        if failure.auth or not failure.transient:
+            raise failure
+        if failure.code == "RESOURCE_EXHAUSTED":
+            self.limiter.throttled()
+            self.stats.throttled += 1
+            self.stats.concurrency = self.limiter.current
+            # Throttling alone fails no row while calls go through somewhere; only when
+            # nothing has succeeded for throttle_patience seconds does the row give up.
+            if monotonic() - self.last_progress > options.throttle_patience:
+                raise failure
+            return failure.pushback if failure.pushback is not None else self.backoff(failures + 1)
+        if failures >= options.retries:
+            raise failure
+        return failure.pushback if failure.pushback is not None else self.backoff(failures + 1)
+
+    async def reconcile(self, job: Job) -> str | None:
+        """Ask Search whether the row's talk exists (after an unknown outcome); its id or None.
+
+        Raises CallFailure when Search cannot answer: the row then ends ambiguous rather
+        than being sent again blindly.
+        """
+        transport, options = self.transport, self.options
+        assert transport is not None and job.dedupe is not None
+        key, value = job.dedupe
+        for tries in range(1, options.retries + 2):
+            try:
+                async with self.limiter.slot():
+                    if self.request_pacer is not None:
+                        await self.request_pacer.take()
+                    ids = await transport.search(options.search_scope, job.connection_id, key, value, options.timeout)
+                self.stats.searches += 1
+                return ids[0] if ids else None
+            except CallFailure as failure:
+                if failure.code == "UNAUTHENTICATED" and options.credentials is not None:
+                    if await options.credentials.refresh(failure.auth_header):
+                        continue
+                if not failure.transient or tries > options.retries:
+                    raise CallFailure(failure.code, f"Search for {key}={value!r} failed: {failure.message}") from None
+                await anyio.sleep(failure.pushback or self.backoff(tries))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _count_bytes(self, n: int) -> None:
         self.stats.bytes_sent += n
 
-    def backoff(self, attempt: int, failure: CallFailure) -> float:
-        """Seconds before the next attempt: the server's pushback, else full-jitter exponential."""
-        if failure.pushback is not None:
-            return failure.pushback
+    def backoff(self, attempt: int) -> float:
+        """Seconds before the next attempt: full-jitter exponential (half to all of the cap)."""
         cap = min(self.options.backoff_max, self.options.backoff_base * 2 ** (attempt - 1))
         return self._random.uniform(cap / 2, cap)
+
+
+async def _keep_fresh(run: _Run) -> None:
+    """Refresh expiring credentials in the background; a failure stops the run like a refusal."""
+    assert run.options.credentials is not None
+    try:
+        await run.options.credentials.keep_fresh()
+    except AuthError as exc:
+        run.auth_error = exc
+        run.control.abort()
 
 
 async def run_upload(options: UploadOptions, reporter: Reporter, control: RunControl | None = None) -> RunSummary:
@@ -262,7 +398,10 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
     previous = await anyio.to_thread.run_sync(load_results, options.results_path)
     run = _Run(options, reporter, control, previous)
     run.stats.total_rows = await anyio.to_thread.run_sync(count_rows, options.manifest)
+    run.stats.concurrency = options.concurrency
     if not options.dry_run:
+        if options.credentials is not None:
+            await options.credentials.start()
         run.writer = ResultsWriter(options.results_path)
         run.transport = Transport(
             options.endpoint,
@@ -281,6 +420,8 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
                     feeder = anyio.CancelScope()
                     control._attach(scope, feeder, outer, options.grace)
                     group.start_soon(run.feed, send, feeder)
+                    if options.credentials is not None and not options.dry_run:
+                        outer.start_soon(_keep_fresh, run)
                     with receive:
                         for _ in range(options.concurrency):
                             group.start_soon(run.work, receive.clone())

@@ -68,7 +68,8 @@ def status_line(stats: RunStats) -> str:
         f"failed {stats.failed}",
         f"invalid {stats.invalid}",
         f"retries {stats.retries}",
-        f"in flight {stats.in_flight}",
+        f"in flight {stats.in_flight}/{stats.concurrency}",
+        f"throttled {stats.throttled}",
         f"{_size(stats.bytes_sent)} sent",
         f"{rows_per_s:.1f} files/s",
         f"{bytes_per_s / 1e6:.2f} MB/s",
@@ -182,7 +183,8 @@ class RichReporter:
             (f"skipped {stats.skipped}", "cyan"), "  ",
             (f"failed {stats.failed}", "red" if stats.failed else ""), "  ",
             (f"invalid {stats.invalid}", "yellow" if stats.invalid else ""), "  ",
-            f"retries {stats.retries}  in flight {stats.in_flight}  sent {_size(stats.bytes_sent)}"
+            f"retries {stats.retries}  in flight {stats.in_flight}/{stats.concurrency}"
+            f"  throttled {stats.throttled}  sent {_size(stats.bytes_sent)}"
             f"  elapsed {_duration(stats.elapsed)}",
         )
         return Group(grid, counts)

@@ -1,4 +1,9 @@
-"""Stage 5: the results file, one JSON line per finished row, appended as rows finish.
+"""Stage 5: the results file: the journal of attempts and one outcome line per finished row.
+
+Before an attempt is sent, a line `{"id": ..., "status": "sending", "attempt": n, ...}`
+records that it started; when the row finishes, one outcome line records `uploaded`,
+`failed`, `invalid` or `ambiguous`. So after a crash the next run knows exactly which rows
+may have reached the service: those with a `sending` line and no outcome after it.
 
 Each line is written with a single os.write on an O_APPEND descriptor, so a process killed
 at any moment leaves whole lines plus at most one torn last line, which the next run skips.
@@ -19,7 +24,8 @@ from typing import Any, Literal
 from bulk_uploader.errors import ResultsFileError
 from bulk_uploader.manifest import KeySet
 
-Status = Literal["uploaded", "failed", "invalid"]
+Status = Literal["uploaded", "failed", "invalid", "ambiguous"]
+SENDING = "sending"  # journal line: an attempt is about to be sent
 
 
 @dataclass(slots=True)
@@ -37,6 +43,8 @@ class RowResult:
     audio_path: str | None = None
     line: int = 0  # the row's line in the manifest
     rpc: str | None = None
+    unknown_outcomes: int = 0  # attempts (this run or before) that may have stored a talk
+    reconciled: bool = False  # uploaded: found by Search after an unknown outcome, not re-sent
     finished_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
 
     def to_line(self) -> bytes:
@@ -46,11 +54,25 @@ class RowResult:
         return (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def attempt_line(key: str, line: int, attempt: int, unknown_before: int) -> bytes:
+    """The journal line written just before an attempt is sent."""
+    return (
+        json.dumps(
+            {"id": key, "status": SENDING, "attempt": attempt, "line": line, "unknown_before": unknown_before},
+            ensure_ascii=False,
+        )
+        + "\n"
+    ).encode("utf-8")
+
+
 @dataclass(slots=True)
 class PreviousResults:
     """What earlier runs recorded: the keys already uploaded, and how the file looked."""
 
     uploaded: KeySet = field(default_factory=KeySet)
+    # Rows not uploaded whose attempts may have stored a talk: key -> how many such attempts
+    # (a `sending` line with no outcome after it, i.e. the process died, or an `ambiguous` outcome).
+    unknown: dict[str, int] = field(default_factory=dict)
     lines: int = 0
     torn_lines: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
@@ -74,9 +96,20 @@ def load_results(path: Path) -> PreviousResults:
             except (ValueError, KeyError, TypeError):
                 previous.torn_lines += 1
                 continue
+            key = str(key)
+            if status == SENDING:
+                previous.unknown[key] = int(record.get("unknown_before") or 0) + 1
+                continue
             previous.statuses[status] += 1
             if status == "uploaded":
-                previous.uploaded.add(str(key))
+                previous.uploaded.add(key)
+                previous.unknown.pop(key, None)
+            elif status == "ambiguous":
+                previous.unknown[key] = int(record.get("unknown_outcomes") or 1)
+            else:
+                previous.unknown.pop(key, None)
+    for key in [k for k in previous.unknown if k in previous.uploaded]:
+        del previous.unknown[key]
     return previous
 
 
@@ -119,13 +152,15 @@ class ResultsWriter:
         os.close(self._fd)
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Every readable record of a results file (for reports and tests)."""
+def read_records(path: Path, *, journal: bool = False) -> list[dict[str, Any]]:
+    """Every readable outcome record of a results file (with `journal`, the `sending` lines too)."""
     records = []
     with path.open("rb") as f:
         for raw in f:
             try:
-                records.append(json.loads(raw))
+                record = json.loads(raw)
             except ValueError:
                 continue
+            if journal or record.get("status") != SENDING:
+                records.append(record)
     return records

@@ -16,11 +16,19 @@ class RunStats:
     uploaded: int = 0
     failed: int = 0
     invalid: int = 0
+    ambiguous: int = 0  # may or may not be stored (unknown outcome, not settled this run)
     valid: int = 0  # dry run: rows that passed every check
     bytes_sent: int = 0  # audio bytes put on the wire, retries included
     bytes_uploaded: int = 0  # bytes of rows uploaded in this run
     retries: int = 0
     in_flight: int = 0
+    concurrency: int = 0  # calls allowed in flight now (lowered by throttling)
+    throttled: int = 0  # RESOURCE_EXHAUSTED answers
+    searches: int = 0  # reconciliation Searches made
+    reconciled: int = 0  # rows found stored by Search instead of being sent again
+    resent_after_unknown: int = 0  # rows uploaded again after an unknown outcome, no dedupe key
+    possible_duplicates: int = 0  # talks those re-sends may have duplicated
+    token_refreshes: int = 0
     codes: Counter[str] = field(default_factory=Counter)  # failed and invalid rows by code
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -28,7 +36,7 @@ class RunStats:
     @property
     def done(self) -> int:
         """Rows finished in this run, or skipped as finished before."""
-        return self.skipped + self.uploaded + self.failed + self.invalid + self.valid
+        return self.skipped + self.uploaded + self.failed + self.invalid + self.ambiguous + self.valid
 
     @property
     def elapsed(self) -> float:

@@ -10,19 +10,25 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 from dataclasses import dataclass
 
 import grpc
 from grpc import aio
 
 from bulk_uploader.audio import AudioFormat, AudioInfo
-from bulk_uploader.options import Credentials
+from bulk_uploader.auth import AuthProvider
+from bulk_uploader.options import SearchScope
 from bulk_uploader.proto import speechsense_pb2 as pb
 from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
 from bulk_uploader.validation import Job
 
 TRANSIENT_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "INTERNAL", "ABORTED", "DEADLINE_EXCEEDED"})
 AUTH_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
+# Answers after which the request may nevertheless have been carried out: the call was
+# lost, timed out or broke after the request left. RESOURCE_EXHAUSTED, ABORTED and every
+# definite refusal say it was not.
+UNKNOWN_OUTCOME_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "UNKNOWN", "CANCELLED", "DATA_LOSS"})
 PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
 IDEMPOTENCY_HEADER = "idempotency-key"
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f3c1a52-43c8-4f0e-9d59-3f0b8d7f2a11")
@@ -42,6 +48,13 @@ class CallFailure(Exception):
     code: str  # gRPC status name
     message: str
     pushback: float | None = None  # seconds the server asked us to wait, if it said
+    request_complete: bool = True  # the whole request had left (False: a stream cut short)
+    auth_header: str = ""  # the credential the call carried (to refresh exactly that one)
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """The service may have stored the talk although the call failed."""
+        return self.request_complete and self.code in UNKNOWN_OUTCOME_CODES
 
     @property
     def transient(self) -> bool:
@@ -57,8 +70,14 @@ class CallFailure(Exception):
         return f"{self.code}: {self.message}"
 
 
-def classify(exc: BaseException) -> CallFailure:
+def classify(exc: BaseException, *, request_complete: bool = True, auth_header: str = "") -> CallFailure:
     """Map a grpc error (or a failure of the call machinery) to a CallFailure."""
+    failure = _classify(exc)
+    failure.request_complete, failure.auth_header = request_complete, auth_header
+    return failure
+
+
+def _classify(exc: BaseException) -> CallFailure:
     if isinstance(exc, aio.AioRpcError):
         pushback = None
         for key, value in exc.trailing_metadata() or ():
@@ -104,7 +123,7 @@ class Transport:
     def __init__(
         self,
         endpoint: str,
-        credentials: Credentials | None,
+        credentials: AuthProvider | None,
         *,
         insecure: bool,
         max_message_bytes: int,
@@ -125,11 +144,20 @@ class Transport:
         """Close the channel, cancelling calls still in flight."""
         await self._channel.close()
 
-    def _metadata(self, job: Job) -> tuple[tuple[str, str], ...]:
-        headers = [(IDEMPOTENCY_HEADER, idempotency_key(job.connection_id, job.key))]
-        if self._credentials is not None:
-            headers.append(("authorization", self._credentials.header))
-        return tuple(headers)
+    def _metadata(self, job: Job | None = None) -> tuple[tuple[tuple[str, str], ...], str]:
+        """Request headers and the authorization value among them."""
+        auth = self._credentials.header() if self._credentials is not None else ""
+        headers = [("authorization", auth)] if auth else []
+        if job is not None:
+            headers.append((IDEMPOTENCY_HEADER, idempotency_key(job.connection_id, job.key)))
+        return tuple(headers), auth
+
+    async def _unary(self, method: Any, request: Any, job: Job | None, timeout: float) -> Any:
+        headers, auth = self._metadata(job)
+        try:
+            return await method(request, metadata=headers, timeout=timeout)
+        except aio.AioRpcError as exc:
+            raise classify(exc, auth_header=auth) from None
 
     async def upload(self, job: Job, data: bytes, info: AudioInfo, timeout: float) -> str:
         """Send a whole file in one Upload; returns the talk id or raises CallFailure."""
@@ -137,20 +165,27 @@ class Transport:
             metadata=talk_metadata(job),
             audio=pb.AudioRequest(audio_metadata=audio_metadata(info), audio_data=pb.AudioChunk(data=data)),
         )
-        try:
-            response = await self._stub.Upload(request, metadata=self._metadata(job), timeout=timeout)
-        except aio.AioRpcError as exc:
-            raise classify(exc) from None
-        return response.talk_id
+        response = await self._unary(self._stub.Upload, request, job, timeout)
+        return str(response.talk_id)
 
     async def update(self, job: Job, timeout: float) -> str:
         """Replace the metadata of an existing talk (talk_id set, no audio)."""
         request = pb.UploadTalkRequest(metadata=talk_metadata(job), talk_id=job.talk_id or "")
-        try:
-            response = await self._stub.Upload(request, metadata=self._metadata(job), timeout=timeout)
-        except aio.AioRpcError as exc:
-            raise classify(exc) from None
-        return response.talk_id or job.talk_id or ""
+        response = await self._unary(self._stub.Upload, request, job, timeout)
+        return str(response.talk_id or job.talk_id or "")
+
+    async def search(self, scope: SearchScope, connection_id: str, key: str, value: str, timeout: float) -> list[str]:
+        """Ids of the talks in the connection whose `key` equals `value` (any_match)."""
+        request = pb.SearchTalkRequest(
+            organization_id=scope.organization_id,
+            space_id=scope.space_id,
+            project_id=scope.project_id,
+            connection_id=connection_id,
+            filters=[pb.Filter(key=key, any_match=pb.AnyMatchFilter(values=[value]))],
+            page_size=10,
+        )
+        response = await self._unary(self._stub.Search, request, None, timeout)
+        return list(response.talk_ids)
 
     async def upload_stream(
         self,
@@ -161,7 +196,9 @@ class Transport:
         on_bytes: Callable[[int], None],
     ) -> str:
         """Stream a file: talk metadata, audio metadata, then chunks, driving the call by hand."""
-        call = self._stub.UploadAsStream(metadata=self._metadata(job), timeout=timeout)
+        headers, auth = self._metadata(job)
+        call = self._stub.UploadAsStream(metadata=headers, timeout=timeout)
+        complete = False
         try:
             try:
                 await call.write(pb.StreamTalkRequest(metadata=talk_metadata(job)))
@@ -175,6 +212,7 @@ class Transport:
                     on_bytes(len(chunk))
                 else:
                     await call.done_writing()
+                    complete = True
                 response = await call
             except (aio.AioRpcError, asyncio.InvalidStateError, aio.UsageError) as exc:
                 # A write fails once the server has ended the call; the call's own status
@@ -185,9 +223,9 @@ class Transport:
                 try:
                     await call
                 except aio.AioRpcError as status:
-                    raise classify(status) from None
-                raise classify(exc) from None
-            return response.talk_id
+                    raise classify(status, request_complete=complete, auth_header=auth) from None
+                raise classify(exc, request_complete=complete, auth_header=auth) from None
+            return str(response.talk_id)
         finally:
             if not call.done():
                 call.cancel()

@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from bulk_uploader.audio import AudioError, AudioFormat, check_pcm_params
-from bulk_uploader.manifest import ManifestRow
+from bulk_uploader.manifest import KeySet, ManifestRow
 from bulk_uploader.schema import ConnectionSchema, check_fields, find_schema
 
 ROLES = ("operator", "client", "bot")
@@ -49,6 +49,7 @@ class Job:
     sample_rate: int | None = None
     channels: int | None = None
     talk_id: str | None = None  # set on metadata updates
+    dedupe: tuple[str, str] | None = None  # (Search key, value) naming this row's talk, with --dedupe-key
 
 
 class RowInvalid(ValueError):
@@ -121,10 +122,40 @@ def _file_size(path: Path, shown: str) -> tuple[int, RowInvalid | None]:
 class Validator:
     """Checks rows for one run; holds what every row shares (folder, default connection, schemas)."""
 
-    def __init__(self, manifest_dir: Path, connection_id: str | None, schemas: Sequence[ConnectionSchema]) -> None:
+    def __init__(
+        self,
+        manifest_dir: Path,
+        connection_id: str | None,
+        schemas: Sequence[ConnectionSchema],
+        *,
+        dedupe_key: str | None = None,
+        user_key_prefix: str = "user.",
+    ) -> None:
         self.manifest_dir = manifest_dir
         self.connection_id = connection_id
         self.schemas = schemas
+        self.dedupe_key = dedupe_key
+        self.user_key_prefix = user_key_prefix
+        self._dedupe_values = KeySet()
+
+    def dedupe(self, job: Job) -> Job:
+        """Attach the (Search key, value) that identifies the row's talk; RowInvalid if it has none or shares it."""
+        key = self.dedupe_key
+        if key is None:
+            return job
+        if job.fields.get(key):
+            found = (key, job.fields[key])
+        else:
+            values = [u.fields[key] for u in job.users if u.fields.get(key)]
+            if not values:
+                raise RowInvalid(f"--dedupe-key {key}: the row has no {key!r} in its metadata", "NO_DEDUPE_KEY")
+            found = (self.user_key_prefix + key, values[0])
+        if not self._dedupe_values.add(f"{job.connection_id}\x00{found[1]}"):
+            raise RowInvalid(
+                f"--dedupe-key {key}: value {found[1]!r} is shared with an earlier row, so it cannot tell them apart",
+                "DUPLICATE_DEDUPE_KEY",
+            )
+        return replace(job, dedupe=found)
 
     def schema_for(self, connection_id: str, kind: Literal["audio", "chat"]) -> ConnectionSchema:
         """The user's schema for the connection, or the documented keys (extra keys allowed)."""
@@ -132,6 +163,10 @@ class Validator:
 
     def check(self, row: ManifestRow) -> Job:
         """A Job for the row, or RowInvalid with every reason found."""
+        job = self._check(row)
+        return self.dedupe(job) if job.kind == "audio" else job
+
+    def _check(self, row: ManifestRow) -> Job:
         if row.problem:
             raise RowInvalid(row.problem, row.code)
         data = row.data
