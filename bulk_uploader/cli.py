@@ -219,6 +219,7 @@ def _emulator_options(
         store_path=store or ":memory:",
         faults=faults,
         user_key_prefix=user_key_prefix,
+        token_secret=os.environ.get("EMULATOR_TOKEN_SECRET") or None,
     )
 
 

@@ -1,9 +1,13 @@
 """Flow control: how many calls may be in flight, and how fast requests and bytes may go.
 
 AdaptiveLimiter is additive-increase / multiplicative-decrease over the number of calls in
-flight: RESOURCE_EXHAUSTED halves it (at most once per `cooldown`), each success adds
-1/limit (about one more call per round of successes), never above the user's
---concurrency. Pacer spaces out requests or bytes to a fixed rate (--rps, --max-mbps).
+flight, as TCP does per window: RESOURCE_EXHAUSTED halves it once per round (refusals of
+calls sent before the last halving are the same signal), each success of a call sent
+after the last refusal adds 1/limit (about one more call per round), never above the
+user's --concurrency. A refusal's pushback holds every new call,
+not just the refused one: otherwise each worker would probe the server on its own and a
+rate-limited service would see a storm of refused calls. Pacer spaces out requests or
+bytes to a fixed rate (--rps, --max-mbps).
 """
 
 from __future__ import annotations
@@ -16,21 +20,25 @@ import anyio
 
 
 class AdaptiveLimiter:
-    """An AIMD cap on calls in flight, between 1 and `ceiling`."""
+    """An AIMD cap on calls in flight, between `floor` and `ceiling`."""
 
-    def __init__(self, ceiling: int, *, cooldown: float = 0.5) -> None:
+    def __init__(self, ceiling: int) -> None:
         self.ceiling = ceiling
+        # Two, not one: while one call is on the wire the next already waits at the
+        # pushback gate, so a rate-limited service is used at its rate, not at rate minus RTT.
+        self.floor = min(2, ceiling)
         self.limit = float(ceiling)
         self.in_use = 0
-        self.cooldown = cooldown
         self.decreases = 0
-        self._last_decrease = -cooldown
+        self._last_decrease = float("-inf")
+        self._last_refusal = float("-inf")
+        self._resume_at = 0.0  # monotonic time before which no call starts (the server's pushback)
         self._changed = anyio.Event()
 
     @property
     def current(self) -> int:
         """Calls allowed in flight now."""
-        return max(1, int(self.limit))
+        return max(self.floor, int(self.limit))
 
     def _wake(self) -> None:
         self._changed.set()
@@ -39,8 +47,14 @@ class AdaptiveLimiter:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one of the `current` slots for the duration of a call."""
-        while self.in_use >= self.current:
-            await self._changed.wait()
+        while True:
+            wait = self._resume_at - time.monotonic()
+            if wait > 0:
+                await anyio.sleep(wait)
+            elif self.in_use >= self.current:
+                await self._changed.wait()
+            else:
+                break
         self.in_use += 1
         try:
             yield
@@ -48,18 +62,25 @@ class AdaptiveLimiter:
             self.in_use -= 1
             self._wake()
 
-    def succeeded(self) -> None:
-        """A call went through: grow by about one slot per round of successes."""
-        if self.limit < self.ceiling:
+    def succeeded(self, sent_at: float) -> None:
+        """A call went through: grow by about one slot per round, unless refusals came since it was sent."""
+        if self.limit < self.ceiling and sent_at > self._last_refusal:
             self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
             self._wake()
 
-    def throttled(self) -> None:
-        """The service pushed back: halve, once per cooldown (one burst of refusals is one signal)."""
+    def throttled(self, pushback: float | None, sent_at: float) -> None:
+        """The service pushed back: halve once per round, and start no call before its pushback has passed.
+
+        The pushback counts from when the server refused, about when the call was sent: counting
+        it from when the answer arrived would lose a round trip on every refusal.
+        """
         now = time.monotonic()
-        if now - self._last_decrease >= self.cooldown:
+        self._last_refusal = now
+        if pushback:
+            self._resume_at = max(self._resume_at, sent_at + pushback)
+        if sent_at >= self._last_decrease:
             self._last_decrease = now
-            self.limit = max(1.0, self.limit / 2)
+            self.limit = max(float(self.floor), self.limit / 2)
             self.decreases += 1
 
 

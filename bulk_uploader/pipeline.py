@@ -275,9 +275,7 @@ class _Run:
             if self.writer is not None:
                 self.writer.write_record(attempt_line(job.key, job.line, result.attempts, result.unknown_outcomes))
             try:
-                talk_id = await self.attempt(job, data, info, size)
-                self.succeeded()
-                return talk_id
+                return await self.attempt(job, data, info, size)
             except CallFailure as failure:
                 if failure.outcome_unknown:
                     result.unknown_outcomes += 1
@@ -291,23 +289,33 @@ class _Run:
 
     async def attempt(self, job: Job, data: bytes | None, info: AudioInfo | None, size: int) -> str:
         """One call, within the in-flight limit and the rate caps."""
-        transport, options = self.transport, self.options
-        assert transport is not None
         async with self.limiter.slot():
             if self.request_pacer is not None:
                 await self.request_pacer.take()
-            if job.kind == "update":
-                return await transport.update(job, options.timeout)
-            timeout = options.attempt_timeout(size)
-            if data is not None and info is not None:
-                if self.byte_pacer is not None:
-                    await self.byte_pacer.take(len(data))
-                talk_id = await transport.upload(job, data, info, timeout)
-                self.stats.bytes_sent += len(data)
-                return talk_id
-            assert info is not None and job.path is not None
-            chunks = self.paced(reader.read_chunks(job.path, options.chunk_size, job))
-            return await transport.upload_stream(job, info, chunks, timeout, self._count_bytes)
+            sent_at = monotonic()
+            try:
+                talk_id = await self._call(job, data, info, size)
+            except CallFailure as failure:
+                failure.sent_at = sent_at
+                raise
+            self.succeeded(sent_at)
+            return talk_id
+
+    async def _call(self, job: Job, data: bytes | None, info: AudioInfo | None, size: int) -> str:
+        transport, options = self.transport, self.options
+        assert transport is not None
+        if job.kind == "update":
+            return await transport.update(job, options.timeout)
+        timeout = options.attempt_timeout(size)
+        if data is not None and info is not None:
+            if self.byte_pacer is not None:
+                await self.byte_pacer.take(len(data))
+            talk_id = await transport.upload(job, data, info, timeout)
+            self.stats.bytes_sent += len(data)
+            return talk_id
+        assert info is not None and job.path is not None
+        chunks = self.paced(reader.read_chunks(job.path, options.chunk_size, job))
+        return await transport.upload_stream(job, info, chunks, timeout, self._count_bytes)
 
     async def paced(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """Chunks at no more than --max-mbps."""
@@ -316,9 +324,9 @@ class _Run:
                 await self.byte_pacer.take(len(chunk))
             yield chunk
 
-    def succeeded(self) -> None:
+    def succeeded(self, sent_at: float) -> None:
         self.last_progress = monotonic()
-        self.limiter.succeeded()
+        self.limiter.succeeded(sent_at)
         self.stats.concurrency = self.limiter.current
 
     async def after_failure(self, failure: CallFailure, failures: int, refreshes: int) -> float:
@@ -331,14 +339,15 @@ class _Run:
         if failure.auth or not failure.transient:
             raise failure
         if failure.code == "RESOURCE_EXHAUSTED":
-            self.limiter.throttled()
+            self.limiter.throttled(failure.pushback, failure.sent_at)
             self.stats.throttled += 1
             self.stats.concurrency = self.limiter.current
             # Throttling alone fails no row while calls go through somewhere; only when
             # nothing has succeeded for throttle_patience seconds does the row give up.
             if monotonic() - self.last_progress > options.throttle_patience:
                 raise failure
-            return failure.pushback if failure.pushback is not None else self.backoff(failures + 1)
+            # With a pushback the limiter holds every call until it passes.
+            return 0.0 if failure.pushback is not None else self.backoff(failures + 1)
         if failures >= options.retries:
             raise failure
         return failure.pushback if failure.pushback is not None else self.backoff(failures + 1)

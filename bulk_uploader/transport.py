@@ -50,6 +50,7 @@ class CallFailure(Exception):
     pushback: float | None = None  # seconds the server asked us to wait, if it said
     request_complete: bool = True  # the whole request had left (False: a stream cut short)
     auth_header: str = ""  # the credential the call carried (to refresh exactly that one)
+    sent_at: float = 0.0  # monotonic time the call started (a pushback counts from about then)
 
     @property
     def outcome_unknown(self) -> bool:

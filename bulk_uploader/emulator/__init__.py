@@ -1,7 +1,7 @@
 """The local SpeechSense emulator: server, talk store and fault injection."""
 
 from bulk_uploader.emulator.faults import FaultOptions
-from bulk_uploader.emulator.server import DEFAULT_CONNECTIONS, Emulator, EmulatorOptions
+from bulk_uploader.emulator.server import DEFAULT_CONNECTIONS, Emulator, EmulatorOptions, mint_token
 from bulk_uploader.emulator.store import StoredTalk, TalkStore, messages_digest
 
 __all__ = [
@@ -12,4 +12,5 @@ __all__ = [
     "StoredTalk",
     "TalkStore",
     "messages_digest",
+    "mint_token",
 ]

@@ -8,6 +8,7 @@ probability `lose_answer_rate` the caller gets UNAVAILABLE anyway ("stored, answ
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ class FaultOptions:
     jitter_ms: float = 0.0  # plus a uniform random delay in [0, jitter_ms]
     error_rates: Mapping[str, float] = field(default_factory=dict)  # status name -> probability
     rps: float = 0.0  # requests per second admitted; the excess gets RESOURCE_EXHAUSTED
+    rps_burst: float = 0.0  # token bucket size, in requests (0: one second's worth, rps)
     max_in_flight: int = 0  # calls processed at once; the excess gets RESOURCE_EXHAUSTED
     lose_answer_rate: float = 0.0  # store the talk, then answer UNAVAILABLE
     seed: int | None = None
@@ -38,7 +40,7 @@ class FaultOptions:
                 raise ValueError(f"error rate for {name} must be in [0, 1]")
         if sum(self.error_rates.values()) > 1.0:
             raise ValueError("error rates add up to more than 1")
-        for name in ("latency_ms", "jitter_ms", "rps", "max_in_flight", "lose_answer_rate"):
+        for name in ("latency_ms", "jitter_ms", "rps", "rps_burst", "max_in_flight", "lose_answer_rate"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.lose_answer_rate > 1:
@@ -63,7 +65,8 @@ class FaultInjector:
         self.options = options
         self._random = random.Random(options.seed)
         self._in_flight = 0
-        self._tokens = max(options.rps, 1.0)
+        self._burst = max(1.0, options.rps_burst or options.rps)
+        self._tokens = self._burst
         self._refilled = time.monotonic()
         self.rejected_for_rate = 0
         self.rejected_for_concurrency = 0
@@ -76,8 +79,8 @@ class FaultInjector:
             return f"too many calls in flight (limit {opts.max_in_flight})"
         if opts.rps:
             now = time.monotonic()
-            # Token bucket with a one-second burst: rate R admits at most about R calls per second.
-            self._tokens = min(max(opts.rps, 1.0), self._tokens + (now - self._refilled) * opts.rps)
+            # Token bucket: rate R admits R calls per second after a burst of at most _burst.
+            self._tokens = min(self._burst, self._tokens + (now - self._refilled) * opts.rps)
             self._refilled = now
             if self._tokens < 1.0:
                 self.rejected_for_rate += 1
@@ -98,7 +101,7 @@ class FaultInjector:
     def pushback_ms(self) -> int:
         """How long a refused caller should wait before trying again."""
         if self.options.rps:
-            return max(1, int(1000 * max(0.0, 1.0 - self._tokens) / self.options.rps))
+            return max(1, math.ceil(1000 * max(0.0, 1.0 - self._tokens) / self.options.rps))
         return 50
 
     def delay(self) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -61,6 +62,16 @@ class EmulatorOptions:
     # How Search names user metadata keys: unknown for the real service (`user.` or `userMeta.`).
     user_key_prefix: str = "user."
     max_receive_bytes: int = MAX_RECEIVE_BYTES
+    # Accept IAM tokens minted with this secret by mint_token() in any process, until they
+    # expire: lets a token command (a separate process) hand out short-lived tokens.
+    token_secret: str | None = None
+
+
+def mint_token(secret: str, ttl_seconds: float) -> str:
+    """An IAM token the emulator started with `token_secret=secret` accepts for ttl_seconds."""
+    expiry = f"{time.time() + ttl_seconds:.3f}"
+    mac = hmac.new(secret.encode(), expiry.encode(), hashlib.sha256).hexdigest()
+    return f"emu1.{expiry}.{mac}"
 
 
 class _Rejected(Exception):
@@ -310,6 +321,7 @@ class Emulator:
         self._tokens: dict[str, float | None] = {t: None for t in self.options.iam_tokens}
         self.rejections: dict[str, int] = {}  # status name -> calls refused with it
         self.answers_lost = 0
+        self.tokens_seen: set[str] = set()  # distinct minted tokens accepted
         self.port = 0
         self._server: aio.Server | None = None
 
@@ -336,6 +348,16 @@ class Emulator:
         if scheme == "Bearer" and secret in self._tokens:
             expiry = self._tokens[secret]
             return expiry is None or time.monotonic() < expiry
+        if scheme == "Bearer" and self.options.token_secret and secret.startswith("emu1."):
+            expiry_text, _, mac = secret[5:].rpartition(".")
+            good = hmac.new(self.options.token_secret.encode(), expiry_text.encode(), hashlib.sha256).hexdigest()
+            try:
+                live = time.time() < float(expiry_text)
+            except ValueError:
+                return False
+            if hmac.compare_digest(mac, good) and live:
+                self.tokens_seen.add(secret)
+                return True
         return False
 
     async def start(self) -> int:
