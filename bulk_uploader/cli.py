@@ -15,6 +15,7 @@ import shlex
 import signal
 import sys
 import tempfile
+from datetime import tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -25,6 +26,7 @@ from typer.core import TyperGroup
 
 from bulk_uploader.emulator import Emulator, EmulatorOptions, FaultOptions, TalkStore
 from bulk_uploader.emulator.server import DEFAULT_CONNECTIONS
+from bulk_uploader.chat import parse_timezone
 from bulk_uploader.errors import BulkUploadError, ConfigError
 from bulk_uploader.auth import DEFAULT_TOKEN_REFRESH, Credentials, TokenCommand
 from bulk_uploader.options import DEFAULT_ENDPOINT, SearchScope, UploadOptions, is_loopback
@@ -121,6 +123,15 @@ def run_cli_upload(options: UploadOptions, reporter: Reporter, retry_command: st
     return summary.exit_code
 
 
+def _timezone(text: str | None) -> tzinfo | None:
+    if text is None:
+        return None
+    try:
+        return parse_timezone(text)
+    except ValueError as exc:
+        raise ConfigError(f"--assume-timezone: {exc}") from None
+
+
 def warnings_for(options: UploadOptions) -> list[str]:
     """Things worth saying before a run starts."""
     out = []
@@ -134,6 +145,12 @@ def upload(
     manifest: Annotated[Path, typer.Argument(help="Manifest: .jsonl or .csv")],
     concurrency: Annotated[int, typer.Option(help="Rows uploaded at once")] = 8,
     connection_id: Annotated[Optional[str], typer.Option(help="Connection for rows that name none")] = None,
+    chat_connection_id: Annotated[
+        Optional[str], typer.Option(help="Connection for chat rows that name none [default: --connection-id]")
+    ] = None,
+    assume_timezone: Annotated[
+        Optional[str], typer.Option(help="Zone for chat timestamps without one (Europe/Moscow, +03:00)")
+    ] = None,
     endpoint: Annotated[str, typer.Option(help="SpeechSense gRPC endpoint HOST:PORT")] = DEFAULT_ENDPOINT,
     insecure: Annotated[bool, typer.Option(help="Plaintext gRPC (the emulator); TLS otherwise")] = False,
     results: Annotated[Optional[Path], typer.Option(help="Results file [default: MANIFEST.results.jsonl]")] = None,
@@ -176,6 +193,8 @@ def upload(
                 else credentials_from(api_key_file, iam_token_file, dict(os.environ))
             ),
             connection_id=connection_id,
+            chat_connection_id=chat_connection_id,
+            assume_timezone=_timezone(assume_timezone),
             schemas=tuple(load_schemas(connection_schema)) if connection_schema else (),
             concurrency=concurrency,
             retries=retries,

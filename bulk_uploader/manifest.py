@@ -1,7 +1,8 @@
 """Stage 1: read a manifest as a stream of rows, never whole.
 
 JSONL: one object a line. CSV: a header naming `id`, `audio_path` and the other known
-columns (ROW_COLUMNS); every other column is a metadata key, empty cells omitted. UTF-8,
+columns (ROW_COLUMNS) and participants' columns (user1.id, user1.role, user1.<field>);
+every other column is a metadata key; empty cells are omitted. UTF-8,
 with or without a BOM. A row's key is its `id`, or its `audio_path` without one; a
 repeated key makes the later row invalid.
 
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# CSV columns user<N>.id, user<N>.role and user<N>.<field> describe participant N.
+_USER_COLUMN = re.compile(r"user(\d+)\.(.+)")
 # CSV columns that describe the row itself rather than carry talk metadata.
 ROW_COLUMNS = frozenset(
     {"id", "audio_path", "connection_id", "format", "sample_rate", "channels", "talk_id", "chat_path"}
@@ -112,13 +116,24 @@ def _csv(path: Path) -> Iterator[ManifestRow]:
                 continue
             data: dict[str, Any] = {}
             metadata: dict[str, str] = {}
+            users: dict[int, dict[str, Any]] = {}
             for name, cell in zip(header, cells):
+                if cell == "" or not name:
+                    continue
                 if name in ROW_COLUMNS:
-                    if cell != "":
-                        data[name] = cell
-                elif cell != "" and name:
+                    data[name] = cell
+                elif user := _USER_COLUMN.fullmatch(name):
+                    slot, attribute = int(user.group(1)), user.group(2)
+                    entry = users.setdefault(slot, {"fields": {}})
+                    if attribute in ("id", "role"):
+                        entry[attribute] = cell
+                    else:
+                        entry["fields"][attribute] = cell
+                else:
                     metadata[name] = cell
             data["metadata"] = metadata
+            if users:
+                data["users"] = [users[slot] for slot in sorted(users)]
             yield ManifestRow(line, row_key(data, line), data)
 
 

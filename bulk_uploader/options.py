@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import tzinfo
 from pathlib import Path
 
 from bulk_uploader.auth import AuthProvider
@@ -60,12 +61,14 @@ class UploadOptions:
     insecure: bool = False  # plaintext gRPC (the emulator); TLS otherwise
     credentials: AuthProvider | None = None
     connection_id: str | None = None  # rows may carry their own connection_id
+    chat_connection_id: str | None = None  # for chat rows without one (default: connection_id)
+    assume_timezone: tzinfo | None = None  # applied to chat timestamps that name no zone
     schemas: Sequence[ConnectionSchema] = ()  # --connection-schema; default: documented keys
     concurrency: int = 8  # rows in flight at once
     retries: int = 10  # further attempts after a transient failure
     timeout: float = 60.0  # seconds per attempt, plus size / min_rate
     min_rate: float = 1 * MiB  # bytes/s an attempt may not fall below before its deadline
-    stream_threshold: int = 4 * MiB  # larger files go through UploadAsStream
+    stream_threshold: int = 4 * MiB  # larger files go through UploadAsStream; the largest chat sent
     chunk_size: int = 1 * MiB  # UploadAsStream chunk size (the vendor's examples use 1 MiB)
     backoff_base: float = 0.2  # seconds; the nth retry waits up to base * 2**n (full jitter)
     backoff_max: float = 20.0

@@ -25,6 +25,7 @@ from bulk_uploader.manifest import count_rows, read_manifest
 from bulk_uploader.options import UploadOptions
 from bulk_uploader.progress import Reporter
 from bulk_uploader.audio import AudioInfo
+from bulk_uploader.chat import ChatMessage, encoded_size
 from bulk_uploader.flow import AdaptiveLimiter, Pacer
 from bulk_uploader.results import PreviousResults, ResultsWriter, RowResult, attempt_line, load_results
 from bulk_uploader.stats import RunStats
@@ -145,6 +146,8 @@ class _Run:
         self.validator = Validator(
             options.manifest.parent, options.connection_id, options.schemas,
             dedupe_key=options.dedupe_key, user_key_prefix=options.search_user_prefix,
+            chat_connection_id=options.chat_connection_id, assume_timezone=options.assume_timezone,
+            max_chat_bytes=options.stream_threshold,
         )
         self.writer: ResultsWriter | None = None
         self.transport: Transport | None = None
@@ -218,6 +221,8 @@ class _Run:
             if self.options.dry_run:
                 if job.kind == "audio":
                     await reader.read_head(job)
+                elif job.chat_path is not None:
+                    await reader.read_chat(job, self.validator)
                 self.stats.valid += 1
                 return None
             result.talk_id = await self.deliver(job, result)
@@ -253,8 +258,13 @@ class _Run:
         """
         options = self.options
         data, info, rpc, size = None, None, "Upload", job.size
+        messages = job.messages
         if job.kind == "update":
             rpc = "Upload(update)"
+        elif job.kind == "chat":
+            rpc = "UploadText"
+            messages = messages or await reader.read_chat(job, self.validator)
+            result.bytes = size = encoded_size(messages)
         elif job.size <= options.stream_threshold:
             data, info = await reader.read_whole(job)
             size = len(data)
@@ -275,7 +285,7 @@ class _Run:
             if self.writer is not None:
                 self.writer.write_record(attempt_line(job.key, job.line, result.attempts, result.unknown_outcomes))
             try:
-                return await self.attempt(job, data, info, size)
+                return await self.attempt(job, data, info, size, messages)
             except CallFailure as failure:
                 if failure.outcome_unknown:
                     result.unknown_outcomes += 1
@@ -287,26 +297,32 @@ class _Run:
                 self.stats.retries += 1
                 await anyio.sleep(delay)
 
-    async def attempt(self, job: Job, data: bytes | None, info: AudioInfo | None, size: int) -> str:
+    async def attempt(
+        self, job: Job, data: bytes | None, info: AudioInfo | None, size: int, messages: tuple[ChatMessage, ...]
+    ) -> str:
         """One call, within the in-flight limit and the rate caps."""
         async with self.limiter.slot():
             if self.request_pacer is not None:
                 await self.request_pacer.take()
             sent_at = monotonic()
             try:
-                talk_id = await self._call(job, data, info, size)
+                talk_id = await self._call(job, data, info, size, messages)
             except CallFailure as failure:
                 failure.sent_at = sent_at
                 raise
             self.succeeded(sent_at)
             return talk_id
 
-    async def _call(self, job: Job, data: bytes | None, info: AudioInfo | None, size: int) -> str:
+    async def _call(
+        self, job: Job, data: bytes | None, info: AudioInfo | None, size: int, messages: tuple[ChatMessage, ...]
+    ) -> str:
         transport, options = self.transport, self.options
         assert transport is not None
         if job.kind == "update":
             return await transport.update(job, options.timeout)
         timeout = options.attempt_timeout(size)
+        if job.kind == "chat":
+            return await transport.upload_text(job, messages, timeout)
         if data is not None and info is not None:
             if self.byte_pacer is not None:
                 await self.byte_pacer.take(len(data))

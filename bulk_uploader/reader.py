@@ -2,7 +2,7 @@
 
 A file is read whole when it goes in one Upload message, or in chunk_size pieces for
 UploadAsStream; either way its first bytes are checked against the declared format
-(bulk_uploader.audio) before anything is sent.
+(bulk_uploader.audio) before anything is sent. Chat files are read and checked here too.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 import aiofiles
 
 from bulk_uploader.audio import SNIFF_BYTES, AudioError, AudioInfo, check_audio
-from bulk_uploader.validation import Job, RowInvalid
+from bulk_uploader.chat import ChatError, ChatMessage, messages_from_document
+from bulk_uploader.validation import Job, RowInvalid, Validator
 
 
 def check_head(job: Job, head: bytes) -> AudioInfo:
@@ -50,6 +51,21 @@ async def read_whole(job: Job) -> tuple[bytes, AudioInfo]:
     if not data:
         raise RowInvalid(f"audio file is empty: {job.audio_path}", "EMPTY_FILE")
     return data, check_head(job, data[:SNIFF_BYTES])
+
+
+async def read_chat(job: Job, validator: Validator) -> tuple[ChatMessage, ...]:
+    """Read and check a chat file in the vendor's form {"messages": [...]}."""
+    assert job.chat_path is not None
+    try:
+        async with aiofiles.open(job.chat_path, "rb") as f:
+            data = await f.read()
+    except OSError as exc:
+        raise RowInvalid(f"cannot read {job.audio_path}: {exc.strerror or exc}", "FILE_UNREADABLE") from None
+    try:
+        raw = messages_from_document(data, str(job.audio_path))
+    except ChatError as exc:
+        raise RowInvalid(str(exc), "BAD_CHAT") from None
+    return validator.chat_messages(raw, job.fields)
 
 
 async def read_chunks(path: Path, chunk_size: int, job: Job) -> AsyncIterator[bytes]:

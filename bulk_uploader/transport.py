@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 from dataclasses import dataclass
 
@@ -18,6 +18,7 @@ from grpc import aio
 
 from bulk_uploader.audio import AudioFormat, AudioInfo
 from bulk_uploader.auth import AuthProvider
+from bulk_uploader.chat import ChatMessage
 from bulk_uploader.options import SearchScope
 from bulk_uploader.proto import speechsense_pb2 as pb
 from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
@@ -167,6 +168,16 @@ class Transport:
             audio=pb.AudioRequest(audio_metadata=audio_metadata(info), audio_data=pb.AudioChunk(data=data)),
         )
         response = await self._unary(self._stub.Upload, request, job, timeout)
+        return str(response.talk_id)
+
+    async def upload_text(self, job: Job, messages: Sequence[ChatMessage], timeout: float) -> str:
+        """Send a chat dialog with UploadText; returns the talk id or raises CallFailure."""
+        content = pb.TextContent()
+        for message in messages:
+            item = content.messages.add(user_id=message.user_id, text=pb.TextPayload(text=message.text))
+            item.timestamp.FromDatetime(message.timestamp)
+        request = pb.UploadTextRequest(metadata=talk_metadata(job), text_content=content)
+        response = await self._unary(self._stub.UploadText, request, job, timeout)
         return str(response.talk_id)
 
     async def update(self, job: Job, timeout: float) -> str:

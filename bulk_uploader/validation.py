@@ -12,15 +12,17 @@ import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any, Literal
 
 from bulk_uploader.audio import AudioError, AudioFormat, check_pcm_params
 from bulk_uploader.manifest import KeySet, ManifestRow
-from bulk_uploader.schema import ConnectionSchema, check_fields, find_schema
+from bulk_uploader.chat import ChatError, ChatMessage, encoded_size, parse_messages
+from bulk_uploader.schema import ConnectionSchema, check_fields, dialog_user_ids, find_schema
 
 ROLES = ("operator", "client", "bot")
-JobKind = Literal["audio", "update"]
+JobKind = Literal["audio", "chat", "update"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,8 @@ class Job:
     channels: int | None = None
     talk_id: str | None = None  # set on metadata updates
     dedupe: tuple[str, str] | None = None  # (Search key, value) naming this row's talk, with --dedupe-key
+    messages: tuple[ChatMessage, ...] = ()  # chat rows with inline messages
+    chat_path: Path | None = None  # chat rows whose messages are in a file (read by the reader stage)
 
 
 class RowInvalid(ValueError):
@@ -130,9 +134,15 @@ class Validator:
         *,
         dedupe_key: str | None = None,
         user_key_prefix: str = "user.",
+        chat_connection_id: str | None = None,
+        assume_timezone: tzinfo | None = None,
+        max_chat_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.manifest_dir = manifest_dir
         self.connection_id = connection_id
+        self.chat_connection_id = chat_connection_id
+        self.assume_timezone = assume_timezone
+        self.max_chat_bytes = max_chat_bytes
         self.schemas = schemas
         self.dedupe_key = dedupe_key
         self.user_key_prefix = user_key_prefix
@@ -164,23 +174,58 @@ class Validator:
     def check(self, row: ManifestRow) -> Job:
         """A Job for the row, or RowInvalid with every reason found."""
         job = self._check(row)
-        return self.dedupe(job) if job.kind == "audio" else job
+        return self.dedupe(job) if job.kind != "update" else job
 
     def _check(self, row: ManifestRow) -> Job:
         if row.problem:
             raise RowInvalid(row.problem, row.code)
         data = row.data
-        connection_id = str(data.get("connection_id") or self.connection_id or "").strip()
+        is_chat = "messages" in data or bool(data.get("chat_path"))
+        if is_chat and data.get("audio_path"):
+            raise RowInvalid("a row is audio (audio_path) or chat (messages, chat_path), not both")
+        default = (self.chat_connection_id or self.connection_id) if is_chat else self.connection_id
+        connection_id = str(data.get("connection_id") or default or "").strip()
         if not connection_id:
-            raise RowInvalid("no connection id: pass --connection-id or give the row a connection_id", "NO_CONNECTION")
+            option = "--chat-connection-id" if is_chat else "--connection-id"
+            raise RowInvalid(f"no connection id: pass {option} or give the row a connection_id", "NO_CONNECTION")
         fields = _string_map(data.get("metadata"), "metadata")
         users = _users(data.get("users"))
         talk_id = str(data.get("talk_id") or "").strip() or None
-        if talk_id and not data.get("audio_path"):
+        if talk_id and not data.get("audio_path") and not is_chat:
             return self._update(row, connection_id, fields, users, talk_id)
         if talk_id:
-            raise RowInvalid("a row with talk_id updates metadata and must not carry audio_path")
+            raise RowInvalid("a row with talk_id updates metadata and must carry no audio or messages")
+        if is_chat:
+            return self._chat(row, connection_id, fields, users)
         return self._audio(row, connection_id, fields, users)
+
+    def _chat(self, row: ManifestRow, connection_id: str, fields: dict[str, str], users: tuple[User, ...]) -> Job:
+        data = row.data
+        self._metadata_problems(connection_id, fields, "chat")
+        if data.get("chat_path"):
+            path = self.manifest_dir / str(data["chat_path"])
+            _, problem = _file_size(path, str(data["chat_path"]))
+            if problem is not None:
+                raise RowInvalid(str(problem).replace("audio file", "chat file"), problem.code)
+            return Job(row.key, row.line, "chat", connection_id, fields, users, chat_path=path,
+                       audio_path=str(data["chat_path"]))
+        messages = self.chat_messages(data.get("messages"), fields)
+        return Job(row.key, row.line, "chat", connection_id, fields, users, messages=messages)
+
+    def chat_messages(self, raw: Any, fields: dict[str, str]) -> tuple[ChatMessage, ...]:
+        """Checked messages of a dialog with these fields; RowInvalid when they are not acceptable."""
+        try:
+            messages = parse_messages(raw, dialog_user_ids(fields), self.assume_timezone)
+        except ChatError as exc:
+            raise RowInvalid(str(exc), "BAD_CHAT") from None
+        size = encoded_size(messages)
+        if size > self.max_chat_bytes:
+            raise RowInvalid(
+                f"the dialog's {len(messages)} messages take {size / 2**20:.1f} MiB, over the "
+                f"{self.max_chat_bytes / 2**20:.0f} MiB a single UploadText may carry; split the dialog",
+                "CHAT_TOO_LARGE",
+            )
+        return messages
 
     def _metadata_problems(self, connection_id: str, fields: dict[str, str], kind: Literal["audio", "chat"],
                            also: RowInvalid | None = None) -> None:
