@@ -1,0 +1,76 @@
+"""The ideal client: every request built in memory before the clock starts, N tasks awaiting
+Upload (or a prebuilt UploadAsStream) on one grpc.aio channel, nothing read or written while
+timed. The ceiling for Python on this machine.
+
+    python ideal_client.py TARGET MANIFEST CONCURRENCY STREAM_THRESHOLD   (key in env API_KEY)
+
+Prints one JSON line: {"files": n, "bytes": b, "seconds": timed wall, "cpu": timed user+sys}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from grpc import aio
+
+from bulk_uploader.audio import SNIFF_BYTES, check_audio
+from bulk_uploader.proto import speechsense_pb2 as pb
+from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
+from bulk_uploader.transport import audio_metadata
+
+CHUNK = 1024 * 1024
+
+
+def cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+async def main() -> None:
+    target, manifest, concurrency, threshold = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    auth = (("authorization", f"Api-Key {os.environ['API_KEY']}"),)
+    jobs = []
+    for line in manifest.read_text().splitlines():
+        row = json.loads(line)
+        data = (manifest.parent / row["audio_path"]).read_bytes()
+        meta = pb.TalkMetadata(connection_id=row.get("connection_id", "demo-audio"), fields=row["metadata"])
+        audio = audio_metadata(check_audio(data[:SNIFF_BYTES], None))
+        if len(data) <= threshold:
+            jobs.append(("unary", pb.UploadTalkRequest(metadata=meta, audio=pb.AudioRequest(
+                audio_metadata=audio, audio_data=pb.AudioChunk(data=data))), len(data)))
+        else:
+            messages = [pb.StreamTalkRequest(metadata=meta),
+                        pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(audio_metadata=audio))]
+            messages += [pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(chunk=pb.AudioChunk(data=data[i:i + CHUNK])))
+                         for i in range(0, len(data), CHUNK)]
+            jobs.append(("stream", messages, len(data)))
+    options = [("grpc.max_send_message_length", threshold + CHUNK), ("grpc.enable_retries", 0)]
+    async with aio.insecure_channel(target, options=options) as channel:
+        stub = pb_grpc.TalkServiceStub(channel)
+        queue = list(reversed(jobs))
+
+        async def worker() -> None:
+            while queue:
+                kind, request, _ = queue.pop()
+                if kind == "unary":
+                    await stub.Upload(request, metadata=auth)
+                else:
+                    call = stub.UploadAsStream(metadata=auth)
+                    for message in request:
+                        await call.write(message)
+                    await call.done_writing()
+                    await call
+
+        await channel.channel_ready()
+        cpu0, t0 = cpu(), time.perf_counter()
+        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        seconds, used = time.perf_counter() - t0, cpu() - cpu0
+    print(json.dumps({"files": len(jobs), "bytes": sum(j[2] for j in jobs), "seconds": seconds, "cpu": used}))
+
+
+asyncio.run(main())
