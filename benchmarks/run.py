@@ -180,6 +180,7 @@ def upload_scenario(name: str, title: str, manifest: Path, concurrency: int, run
             for contender in contenders:
                 if contender == "bulk-upload":
                     m = bulk_upload(emulator.target, manifest, concurrency)
+
                 elif contender == "ideal":
                     m = ideal(emulator.target, manifest, concurrency)
                 elif contender == "threadpool":
@@ -304,7 +305,8 @@ def main() -> None:
     tables = []
     if "small" in args.only:
         tables.append(upload_scenario("small", "2,000 files of 16 KiB, no server latency", dataset("small", 2000, 16 * 1024),
-                                      32, args.runs, contenders=("bulk-upload", "ideal", "threadpool", "xargs"), xargs_files=100))
+                                      32, args.runs, contenders=("bulk-upload", "ideal", "threadpool", "xargs"),
+                                      xargs_files=100))
     if "1mib" in args.only:
         tables.append(upload_scenario("1mib", "500 files of 1 MiB", dataset("1mib", 500, MiB), 16, args.runs))
     if "64mib" in args.only:

@@ -17,15 +17,13 @@ import sys
 import tempfile
 from datetime import tzinfo
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import anyio
 
 import typer
 from typer.core import TyperGroup
 
-from bulk_uploader.emulator import Emulator, EmulatorOptions, FaultOptions, TalkStore
-from bulk_uploader.emulator.server import DEFAULT_CONNECTIONS
 from bulk_uploader.chat import parse_timezone
 from bulk_uploader.errors import BulkUploadError, ConfigError
 from bulk_uploader.auth import DEFAULT_TOKEN_REFRESH, Credentials, TokenCommand
@@ -33,6 +31,9 @@ from bulk_uploader.options import DEFAULT_ENDPOINT, SearchScope, UploadOptions, 
 from bulk_uploader.pipeline import RunControl, RunSummary, run_upload
 from bulk_uploader.progress import Reporter, make_reporter
 from bulk_uploader.schema import SchemaError, load_schemas
+
+if TYPE_CHECKING:  # the emulator (and sqlite3) load only for the commands that use it
+    from bulk_uploader.emulator import EmulatorOptions, FaultOptions
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -226,6 +227,9 @@ def _emulator_options(
     faults: FaultOptions,
     user_key_prefix: str,
 ) -> EmulatorOptions:
+    from bulk_uploader.emulator import EmulatorOptions
+    from bulk_uploader.emulator.server import DEFAULT_CONNECTIONS
+
     keys = list(api_key) + ([os.environ["EMULATOR_API_KEY"]] if os.environ.get("EMULATOR_API_KEY") else [])
     if not keys and not iam_token:
         raise ConfigError("the emulator needs --api-key (or env EMULATOR_API_KEY) or --iam-token to accept")
@@ -243,6 +247,8 @@ def _emulator_options(
 
 
 async def _serve(options: EmulatorOptions) -> None:
+    from bulk_uploader.emulator import Emulator
+
     emulator = Emulator(options)
     # Handlers first: a signal that arrives as soon as the address is printed still stops cleanly.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -277,6 +283,8 @@ def emulator(
     user_key_prefix: Annotated[str, typer.Option(help="Search key prefix for user metadata")] = "user.",
 ) -> None:
     """Run the local SpeechSense emulator until SIGINT/SIGTERM."""
+    from bulk_uploader.emulator import FaultOptions
+
     try:
         faults = FaultOptions(
             latency_ms=latency_ms,
@@ -301,6 +309,8 @@ def talks(
     duplicates: Annotated[Optional[str], typer.Option(help="Print values of this field held by several talks")] = None,
 ) -> None:
     """List what an emulator store holds, one JSON object per talk."""
+    from bulk_uploader.emulator import TalkStore
+
     if not store.is_file():
         raise _fail(f"{store}: no such store")
     db = TalkStore(store)
@@ -322,6 +332,7 @@ def talks(
 
 
 async def _demo(folder: Path, rows: int, concurrency: int, reporter: Reporter) -> tuple[RunSummary, int]:
+    from bulk_uploader.emulator import Emulator, EmulatorOptions
     from bulk_uploader.samples import write_dataset
 
     manifest = write_dataset(folder, rows, sizes=(8 * 1024, 64 * 1024, 300 * 1024, 6 * 1024 * 1024),

@@ -34,6 +34,7 @@ class AdaptiveLimiter:
         self._last_refusal = float("-inf")
         self._resume_at = 0.0  # monotonic time before which no call starts (the server's pushback)
         self._changed = anyio.Event()
+        self._waiting = 0
 
     @property
     def current(self) -> int:
@@ -41,8 +42,9 @@ class AdaptiveLimiter:
         return max(self.floor, int(self.limit))
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._waiting:  # a fresh Event costs a backend look-up: only when someone waits
+            self._changed.set()
+            self._changed = anyio.Event()
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -52,7 +54,11 @@ class AdaptiveLimiter:
             if wait > 0:
                 await anyio.sleep(wait)
             elif self.in_use >= self.current:
-                await self._changed.wait()
+                self._waiting += 1
+                try:
+                    await self._changed.wait()
+                finally:
+                    self._waiting -= 1
             else:
                 break
         self.in_use += 1

@@ -66,7 +66,7 @@ class RunSummary:
             + (f", ambiguous {s.ambiguous}" if s.ambiguous else "")
         )
         out = [
-            f"{head} in {s.elapsed:.1f} s: {counts}",
+            f"{head} in {s.elapsed:.2f} s: {counts}",
             f"throughput: {rows_per_s:.1f} files/s, {bytes_per_s / 1e6:.2f} MB/s, "
             f"{s.bytes_uploaded / 1e6:.1f} MB uploaded, {s.retries} retries",
         ]

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiofiles
+import aiofiles.os
 
 from bulk_uploader.audio import SNIFF_BYTES, AudioError, AudioInfo, check_audio
 from bulk_uploader.chat import ChatError, ChatMessage, messages_from_document
@@ -40,12 +41,16 @@ async def read_head(job: Job) -> AudioInfo:
     return check_head(job, head)
 
 
+# One executor hop for a whole small file instead of three (open, read, close): with
+# thousands of small files a second, the hops and their GIL hand-offs are the cost.
+_read_bytes = aiofiles.os.wrap(Path.read_bytes)
+
+
 async def read_whole(job: Job) -> tuple[bytes, AudioInfo]:
-    """Read a whole (small) file and check it; the size must still be what validation saw."""
+    """Read a whole (small) file and check it."""
     assert job.path is not None
     try:
-        async with aiofiles.open(job.path, "rb") as f:
-            data = await f.read()
+        data = await _read_bytes(job.path)
     except OSError as exc:
         raise _unreadable(job, exc) from None
     if not data:

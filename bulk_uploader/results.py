@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -48,10 +48,13 @@ class RowResult:
     finished_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
 
     def to_line(self) -> bytes:
-        """The JSON line for the results file."""
-        data = asdict(self)
+        """The JSON line for the results file (`id` and `status` first: load_results reads them fast)."""
+        data = {name: getattr(self, name) for name in _RESULT_FIELDS}
         data["seconds"] = round(self.seconds, 3)
         return (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+_RESULT_FIELDS = tuple(f.name for f in fields(RowResult))
 
 
 def attempt_line(key: str, line: int, attempt: int, unknown_before: int) -> bytes:

@@ -8,6 +8,7 @@ and maps every gRPC error to a CallFailure in exactly one place: classify().
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -93,8 +94,16 @@ def _classify(exc: BaseException) -> CallFailure:
 
 
 def idempotency_key(connection_id: str, row_key: str) -> str:
-    """A stable Idempotency-Key for a row: the same on every attempt and every run."""
-    return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{connection_id}\x00{row_key}"))
+    """A stable Idempotency-Key for a row: the same on every attempt and every run.
+
+    It is uuid5(namespace, connection + row key), formatted here directly: building UUID
+    objects is a measurable share of the per-row cost with small files.
+    """
+    digest = bytearray(hashlib.sha1(_IDEMPOTENCY_NAMESPACE.bytes + f"{connection_id}\x00{row_key}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def talk_metadata(job: Job) -> pb.TalkMetadata:
