@@ -1,9 +1,11 @@
 """Faults the emulator injects on demand, to rehearse what a real migration meets.
 
-Applied to every upload rpc, in this order: the in-flight cap and the requests-per-second
-cap (both answered RESOURCE_EXHAUSTED, with a `grpc-retry-pushback-ms` trailer), then the
-latency, then a random error drawn from `error_rates`; after the talk is stored, with
-probability `lose_answer_rate` the caller gets UNAVAILABLE anyway ("stored, answer lost").
+Applied to every rpc, in this order: the in-flight cap and the requests-per-second cap
+(both answered RESOURCE_EXHAUSTED at once, with a `grpc-retry-pushback-ms` trailer), then a
+random error drawn from `error_rates` (before anything is stored); after the talk is
+stored, with probability `lose_answer_rate` the caller gets UNAVAILABLE anyway ("stored,
+answer lost"). Every answer but the caps' comes `latency_ms` (+ jitter) after the call
+arrived.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ TRANSIENT_FAULT_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "INTERNAL", "DEADL
 class FaultOptions:
     """What to inject. All rates are probabilities per call in [0, 1]; zero means off."""
 
-    latency_ms: float = 0.0  # fixed delay added to every call
+    latency_ms: float = 0.0  # response time of every call (handling included)
     jitter_ms: float = 0.0  # plus a uniform random delay in [0, jitter_ms]
     error_rates: Mapping[str, float] = field(default_factory=dict)  # status name -> probability
     rps: float = 0.0  # requests per second admitted; the excess gets RESOURCE_EXHAUSTED

@@ -97,6 +97,12 @@ def _users(meta: pb.TalkMetadata) -> list[dict[str, Any]]:
     return users
 
 
+async def _sleep_until(deadline: float) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining > 0:
+        await asyncio.sleep(remaining)
+
+
 class _TalkServicer(pb_grpc.TalkServiceServicer):
     def __init__(self, emulator: Emulator) -> None:
         self.emu = emulator
@@ -105,10 +111,16 @@ class _TalkServicer(pb_grpc.TalkServiceServicer):
 
     @contextlib.asynccontextmanager
     async def _call(self, context: aio.ServicerContext) -> AsyncIterator[None]:
-        """Authenticate, admit and delay one call; turn _Rejected into a gRPC status."""
+        """Authenticate, admit and time one call; turn _Rejected into a gRPC status.
+
+        Latency is response time: the call is handled at once and answered `delay` after it
+        arrived (not after `delay` plus the handling), so a load of N calls in flight at
+        latency L is served at N/L, as a service with that response time would.
+        """
         emu = self.emu
         faults = emu.injector
         admitted = False
+        answer_at = 0.0
         try:
             header = dict(context.invocation_metadata() or ()).get("authorization", "")
             if not emu.authorized(header):
@@ -121,14 +133,14 @@ class _TalkServicer(pb_grpc.TalkServiceServicer):
                     (("grpc-retry-pushback-ms", str(faults.pushback_ms())),),
                 )
             admitted = True
-            delay = faults.delay()
-            if delay:
-                await asyncio.sleep(delay)
+            answer_at = time.monotonic() + faults.delay()
             code = faults.error()
             if code is not None:
                 _reject(code, f"injected fault: {code.name}")
             yield
+            await _sleep_until(answer_at)
         except _Rejected as exc:
+            await _sleep_until(answer_at)
             emu.rejections[exc.code.name] = emu.rejections.get(exc.code.name, 0) + 1
             await context.abort(exc.code, exc.message, trailing_metadata=exc.trailers)
         finally:
