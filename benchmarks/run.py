@@ -66,24 +66,13 @@ class Measure:
 
 
 def run_measured(argv: list[str], env: dict[str, str] | None = None, timeout: float = 1800) -> tuple[str, str, float, float, float, int]:
-    """Run a process to its end: (stdout, stderr, wall, cpu, peak rss MB, exit status)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        deadline = started + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-            time.sleep(0.005)
-        wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return (out.read().decode(), err.read().decode(), wall, usage.ru_utime + usage.ru_stime,
-                usage.ru_maxrss / 1024, proc.returncode)
+    """Run a process to its end through measure.py: (stdout, stderr, wall, cpu, peak rss MB, exit status)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "usage.json"
+        done = subprocess.run([PY, str(HERE / "measure.py"), str(report), "--", *argv], capture_output=True,
+                              text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+        usage = json.loads(report.read_text())
+    return done.stdout, done.stderr, usage["wall"], usage["cpu"], usage["rss_mb"], usage["status"]
 
 
 class EmulatorProcess:

@@ -30,20 +30,25 @@ def _unreadable(job: Job, exc: OSError) -> RowInvalid:
     return RowInvalid(f"cannot read {job.audio_path}: {exc.strerror or exc}", "FILE_UNREADABLE")
 
 
+def _head(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(SNIFF_BYTES)
+
+
+# One executor hop per file instead of three (open, read, close): with thousands of small
+# files a second, the hops and their GIL hand-offs are the cost.
+_read_bytes = aiofiles.os.wrap(Path.read_bytes)
+_read_head = aiofiles.os.wrap(_head)
+
+
 async def read_head(job: Job) -> AudioInfo:
     """Read and check only a file's first bytes (dry runs and streamed files)."""
     assert job.path is not None
     try:
-        async with aiofiles.open(job.path, "rb") as f:
-            head = await f.read(SNIFF_BYTES)
+        head = await _read_head(job.path)
     except OSError as exc:
         raise _unreadable(job, exc) from None
     return check_head(job, head)
-
-
-# One executor hop for a whole small file instead of three (open, read, close): with
-# thousands of small files a second, the hops and their GIL hand-offs are the cost.
-_read_bytes = aiofiles.os.wrap(Path.read_bytes)
 
 
 async def read_whole(job: Job) -> tuple[bytes, AudioInfo]:
