@@ -133,6 +133,23 @@ def _timezone(text: str | None) -> tzinfo | None:
         raise ConfigError(f"--assume-timezone: {exc}") from None
 
 
+def _shown_args(args: list[str]) -> list[str]:
+    """argv fit to print: a token command may hold a secret expanded by the shell, so it is elided."""
+    shown, hide_next = [], False
+    for arg in args:
+        if hide_next:
+            shown.append("<same command>")
+            hide_next = False
+        elif arg == "--iam-token-command":
+            shown.append(arg)
+            hide_next = True
+        elif arg.startswith("--iam-token-command="):
+            shown.append("--iam-token-command=<same command>")
+        else:
+            shown.append(arg)
+    return shown
+
+
 def warnings_for(options: UploadOptions) -> list[str]:
     """Things worth saying before a run starts."""
     out = []
@@ -213,7 +230,7 @@ def upload(
     except (ConfigError, SchemaError) as exc:
         raise _fail(str(exc)) from None
     reporter = make_reporter(quiet=quiet)
-    retry_command = "bulk-upload " + shlex.join(sys.argv[1:] if sys.argv[1:2] != ["upload"] else sys.argv[2:])
+    retry_command = "bulk-upload " + shlex.join(_shown_args(sys.argv[1:] if sys.argv[1:2] != ["upload"] else sys.argv[2:]))
     raise typer.Exit(run_cli_upload(options, reporter, retry_command))
 
 

@@ -42,6 +42,18 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def upload_argv(target: str, manifest: Path, *extra: str) -> list[str]:
+    """`bulk-upload MANIFEST` against a plaintext emulator, as argv for a process."""
+    return [sys.executable, "-m", "bulk_uploader", str(manifest), "--endpoint", target, "--insecure",
+            "--connection-id", "demo-audio", *extra]
+
+
+def start_upload(target: str, manifest: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`bulk-upload MANIFEST` started in the background (for signal and kill tests)."""
+    return subprocess.Popen(upload_argv(target, manifest, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env or cli_env(API_KEY=API_KEY))
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run `bulk-upload ARGS` as a real process."""
     return subprocess.run(

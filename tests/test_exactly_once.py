@@ -16,14 +16,13 @@ import pytest
 from bulk_uploader import samples
 from bulk_uploader.emulator import EmulatorOptions, FaultOptions
 from bulk_uploader.results import load_results, read_records
-from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli
+from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli, upload_argv
 
 ROW_KEY = "client_id"  # samples.metadata(n) gives every row its own client_id: the dedupe key
 
 
 def command(served: ThreadedEmulator, manifest: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "bulk_uploader", str(manifest), "--endpoint", served.target, "--insecure",
-            "--connection-id", "demo-audio", *extra]
+    return upload_argv(served.target, manifest, *extra)
 
 
 def possible_duplicates(stderr: str) -> int:

@@ -19,7 +19,7 @@ from bulk_uploader import samples
 from bulk_uploader.audio import AudioFormat
 from bulk_uploader.emulator import FaultOptions
 from bulk_uploader.results import read_records
-from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli
+from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli, start_upload
 
 FORMATS = (AudioFormat.WAV, AudioFormat.MP3, AudioFormat.OGG_OPUS, AudioFormat.PCM)
 SIZES = (1_000, 16 * 1024, 70_000, 250_000)
@@ -218,11 +218,7 @@ def test_sigint_stops_cleanly_and_the_rerun_completes(tmp_path: Path, served: Th
     manifest = samples.write_dataset(tmp_path, 300, sizes=(2000,))
     served.emulator.set_faults(FaultOptions(latency_ms=50))
     results = manifest.with_name("manifest.jsonl.results.jsonl")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bulk_uploader", str(manifest), "--endpoint", served.target, "--insecure",
-         "--connection-id", "demo-audio", "--concurrency", "4"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(API_KEY=API_KEY),
-    )
+    proc = start_upload(served.target, manifest, "--concurrency", "4")
     deadline = time.monotonic() + 30
     while (not results.exists() or len(read_records(results)) < 40) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -246,11 +242,7 @@ def test_second_sigint_aborts_at_once(tmp_path: Path, served: ThreadedEmulator) 
     manifest = samples.write_dataset(tmp_path, 50, sizes=(2000,))
     served.emulator.set_faults(FaultOptions(latency_ms=20_000))  # calls in flight would take 20 s
     results = manifest.with_name("manifest.jsonl.results.jsonl")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bulk_uploader", str(manifest), "--endpoint", served.target, "--insecure",
-         "--connection-id", "demo-audio", "--concurrency", "4"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(API_KEY=API_KEY),
-    )
+    proc = start_upload(served.target, manifest, "--concurrency", "4")
     deadline = time.monotonic() + 20
     while served.emulator.injector.in_flight < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -310,3 +302,12 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     bad = run_cli(str(manifest), "--concurrency", "0", env=cli_env(API_KEY="x"))
     assert bad.returncode == 2 and "--concurrency" in bad.stderr
     assert os.environ.get("API_KEY") is None or True
+
+
+def test_the_retry_command_never_shows_a_token_command() -> None:
+    from bulk_uploader.cli import _shown_args
+
+    args = ["m.jsonl", "--iam-token-command", "echo t1.secret-token", "--iam-token-command=echo t1.x", "--quiet"]
+    shown = " ".join(_shown_args(args))
+    assert "secret-token" not in shown and "t1.x" not in shown
+    assert shown == "m.jsonl --iam-token-command <same command> --iam-token-command=<same command> --quiet"

@@ -210,12 +210,19 @@ class _TalkServicer(pb_grpc.TalkServiceServicer):
 
     # --- rpcs ------------------------------------------------------------------------
 
+    def _update_of(self, request: pb.UploadTalkRequest | pb.UploadTextRequest, payload: str, kind: str) -> str | None:
+        """For a request with talk_id (a metadata update, no payload): apply it and return the id."""
+        if not request.talk_id:
+            return None
+        if request.HasField(payload):
+            _reject(grpc.StatusCode.INVALID_ARGUMENT, f"talk_id is for metadata updates; send no {payload} with it")
+        return self._update(request.talk_id, request.metadata, kind)
+
     async def Upload(self, request: pb.UploadTalkRequest, context: aio.ServicerContext) -> pb.UploadTalkResponse:
         async with self._call(context):
-            if request.talk_id and not request.HasField("audio"):
-                return pb.UploadTalkResponse(talk_id=self._update(request.talk_id, request.metadata, "audio"))
-            if request.talk_id:
-                _reject(grpc.StatusCode.INVALID_ARGUMENT, "talk_id is for metadata updates; send no audio with it")
+            updated = self._update_of(request, "audio", "audio")
+            if updated:
+                return pb.UploadTalkResponse(talk_id=updated)
             self._connection(request.metadata, "audio")
             users = _users(request.metadata)
             data = request.audio.audio_data.data
@@ -265,10 +272,9 @@ class _TalkServicer(pb_grpc.TalkServiceServicer):
 
     async def UploadText(self, request: pb.UploadTextRequest, context: aio.ServicerContext) -> pb.UploadTextResponse:
         async with self._call(context):
-            if request.talk_id and not request.HasField("text_content"):
-                return pb.UploadTextResponse(talk_id=self._update(request.talk_id, request.metadata, "chat"))
-            if request.talk_id:
-                _reject(grpc.StatusCode.INVALID_ARGUMENT, "talk_id is for metadata updates; send no messages with it")
+            updated = self._update_of(request, "text_content", "chat")
+            if updated:
+                return pb.UploadTextResponse(talk_id=updated)
             self._connection(request.metadata, "chat")
             users = _users(request.metadata)
             messages = request.text_content.messages
