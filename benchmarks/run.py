@@ -301,7 +301,7 @@ def main() -> None:
     if "64mib" in args.only:
         tables.append(upload_scenario("64mib", "8 files of 64 MiB (streamed)", dataset("64mib", 8, 64 * MiB), 8, args.runs))
     if "latency" in args.only:
-        tables.append(upload_scenario("latency", "100 ms server latency, 16 KiB files", dataset("latency", 1500, 16 * 1024),
+        tables.append(upload_scenario("latency", "100 ms server latency, 16 KiB files", dataset("latency3k", 3000, 16 * 1024),
                                       64, args.runs, latency_ms=100))
     million = million_scenario(args.runs) if "million" in args.only else None
     report = render(tables, million, args.runs)

@@ -13,6 +13,7 @@ bytes to a fixed rate (--rps, --max-mbps).
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -33,8 +34,7 @@ class AdaptiveLimiter:
         self._last_decrease = float("-inf")
         self._last_refusal = float("-inf")
         self._resume_at = 0.0  # monotonic time before which no call starts (the server's pushback)
-        self._changed = anyio.Event()
-        self._waiting = 0
+        self._waiters: deque[anyio.Event] = deque()  # FIFO; a freed slot wakes one, not all
 
     @property
     def current(self) -> int:
@@ -42,25 +42,31 @@ class AdaptiveLimiter:
         return max(self.floor, int(self.limit))
 
     def _wake(self) -> None:
-        if self._waiting:  # a fresh Event costs a backend look-up: only when someone waits
-            self._changed.set()
-            self._changed = anyio.Event()
+        for _ in range(min(len(self._waiters), self.current - self.in_use)):
+            self._waiters.popleft().set()
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one of the `current` slots for the duration of a call."""
+        handed = False  # woken for a freed slot: may take it ahead of the queue
         while True:
             wait = self._resume_at - time.monotonic()
             if wait > 0:
-                await anyio.sleep(wait)
-            elif self.in_use >= self.current:
-                self._waiting += 1
-                try:
-                    await self._changed.wait()
-                finally:
-                    self._waiting -= 1
-            else:
+                await anyio.sleep(wait)  # the pushback gate holds queued and woken callers alike
+                continue
+            if self.in_use < self.current and (handed or not self._waiters):
                 break
+            woken = anyio.Event()
+            self._waiters.append(woken)
+            try:
+                await woken.wait()
+            except BaseException:
+                if woken in self._waiters:
+                    self._waiters.remove(woken)
+                else:
+                    self._wake()  # pass on the wake-up this cancelled waiter received
+                raise
+            handed = True
         self.in_use += 1
         try:
             yield

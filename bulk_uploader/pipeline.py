@@ -5,7 +5,9 @@
 
 One task group owns every task. The feeder reads the manifest and puts checked jobs on a
 memory stream of `concurrency` slots (backpressure: the manifest is read only as fast as
-rows are sent); `concurrency` workers each carry one row at a time to its outcome.
+rows are sent); `workers` tasks each carry one row at a time to its outcome. There are a
+few more workers than calls allowed in flight: the extra ones read their next file while
+the calls are out, so a finished call's slot is taken at once by a row ready to go.
 """
 
 from __future__ import annotations
@@ -185,6 +187,7 @@ class _Run:
     async def feed(self, send: MemoryObjectSendStream[Job], scope: anyio.CancelScope) -> None:
         with scope, send:
             uploaded = self.previous.uploaded
+            batch: list[Job] = []  # small files read together, in one executor hop
             for n, row in enumerate(read_manifest(self.options.manifest), 1):
                 if n % _YIELD_EVERY == 0:
                     await anyio.sleep(0)
@@ -198,7 +201,18 @@ class _Run:
                     self.record(RowResult(row.key, "invalid", error=str(exc), code=exc.code, line=row.line,
                                           audio_path=path if isinstance(path, str) else None))
                     continue
-                await send.send(job)
+                if job.kind == "audio" and job.size <= reader.PRELOAD_MAX_BYTES and not self.options.dry_run:
+                    batch.append(job)
+                    if len(batch) < reader.PRELOAD_BATCH:
+                        continue
+                    jobs, batch = await reader.preload(batch), []
+                else:
+                    jobs = [*await reader.preload(batch), job] if batch else [job]
+                    batch = []
+                for ready in jobs:
+                    await send.send(ready)
+            for ready in await reader.preload(batch):
+                await send.send(ready)
 
     async def work(self, receive: MemoryObjectReceiveStream[Job]) -> None:
         with receive:
@@ -267,7 +281,7 @@ class _Run:
             result.bytes = size = encoded_size(messages)
         elif job.size <= options.stream_threshold:
             data, info = await reader.read_whole(job)
-            size = len(data)
+            size = result.bytes = len(data)
         else:
             info = await reader.read_head(job)
             rpc = "UploadAsStream"
@@ -282,10 +296,8 @@ class _Run:
                     return found
                 reconciled_at = result.unknown_outcomes
             result.attempts += 1
-            if self.writer is not None:
-                self.writer.write_record(attempt_line(job.key, job.line, result.attempts, result.unknown_outcomes))
             try:
-                return await self.attempt(job, data, info, size, messages)
+                return await self.attempt(job, result, data, info, size, messages)
             except CallFailure as failure:
                 if failure.outcome_unknown:
                     result.unknown_outcomes += 1
@@ -298,12 +310,20 @@ class _Run:
                 await anyio.sleep(delay)
 
     async def attempt(
-        self, job: Job, data: bytes | None, info: AudioInfo | None, size: int, messages: tuple[ChatMessage, ...]
+        self,
+        job: Job,
+        result: RowResult,
+        data: bytes | None,
+        info: AudioInfo | None,
+        size: int,
+        messages: tuple[ChatMessage, ...],
     ) -> str:
-        """One call, within the in-flight limit and the rate caps."""
+        """One call, within the in-flight limit and the rate caps, journaled just before it leaves."""
         async with self.limiter.slot():
             if self.request_pacer is not None:
                 await self.request_pacer.take()
+            if self.writer is not None:
+                self.writer.write_record(attempt_line(job.key, job.line, result.attempts, result.unknown_outcomes))
             sent_at = monotonic()
             try:
                 talk_id = await self._call(job, data, info, size, messages)
@@ -448,7 +468,7 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
                     if options.credentials is not None and not options.dry_run:
                         outer.start_soon(_keep_fresh, run)
                     with receive:
-                        for _ in range(options.concurrency):
+                        for _ in range(options.workers):
                             group.start_soon(run.work, receive.clone())
                 outer.cancel_scope.cancel()
     finally:

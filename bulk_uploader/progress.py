@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Protocol, TextIO
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from bulk_uploader.results import RowResult
 from bulk_uploader.stats import RunStats
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 PROBLEM_LINES = 20  # per-row problems shown on screen; the rest are in the results file
 
@@ -154,15 +152,24 @@ class QuietReporter(PlainReporter):
 
 
 class RichReporter:
-    """For a terminal: a live panel redrawn four times a second by rich's own thread."""
+    """For a terminal: a live panel redrawn four times a second by rich's own thread.
+
+    rich is imported only here: runs off a terminal never pay for it.
+    """
 
     def __init__(self, console: Console | None = None) -> None:
+        from rich.console import Console
+
         self.console = console or Console(stderr=True)
         self._stats: RunStats | None = None
-        self._live: Live | None = None
+        self._live: Any = None
         self._problems = _ProblemPrinter()
 
-    def _render(self) -> Group:
+    def _render(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
         stats = self._stats
         assert stats is not None
         rows_per_s, bytes_per_s = stats.rates()
@@ -190,11 +197,15 @@ class RichReporter:
         return Group(grid, counts)
 
     def start(self, stats: RunStats) -> None:
+        from rich.live import Live
+
         self._stats = stats
         self._live = Live(console=self.console, refresh_per_second=4, get_renderable=self._render, transient=False)
         self._live.start()
 
     def row_problem(self, result: RowResult) -> None:
+        from rich.text import Text
+
         n = self._problems.take()
         if n <= PROBLEM_LINES:
             self.console.print(Text(problem_line(result), style="yellow" if result.status == "invalid" else "red"))
@@ -220,5 +231,7 @@ def make_reporter(*, quiet: bool, stream: TextIO | None = None) -> Reporter:
     if quiet:
         return QuietReporter(stream)
     if stream.isatty():
+        from rich.console import Console
+
         return RichReporter(Console(file=stream))
     return PlainReporter(stream)

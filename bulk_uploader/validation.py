@@ -54,6 +54,7 @@ class Job:
     dedupe: tuple[str, str] | None = None  # (Search key, value) naming this row's talk, with --dedupe-key
     messages: tuple[ChatMessage, ...] = ()  # chat rows with inline messages
     chat_path: Path | None = None  # chat rows whose messages are in a file (read by the reader stage)
+    data: bytes | None = field(default=None, repr=False)  # a small file's bytes, read ahead
 
 
 class RowInvalid(ValueError):

@@ -1,0 +1,55 @@
+"""What users see: the rich panel on a terminal, plain lines elsewhere, the summary."""
+
+from __future__ import annotations
+
+import io
+import time
+
+from rich.console import Console
+
+from bulk_uploader.progress import PlainReporter, RichReporter, make_reporter, status_line
+from bulk_uploader.results import RowResult
+from bulk_uploader.stats import RunStats
+
+
+def busy_stats() -> RunStats:
+    stats = RunStats(total_rows=1000)
+    stats.uploaded, stats.failed, stats.retries, stats.throttled = 400, 3, 12, 5
+    stats.bytes_sent, stats.in_flight, stats.concurrency = 50_000_000, 16, 16
+    stats.started -= 10
+    return stats
+
+
+def test_status_line_names_every_figure() -> None:
+    line = status_line(busy_stats())
+    for part in ("rows 403/~1000", "uploaded 400", "failed 3", "retries 12", "in flight 16/16", "throttled 5",
+                 "50.0 MB sent", "files/s", "MB/s", "ETA 0:"):
+        assert part in line
+
+
+def test_rich_reporter_draws_a_live_panel_and_problem_rows() -> None:
+    out = io.StringIO()
+    reporter = RichReporter(Console(file=out, force_terminal=True, width=120))
+    reporter.start(busy_stats())
+    reporter.row_problem(RowResult("call-9", "invalid", error="audio file not found: a.wav", code="FILE_NOT_FOUND", line=9))
+    time.sleep(0.3)
+    reporter.stop()
+    text = out.getvalue()
+    assert "\x1b[" in text  # drawn with terminal codes
+    assert "403/1000 rows" in text and "throttled 5" in text
+    assert "call-9 (line 9): [FILE_NOT_FOUND] audio file not found: a.wav" in text
+
+
+def test_plain_reporter_prints_status_lines_on_its_own_thread() -> None:
+    out = io.StringIO()
+    reporter = PlainReporter(out, interval=0.05)
+    reporter.start(busy_stats())
+    time.sleep(0.2)
+    reporter.stop()
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 3 and all(line.startswith("rows 403/~1000") for line in lines)
+    assert "\x1b[" not in out.getvalue()
+
+
+def test_make_reporter_picks_by_terminal() -> None:
+    assert isinstance(make_reporter(quiet=False, stream=io.StringIO()), PlainReporter)
