@@ -147,6 +147,18 @@ def per_process(target: str, manifest: Path, concurrency: int, limit: int) -> Me
     return Measure(len(rows), size, wall, wall, cpu, rss)
 
 
+def startup_cpu(runs: int) -> float:
+    """CPU seconds bulk-upload spends before and around any row: a one-row dry run (median)."""
+    manifest = dataset("one", 1, 16 * 1024)
+    cpus = []
+    for _ in range(max(3, runs)):
+        _, err, _, cpu, _, code = run_measured([PY, "-m", "bulk_uploader", str(manifest), "--dry-run", "--quiet"],
+                                               client_env())
+        assert code == 0, err[-2000:]
+        cpus.append(cpu)
+    return statistics.median(cpus)
+
+
 def median(measures: list[Measure]) -> dict[str, float]:
     return {
         "files_per_s": statistics.median(m.files_per_s for m in measures),
@@ -155,6 +167,7 @@ def median(measures: list[Measure]) -> dict[str, float]:
         "rss_mb": statistics.median(m.rss_mb for m in measures),
         "files": measures[0].files,
         "wall": statistics.median(m.wall for m in measures),
+        "timed_cpu_per_file_ms": statistics.median(1000 * m.extra.get("timed_cpu", m.cpu) / m.files for m in measures),
     }
 
 
@@ -242,7 +255,7 @@ def versions() -> str:
     return f"Python {platform.python_version()}, grpcio {grpc.__version__}, protobuf {google.protobuf.__version__}"
 
 
-def render(tables: list[dict[str, Any]], million: dict[str, Any] | None, runs: int) -> str:
+def render(tables: list[dict[str, Any]], million: dict[str, Any] | None, runs: int, startup: float | None) -> str:
     cpu = ""
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
@@ -270,6 +283,12 @@ def render(tables: list[dict[str, Any]], million: dict[str, Any] | None, runs: i
             lines += ["", f"bulk-upload / ideal, pair by pair (median): files/s "
                           f"{statistics.median(x['files_per_s'] for x in p):.3f}, MB/s {statistics.median(x['mb_per_s'] for x in p):.3f}, "
                           f"CPU per file {statistics.median(x['cpu'] for x in p):.3f}"]
+        if startup is not None and "ideal" in t["rows"] and "bulk-upload" in t["rows"]:
+            b, i = t["rows"]["bulk-upload"], t["rows"]["ideal"]
+            per_row = b["cpu_per_file_ms"] - 1000 * startup / b["files"]
+            lines.append(f"where the CPU goes: bulk-upload start-up (a one-row dry run) {startup:.2f} s = "
+                         f"{1000 * startup / b['files']:.3f} ms/file here; the rest {per_row:.3f} ms/file; "
+                         f"the ideal client's timed section alone {i['timed_cpu_per_file_ms']:.3f} ms/file")
         if "xargs" in t["rows"] and "bulk-upload" in t["rows"]:
             ratio = t["rows"]["bulk-upload"]["files_per_s"] / t["rows"]["xargs"]["files_per_s"]
             lines.append(f"bulk-upload / one process per file (xargs): files/s {ratio:.0f}x")
@@ -304,7 +323,8 @@ def main() -> None:
         tables.append(upload_scenario("latency", "100 ms server latency, 16 KiB files", dataset("latency3k", 3000, 16 * 1024),
                                       64, args.runs, latency_ms=100))
     million = million_scenario(args.runs) if "million" in args.only else None
-    report = render(tables, million, args.runs)
+    startup = startup_cpu(args.runs) if tables else None
+    report = render(tables, million, args.runs, startup)
     print()
     print(report)
     if not args.no_write:
