@@ -128,6 +128,17 @@ def audio_metadata(info: AudioInfo) -> pb.AudioMetadata:
     return pb.AudioMetadata(container_audio=pb.ContainerAudio(container_audio_type=_CONTAINER[info.format]))
 
 
+def _chunk_message(chunk: bytes) -> pb.StreamTalkRequest:
+    """A StreamTalkRequest carrying one audio chunk, with the bytes copied once.
+
+    pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(chunk=pb.AudioChunk(data=chunk)))
+    copies the chunk into each nested message in turn: three copies of every MiB.
+    """
+    message = pb.StreamTalkRequest()
+    message.audio.chunk.data = chunk
+    return message
+
+
 class Transport:
     """One gRPC channel to the service and the calls the pipeline makes on it."""
 
@@ -172,10 +183,9 @@ class Transport:
 
     async def upload(self, job: Job, data: bytes, info: AudioInfo, timeout: float) -> str:
         """Send a whole file in one Upload; returns the talk id or raises CallFailure."""
-        request = pb.UploadTalkRequest(
-            metadata=talk_metadata(job),
-            audio=pb.AudioRequest(audio_metadata=audio_metadata(info), audio_data=pb.AudioChunk(data=data)),
-        )
+        request = pb.UploadTalkRequest(metadata=talk_metadata(job))
+        request.audio.audio_metadata.CopyFrom(audio_metadata(info))
+        request.audio.audio_data.data = data  # set in place: nested constructors copy the bytes at every level
         response = await self._unary(self._stub.Upload, request, job, timeout)
         return str(response.talk_id)
 
@@ -229,7 +239,7 @@ class Transport:
                 async for chunk in chunks:
                     if call.done():
                         break  # the server has answered early (a rejection): stop writing, read its status
-                    await call.write(pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(chunk=pb.AudioChunk(data=chunk))))
+                    await call.write(_chunk_message(chunk))
                     on_bytes(len(chunk))
                 else:
                     await call.done_writing()
