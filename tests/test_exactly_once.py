@@ -60,6 +60,8 @@ def test_sigkill_at_random_moments_then_resume_stores_every_row_exactly_once(tmp
     assert served.emulator.store.count() == rows
     assert served.emulator.store.duplicates(ROW_KEY) == {}
     reconciled = [r for r in read_records(results) if r.get("reconciled")]
+    print(f"kills {kills}: stored {served.emulator.store.count()}, answers lost {served.emulator.answers_lost}, "
+          f"rows settled by Search {len(reconciled)}")
     assert served.emulator.answers_lost == 0 or reconciled  # lost answers were found by Search, not re-sent
 
 
@@ -77,6 +79,9 @@ def test_lost_answer_storm(tmp_path: Path, served: ThreadedEmulator, dedupe: boo
     records = {r["id"]: r for r in read_records(manifest.with_name("manifest.jsonl.results.jsonl"))}
     assert len(records) == rows and {r["status"] for r in records.values()} == {"uploaded"}
     stored_duplicates = served.emulator.store.count() - rows
+    print(f"storm dedupe={dedupe}: answers lost {served.emulator.answers_lost}, refusals "
+          f"{served.emulator.rejections}, stored duplicates {stored_duplicates}, "
+          f"summary's possible duplicates {possible_duplicates(result.stderr)}")
     assert served.emulator.answers_lost >= 5
     if dedupe:
         assert stored_duplicates == 0
@@ -96,6 +101,7 @@ def test_lost_answers_without_dedupe_key_are_counted_exactly(tmp_path: Path, ser
     result = run_cli(*command(served, manifest, "--concurrency", "16")[3:], env=cli_env(API_KEY=API_KEY))
     assert result.returncode == 0, result.stderr
     stored_duplicates = served.emulator.store.count() - rows
+    print(f"lost answers only: stored duplicates {stored_duplicates}, summary says {possible_duplicates(result.stderr)}")
     assert stored_duplicates > 5
     assert possible_duplicates(result.stderr) == stored_duplicates
 
