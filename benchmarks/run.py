@@ -249,8 +249,8 @@ def million_scenario(runs: int) -> dict[str, Any]:
 
 
 def versions() -> str:
-    import grpc
     import google.protobuf
+    import grpc
 
     return f"Python {platform.python_version()}, grpcio {grpc.__version__}, protobuf {google.protobuf.__version__}"
 

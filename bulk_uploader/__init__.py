@@ -3,8 +3,8 @@
 The library surface: build UploadOptions, pick a Reporter, await run_upload().
 """
 
-from bulk_uploader.errors import AuthError, BulkUploadError, ConfigError, ResultsFileError
 from bulk_uploader.auth import Credentials, TokenCommand
+from bulk_uploader.errors import AuthError, BulkUploadError, ConfigError, ResultsFileError
 from bulk_uploader.options import UploadOptions
 from bulk_uploader.pipeline import RunControl, RunSummary, run_upload
 from bulk_uploader.progress import PlainReporter, QuietReporter, Reporter, RichReporter, make_reporter
@@ -17,6 +17,7 @@ __all__ = [
     "BulkUploadError",
     "ConfigError",
     "Credentials",
+    "TokenCommand",
     "PlainReporter",
     "QuietReporter",
     "Reporter",

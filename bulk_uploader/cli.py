@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import anyio
-
 import typer
 from typer.core import TyperGroup
 
+from bulk_uploader.auth import DEFAULT_TOKEN_REFRESH, Credentials, TokenCommand
 from bulk_uploader.chat import parse_timezone
 from bulk_uploader.errors import BulkUploadError, ConfigError
-from bulk_uploader.auth import DEFAULT_TOKEN_REFRESH, Credentials, TokenCommand
 from bulk_uploader.options import DEFAULT_ENDPOINT, SearchScope, UploadOptions, is_loopback
 from bulk_uploader.pipeline import RunControl, RunSummary, run_upload
 from bulk_uploader.progress import Reporter, make_reporter

@@ -13,9 +13,9 @@ everything else is for the validation stage.
 from __future__ import annotations
 
 import csv
-from array import array
 import json
 import re
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +151,7 @@ def _csv(path: Path) -> Iterator[ManifestRow]:
             data: dict[str, Any] = {}
             metadata: dict[str, str] = {}
             users: dict[int, dict[str, Any]] = {}
-            for name, cell in zip(header, cells):
+            for name, cell in zip(header, cells, strict=True):
                 if cell == "" or not name:
                     continue
                 if name in ROW_COLUMNS:

@@ -18,17 +18,18 @@ from dataclasses import dataclass, field
 from time import monotonic
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from bulk_uploader import reader
+from bulk_uploader.audio import AudioInfo
+from bulk_uploader.chat import ChatMessage, encoded_size
 from bulk_uploader.errors import AuthError
+from bulk_uploader.flow import AdaptiveLimiter, Pacer
 from bulk_uploader.manifest import count_rows, read_manifest
 from bulk_uploader.options import UploadOptions
 from bulk_uploader.progress import Reporter
-from bulk_uploader.audio import AudioInfo
-from bulk_uploader.chat import ChatMessage, encoded_size
-from bulk_uploader.flow import AdaptiveLimiter, Pacer
 from bulk_uploader.results import PreviousResults, ResultsWriter, RowResult, attempt_line, load_results
 from bulk_uploader.stats import RunStats
 from bulk_uploader.transport import CallFailure, Transport
@@ -190,7 +191,7 @@ class _Run:
             batch: list[Job] = []  # small files read together, in one executor hop
             for n, row in enumerate(read_manifest(self.options.manifest), 1):
                 if n % _YIELD_EVERY == 0:
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
                 if row.problem is None and row.key in uploaded:
                     self.stats.skipped += 1
                     continue

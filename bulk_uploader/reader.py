@@ -55,7 +55,7 @@ async def preload(jobs: list[Job]) -> list[Job]:
     if not jobs:
         return jobs
     datas = await _read_many([job.path for job in jobs])
-    return [replace(job, data=data) for job, data in zip(jobs, datas)]
+    return [replace(job, data=data) for job, data in zip(jobs, datas, strict=True)]
 
 
 def _head(path: Path) -> bytes:

@@ -11,8 +11,8 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc import aio

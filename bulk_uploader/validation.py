@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bulk_uploader.audio import AudioError, AudioFormat, check_pcm_params
-from bulk_uploader.manifest import KeySet, ManifestRow
 from bulk_uploader.chat import ChatError, ChatMessage, encoded_size, parse_messages
+from bulk_uploader.manifest import KeySet, ManifestRow
 from bulk_uploader.schema import ConnectionSchema, check_fields, dialog_user_ids, find_schema
 
 ROLES = ("operator", "client", "bot")

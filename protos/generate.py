@@ -31,8 +31,8 @@ def _plugin(name: str) -> str:
 
 def generate(out_root: Path) -> list[Path]:
     """Generate code for every .proto under protos/ into out_root; return the files written."""
-    from grpc_tools import protoc  # generator-only dependency
     import grpc_tools
+    from grpc_tools import protoc  # generator-only dependency
 
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
     (out_root / PACKAGE_DIR).mkdir(parents=True, exist_ok=True)

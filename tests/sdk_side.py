@@ -14,8 +14,8 @@ import json
 import sys
 from typing import Any
 
-from google.protobuf import json_format, symbol_database
 from descriptor_summary import describe_enum, describe_message  # beside this file
+from google.protobuf import json_format, symbol_database
 
 # Importing registers the vendor's definitions in the default pool.
 from yandex.cloud.speechsense.v1 import audio_pb2, search_pb2, talk_service_pb2, text_pb2  # noqa: F401

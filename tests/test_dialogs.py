@@ -9,12 +9,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bulk_uploader import samples
 from bulk_uploader.emulator import messages_digest
 from bulk_uploader.results import read_records
-from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli
 
 CHAT_FIELDS = samples.metadata(5) | {"bot_name": "Helper", "bot_id": "bot-1"}  # operator op-5, client cl-5
 

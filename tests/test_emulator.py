@@ -12,13 +12,13 @@ from typing import Any
 
 import grpc
 import pytest
+from conftest import API_KEY, AUTH, run_cli
 from grpc import aio
 
 from bulk_uploader import samples
 from bulk_uploader.emulator import Emulator, FaultOptions
 from bulk_uploader.proto import speechsense_pb2 as pb
 from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
-from conftest import API_KEY, AUTH, run_cli
 
 WAV = pb.AudioMetadata(container_audio=pb.ContainerAudio(container_audio_type=pb.ContainerAudio.CONTAINER_AUDIO_TYPE_WAV))
 MP3 = pb.AudioMetadata(container_audio=pb.ContainerAudio(container_audio_type=pb.ContainerAudio.CONTAINER_AUDIO_TYPE_MP3))

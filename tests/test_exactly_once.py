@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli, upload_argv
 
 from bulk_uploader import samples
 from bulk_uploader.emulator import EmulatorOptions, FaultOptions
 from bulk_uploader.results import load_results, read_records
-from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli, upload_argv
 
 ROW_KEY = "client_id"  # samples.metadata(n) gives every row its own client_id: the dedupe key
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import API_KEY, cli_env, run_cli
 
 from bulk_uploader import samples
 from bulk_uploader.emulator import messages_digest
-from conftest import API_KEY, cli_env, run_cli
 
 # Only look for the SDK: importing it here would clash with our own descriptors.
 pytestmark = pytest.mark.skipif(

@@ -8,18 +8,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli, start_upload
 
 from bulk_uploader import samples
 from bulk_uploader.audio import AudioFormat
 from bulk_uploader.emulator import FaultOptions
 from bulk_uploader.results import read_records
-from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli, start_upload
 
 FORMATS = (AudioFormat.WAV, AudioFormat.MP3, AudioFormat.OGG_OPUS, AudioFormat.PCM)
 SIZES = (1_000, 16 * 1024, 70_000, 250_000)

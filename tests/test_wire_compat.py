@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from descriptor_summary import describe_message
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from bulk_uploader.proto import speechsense_pb2 as pb
-from descriptor_summary import describe_message
 
 SDK_SIDE = Path(__file__).with_name("sdk_side.py")
 
