@@ -30,6 +30,7 @@ from bulk_uploader.options import DEFAULT_ENDPOINT, SearchScope, UploadOptions, 
 from bulk_uploader.pipeline import RunControl, RunSummary, run_upload
 from bulk_uploader.progress import Reporter, make_reporter
 from bulk_uploader.schema import SchemaError, load_schemas
+from bulk_uploader.shard import parse_shard, shard_from_environment
 
 if TYPE_CHECKING:  # the emulator (and sqlite3) load only for the commands that use it
     from bulk_uploader.emulator import EmulatorOptions, FaultOptions
@@ -196,6 +197,12 @@ def upload(
         Optional[str], typer.Option(help="Command printing a fresh IAM token; re-run before expiry and when refused")
     ] = None,
     token_refresh_seconds: Annotated[float, typer.Option(help="Re-run --iam-token-command this often")] = DEFAULT_TOKEN_REFRESH,
+    shard: Annotated[
+        Optional[str], typer.Option(help="Only shard K/N of the rows [default: from Slurm or Kubernetes, if set]")
+    ] = None,
+    shard_count: Annotated[
+        Optional[int], typer.Option(help="Number of shards, with a Kubernetes Indexed Job's JOB_COMPLETION_INDEX")
+    ] = None,
 ) -> None:
     """Upload every row of MANIFEST not uploaded before; results go to the results file."""
     try:
@@ -225,6 +232,7 @@ def upload(
             search_user_prefix=search_user_prefix,
             rps=rps,
             max_mbps=max_mbps,
+            shard=parse_shard(shard) if shard else shard_from_environment(os.environ, shard_count),
         )
     except (ConfigError, SchemaError) as exc:
         raise _fail(str(exc)) from None
@@ -345,6 +353,38 @@ def talks(
                 typer.echo(json.dumps(item.to_json(), ensure_ascii=False))
     finally:
         db.close()
+
+
+@app.command("report")
+def report(
+    results: Annotated[list[Path], typer.Argument(help="Results files (shards, reruns)")],
+    manifest: Annotated[Optional[Path], typer.Option(help="The manifest, to write the rows still to do")] = None,
+    retry_manifest: Annotated[
+        Optional[Path], typer.Option(help="Where to write them [default: MANIFEST.retry.jsonl]")
+    ] = None,
+) -> None:
+    """Summarise results files and write the failed rows as a manifest ready to retry."""
+    from bulk_uploader.report import summarize, write_retry_manifest
+
+    missing = [str(p) for p in results if not p.is_file()]
+    if missing:
+        raise _fail(f"no such results file: {', '.join(missing)}")
+    summary = summarize(results)
+    for line in summary.lines_out():
+        typer.echo(line)
+    todo = summary.to_retry()
+    if manifest is not None:
+        if not manifest.is_file():
+            raise _fail(f"{manifest}: manifest not found")
+        out = retry_manifest or manifest.with_name(manifest.stem + ".retry.jsonl")
+        written = write_retry_manifest(manifest, todo, out)
+        typer.echo(f"{written} row(s) to retry written to {out}")
+        if written < len(todo):
+            typer.echo(f"{len(todo) - written} row(s) could not be written: malformed or no longer in the manifest")
+        typer.echo(f"retry with: bulk-upload {shlex.quote(str(out))} (and the same options)")
+    elif todo:
+        typer.echo(f"{len(todo)} row(s) to retry; pass --manifest to write them out")
+    raise typer.Exit(EXIT_ROWS if todo else EXIT_OK)
 
 
 async def _demo(folder: Path, rows: int, concurrency: int, reporter: Reporter) -> tuple[RunSummary, int]:

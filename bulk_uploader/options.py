@@ -14,6 +14,7 @@ from pathlib import Path
 from bulk_uploader.auth import AuthProvider
 from bulk_uploader.errors import ConfigError
 from bulk_uploader.schema import ConnectionSchema
+from bulk_uploader.shard import Shard
 
 DEFAULT_ENDPOINT = "api.speechsense.yandexcloud.net:443"
 MiB = 1024 * 1024
@@ -83,6 +84,7 @@ class UploadOptions:
     rps: float = 0.0  # requests per second cap (0: none)
     max_mbps: float = 0.0  # audio bandwidth cap in megabits per second (0: none)
     throttle_patience: float = 600.0  # seconds of nothing but RESOURCE_EXHAUSTED before rows fail
+    shard: Shard | None = None  # only the rows whose key hashes to this shard
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 4096:
@@ -113,8 +115,13 @@ class UploadOptions:
 
     @property
     def results_path(self) -> Path:
-        """Where outcomes are recorded."""
-        return self.results or results_path_for(self.manifest)
+        """Where outcomes are recorded (each shard has its own file)."""
+        if self.results is not None:
+            return self.results
+        if self.shard is not None:
+            name = f"{self.manifest.name}.shard-{self.shard.index}-of-{self.shard.count}.results.jsonl"
+            return self.manifest.with_name(name)
+        return results_path_for(self.manifest)
 
     def attempt_timeout(self, size: int) -> float:
         """Deadline of one attempt for a payload of `size` bytes: it grows with the size."""

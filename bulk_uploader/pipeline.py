@@ -188,10 +188,13 @@ class _Run:
     async def feed(self, send: MemoryObjectSendStream[Job], scope: anyio.CancelScope) -> None:
         with scope, send:
             uploaded = self.previous.uploaded
+            shard = self.options.shard
             batch: list[Job] = []  # small files read together, in one executor hop
             for n, row in enumerate(read_manifest(self.options.manifest), 1):
                 if n % _YIELD_EVERY == 0:
                     await anyio.lowlevel.checkpoint()
+                if shard is not None and not shard.contains(row.key):
+                    continue
                 if row.problem is None and row.key in uploaded:
                     self.stats.skipped += 1
                     continue
@@ -443,7 +446,8 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
     control = control or RunControl()
     previous = await anyio.to_thread.run_sync(load_results, options.results_path)
     run = _Run(options, reporter, control, previous)
-    run.stats.total_rows = await anyio.to_thread.run_sync(count_rows, options.manifest)
+    rows = await anyio.to_thread.run_sync(count_rows, options.manifest)
+    run.stats.total_rows = rows // options.shard.count if options.shard else rows
     run.stats.concurrency = options.concurrency
     if not options.dry_run:
         if options.credentials is not None:

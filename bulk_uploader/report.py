@@ -1,0 +1,106 @@
+"""`bulk-upload report`: one summary over one or more results files (shards, reruns), and
+the rows still to do written out as a manifest ready to retry.
+
+A row's outcome is its best across files: `uploaded` anywhere wins; otherwise its latest
+line. Journal lines (`sending`) count as `ambiguous` when no outcome follows them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bulk_uploader.manifest import read_manifest
+from bulk_uploader.results import SENDING
+
+
+@dataclass
+class Report:
+    """What the results files say, row by row."""
+
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> deciding record
+    files: int = 0
+    lines: int = 0
+    unreadable: int = 0
+
+    @property
+    def statuses(self) -> Counter[str]:
+        return Counter(r["status"] for r in self.outcomes.values())
+
+    @property
+    def codes(self) -> Counter[str]:
+        return Counter(r.get("code") or "?" for r in self.outcomes.values() if r["status"] != "uploaded")
+
+    def to_retry(self) -> set[str]:
+        """Keys whose best outcome is not `uploaded`."""
+        return {key for key, record in self.outcomes.items() if record["status"] != "uploaded"}
+
+    def lines_out(self) -> list[str]:
+        uploaded = [r for r in self.outcomes.values() if r["status"] == "uploaded"]
+        stamps = sorted(r["finished_at"] for r in uploaded if r.get("finished_at"))
+        out = [f"{self.files} results file(s), {self.lines} lines, {len(self.outcomes)} rows"]
+        out.append("by status: " + ", ".join(f"{s} {n}" for s, n in sorted(self.statuses.items())))
+        if self.codes:
+            out.append("problems by code: " + ", ".join(f"{c} {n}" for c, n in self.codes.most_common()))
+        total = sum(int(r.get("bytes") or 0) for r in uploaded)
+        if len(stamps) > 1:
+            span = (datetime.fromisoformat(stamps[-1]) - datetime.fromisoformat(stamps[0])).total_seconds()
+            if span > 0:
+                out.append(f"throughput: {len(uploaded) / span:.1f} files/s, {total / 1e6 / span:.2f} MB/s "
+                           f"over {span:.1f} s of uploads")
+        out.append(f"uploaded bytes: {total / 1e6:.1f} MB")
+        if self.unreadable:
+            out.append(f"{self.unreadable} unreadable line(s) skipped")
+        return out
+
+
+def summarize(paths: Iterable[Path]) -> Report:
+    """Merge results files into one Report."""
+    report = Report()
+    for path in paths:
+        report.files += 1
+        with path.open("rb") as f:
+            for raw in f:
+                report.lines += 1
+                try:
+                    record = json.loads(raw)
+                    key, status = str(record["id"]), record["status"]
+                except (ValueError, KeyError, TypeError):
+                    report.unreadable += 1
+                    continue
+                current = report.outcomes.get(key)
+                if current is not None and current["status"] == "uploaded":
+                    continue
+                if status == SENDING:
+                    if current is None or current["status"] == SENDING or current["status"] == "ambiguous":
+                        report.outcomes[key] = {**record, "status": "ambiguous", "code": "UNKNOWN_OUTCOME"}
+                    continue
+                report.outcomes[key] = record
+    return report
+
+
+def write_retry_manifest(manifest: Path, keys: set[str], out: Path) -> int:
+    """Write the manifest rows with these keys to `out` (JSONL); returns how many were written.
+
+    Paths stay relative when `out` is beside the manifest, and are made absolute otherwise.
+    """
+    same_folder = out.resolve().parent == manifest.resolve().parent
+    written = 0
+    with out.open("w", encoding="utf-8") as f:
+        for row in read_manifest(manifest):
+            if row.key not in keys or row.problem is not None:
+                continue
+            data = dict(row.data)
+            data.setdefault("id", row.key)
+            if not same_folder:
+                for name in ("audio_path", "chat_path"):
+                    if isinstance(data.get(name), str):
+                        data[name] = str((manifest.parent / data[name]).resolve())
+            f.write(json.dumps(data, ensure_ascii=False) + "\n")
+            written += 1
+    return written
