@@ -81,7 +81,6 @@ class TokenCommand:
         self.command = command
         self.refresh_every = refresh_every
         self.timeout = timeout
-        self.refreshes = 0  # how many tokens were fetched after the first
         self._token = ""
         self._fetched = 0.0
         self._lock = anyio.Lock()
@@ -107,8 +106,6 @@ class TokenCommand:
             raise AuthError(f"--iam-token-command exited with status {done.returncode}: {reason[0][:200]}")
         if not token or any(c.isspace() for c in token):
             raise AuthError("--iam-token-command printed no token (expected one line on standard output)")
-        if self._token:
-            self.refreshes += 1
         self._token, self._fetched = token, time.monotonic()
 
     async def start(self) -> None:

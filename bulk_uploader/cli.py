@@ -35,7 +35,7 @@ from bulk_uploader.shard import parse_shard, shard_from_environment
 if TYPE_CHECKING:  # the emulator (and sqlite3) load only for the commands that use it
     from bulk_uploader.emulator import EmulatorOptions, FaultOptions
 
-EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_ROWS, EXIT_USAGE = 0, 1, 2
 
 
 class _DefaultToUpload(TyperGroup):

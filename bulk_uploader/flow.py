@@ -30,7 +30,6 @@ class AdaptiveLimiter:
         self.floor = min(2, ceiling)
         self.limit = float(ceiling)
         self.in_use = 0
-        self.decreases = 0
         self._last_decrease = float("-inf")
         self._last_refusal = float("-inf")
         self._resume_at = 0.0  # monotonic time before which no call starts (the server's pushback)
@@ -93,7 +92,6 @@ class AdaptiveLimiter:
         if sent_at >= self._last_decrease:
             self._last_decrease = now
             self.limit = max(float(self.floor), self.limit / 2)
-            self.decreases += 1
 
 
 class Pacer:

@@ -75,8 +75,11 @@ class RunSummary:
         ]
         if s.throttled:
             out.append(f"throttled {s.throttled} time(s); concurrency ended at {s.concurrency}")
-        if s.reconciled:
-            out.append(f"found already stored by Search after an unknown outcome (not re-sent): {s.reconciled}")
+        if s.reconciled or s.searches:
+            out.append(f"found already stored by Search after an unknown outcome (not re-sent): {s.reconciled} "
+                       f"of {s.searches} Search call(s)")
+        if s.token_refreshes:
+            out.append(f"IAM token refreshed after a refusal: {s.token_refreshes} time(s)")
         if s.resent_after_unknown:
             out.append(
                 f"possible duplicates: {s.possible_duplicates} talk(s) from {s.resent_after_unknown} row(s) re-sent "
@@ -353,8 +356,8 @@ class _Run:
             talk_id = await transport.upload(job, data, info, timeout)
             self.stats.bytes_sent += len(data)
             return talk_id
-        assert info is not None and job.path is not None
-        chunks = self.paced(reader.read_chunks(job.path, options.chunk_size, job))
+        assert info is not None
+        chunks = self.paced(reader.read_chunks(job, options.chunk_size))
         return await transport.upload_stream(job, info, chunks, timeout, self._count_bytes)
 
     async def paced(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -106,10 +106,11 @@ async def read_chat(job: Job, validator: Validator) -> tuple[ChatMessage, ...]:
     return validator.chat_messages(raw, job.fields)
 
 
-async def read_chunks(path: Path, chunk_size: int, job: Job) -> AsyncIterator[bytes]:
+async def read_chunks(job: Job, chunk_size: int) -> AsyncIterator[bytes]:
     """Yield a file in chunk_size pieces; memory stays at one chunk whatever the file's size."""
+    assert job.path is not None
     try:
-        async with aiofiles.open(path, "rb") as f:
+        async with aiofiles.open(job.path, "rb") as f:
             while chunk := await f.read(chunk_size):
                 yield chunk
     except OSError as exc:

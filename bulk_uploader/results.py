@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,9 +75,7 @@ class PreviousResults:
     # Rows not uploaded whose attempts may have stored a talk: key -> how many such attempts
     # (a `sending` line with no outcome after it, i.e. the process died, or an `ambiguous` outcome).
     unknown: dict[str, int] = field(default_factory=dict)
-    lines: int = 0
     torn_lines: int = 0
-    statuses: Counter[str] = field(default_factory=Counter)
 
 
 def load_results(path: Path) -> PreviousResults:
@@ -92,7 +89,6 @@ def load_results(path: Path) -> PreviousResults:
         raise ResultsFileError(f"cannot read results file {path}: {exc.strerror}") from None
     with f:
         for raw in f:
-            previous.lines += 1
             try:
                 record = json.loads(raw)
                 key, status = record["id"], record["status"]
@@ -103,7 +99,6 @@ def load_results(path: Path) -> PreviousResults:
             if status == SENDING:
                 previous.unknown[key] = int(record.get("unknown_before") or 0) + 1
                 continue
-            previous.statuses[status] += 1
             if status == "uploaded":
                 previous.uploaded.add(key)
                 previous.unknown.pop(key, None)

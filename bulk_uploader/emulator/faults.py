@@ -70,14 +70,11 @@ class FaultInjector:
         self._burst = max(1.0, options.rps_burst or options.rps)
         self._tokens = self._burst
         self._refilled = time.monotonic()
-        self.rejected_for_rate = 0
-        self.rejected_for_concurrency = 0
 
     def enter(self) -> str | None:
         """Admit a call: None, or why it is refused (caller answers RESOURCE_EXHAUSTED)."""
         opts = self.options
         if opts.max_in_flight and self._in_flight >= opts.max_in_flight:
-            self.rejected_for_concurrency += 1
             return f"too many calls in flight (limit {opts.max_in_flight})"
         if opts.rps:
             now = time.monotonic()
@@ -85,7 +82,6 @@ class FaultInjector:
             self._tokens = min(self._burst, self._tokens + (now - self._refilled) * opts.rps)
             self._refilled = now
             if self._tokens < 1.0:
-                self.rejected_for_rate += 1
                 return f"request rate limit exceeded ({opts.rps:g}/s)"
             self._tokens -= 1.0
         self._in_flight += 1
