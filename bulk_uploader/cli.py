@@ -26,6 +26,7 @@ from typer.core import TyperGroup
 from bulk_uploader.auth import DEFAULT_TOKEN_REFRESH, Credentials, TokenCommand
 from bulk_uploader.chat import parse_timezone
 from bulk_uploader.errors import BulkUploadError, ConfigError
+from bulk_uploader.mapping import load_mapping
 from bulk_uploader.options import DEFAULT_ENDPOINT, SearchScope, UploadOptions, is_loopback
 from bulk_uploader.pipeline import RunControl, RunSummary, run_upload
 from bulk_uploader.progress import Reporter, make_reporter
@@ -203,9 +204,13 @@ def upload(
     shard_count: Annotated[
         Optional[int], typer.Option(help="Number of shards, with a Kubernetes Indexed Job's JOB_COMPLETION_INDEX")
     ] = None,
+    mapping: Annotated[
+        Optional[Path], typer.Option(help="TOML mapping from another vendor's columns (see bulk-upload manifest)")
+    ] = None,
 ) -> None:
     """Upload every row of MANIFEST not uploaded before; results go to the results file."""
     try:
+        column_mapping = load_mapping(mapping) if mapping else None
         options = UploadOptions(
             manifest=manifest,
             results=results,
@@ -227,12 +232,13 @@ def upload(
             stream_threshold=int(stream_threshold_mib * 1024 * 1024),
             dry_run=dry_run,
             grace=grace,
-            dedupe_key=dedupe_key,
+            dedupe_key=dedupe_key or (column_mapping.dedupe_key if column_mapping else None),
             search_scope=SearchScope(organization_id, space_id, project_id),
             search_user_prefix=search_user_prefix,
             rps=rps,
             max_mbps=max_mbps,
             shard=parse_shard(shard) if shard else shard_from_environment(os.environ, shard_count),
+            mapping=column_mapping,
         )
     except (ConfigError, SchemaError) as exc:
         raise _fail(str(exc)) from None

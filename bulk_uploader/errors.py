@@ -3,6 +3,7 @@ result written to the results file. Exceptions stop a whole run:
 
     BulkUploadError            base of everything raised on purpose
     ├── ConfigError            options, credentials or a schema file make no sense (exit 2)
+    │   └── MappingError       a mapping file is unusable (names its line and key)
     ├── AuthError              the service refused the credentials (exit 2, run stopped at once)
     └── ResultsFileError       the results file cannot be read or written (exit 2)
 

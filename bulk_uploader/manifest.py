@@ -19,13 +19,17 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# CSV columns user<N>.id, user<N>.role and user<N>.<field> describe participant N.
-_USER_COLUMN = re.compile(r"user(\d+)\.(.+)")
-# CSV columns that describe the row itself rather than carry talk metadata.
+if TYPE_CHECKING:  # mapping imports this module's column names
+    from bulk_uploader.mapping import ColumnMapping
+
+# Columns user<N>.id, user<N>.role and user<N>.<field> describe participant N.
+USER_COLUMN = re.compile(r"user(\d+)\.(.+)")
+# Columns that describe the row itself rather than carry talk metadata (`messages` only
+# through a mapping: a CSV cell cannot hold a list).
 ROW_COLUMNS = frozenset(
-    {"id", "audio_path", "connection_id", "format", "sample_rate", "channels", "talk_id", "chat_path"}
+    {"id", "audio_path", "connection_id", "format", "sample_rate", "channels", "talk_id", "chat_path", "messages"}
 )
 
 
@@ -94,6 +98,29 @@ class KeySet:
         return self._count
 
 
+def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A JSON object's columns: nested objects joined with dots, scalars as text, nulls left out."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        elif value is None:
+            continue
+        else:
+            out[name] = as_text(value)
+    return out
+
+
+def as_text(value: Any) -> Any:
+    """Scalars as the text the service takes (true/false, 12, 1.5); lists and text unchanged."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
 def row_key(data: dict[str, Any], line: int) -> str:
     """The key that identifies a row across runs: id, else audio_path (or chat_path), else the line."""
     for name in ("id", "audio_path", "chat_path"):
@@ -103,7 +130,44 @@ def row_key(data: dict[str, Any], line: int) -> str:
     return f"line:{line}"
 
 
-def _jsonl(path: Path) -> Iterator[ManifestRow]:
+def columns_to_row(columns: dict[str, Any]) -> dict[str, Any]:
+    """A manifest row from flat columns: row columns as they are, user<N>.* as users, the rest metadata."""
+    data: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    users: dict[int, dict[str, Any]] = {}
+    for name, value in columns.items():
+        if value == "" or value is None:
+            continue
+        if name in ROW_COLUMNS:
+            data[name] = value
+        elif user := USER_COLUMN.fullmatch(name):
+            slot, attribute = int(user.group(1)), user.group(2)
+            entry = users.setdefault(slot, {"fields": {}})
+            if attribute in ("id", "role"):
+                entry[attribute] = value
+            else:
+                entry["fields"][attribute] = value
+        else:
+            metadata[name] = value
+    data["metadata"] = metadata
+    if users:
+        data["users"] = [users[slot] for slot in sorted(users)]
+    return data
+
+
+def _from_columns(line: int, columns: dict[str, Any], mapping: ColumnMapping | None) -> ManifestRow:
+    """A row from a record's flat columns, through the mapping when there is one."""
+    problems: list[str] = []
+    if mapping is not None:
+        columns, problems = mapping.apply(columns)
+    data = columns_to_row(columns)
+    row = ManifestRow(line, row_key(data, line), data)
+    if problems:
+        row.problem, row.code = "; ".join(problems), "MAPPING"
+    return row
+
+
+def _jsonl(path: Path, mapping: ColumnMapping | None) -> Iterator[ManifestRow]:
     with path.open("rb") as f:
         for line, raw in enumerate(f, 1):
             if line == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -118,10 +182,13 @@ def _jsonl(path: Path) -> Iterator[ManifestRow]:
             if not isinstance(data, dict):
                 yield ManifestRow(line, f"line:{line}", {}, f"line {line} is not a JSON object")
                 continue
-            yield ManifestRow(line, row_key(data, line), data)
+            if mapping is None:
+                yield ManifestRow(line, row_key(data, line), data)
+            else:
+                yield _from_columns(line, flatten(data), mapping)
 
 
-def _csv(path: Path) -> Iterator[ManifestRow]:
+def _csv(path: Path, mapping: ColumnMapping | None) -> Iterator[ManifestRow]:
     with path.open("r", encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
         try:
@@ -148,33 +215,16 @@ def _csv(path: Path) -> Iterator[ManifestRow]:
                     line, f"line:{line}", {}, f"line {line} has {len(cells)} cells, the header {len(header)}"
                 )
                 continue
-            data: dict[str, Any] = {}
-            metadata: dict[str, str] = {}
-            users: dict[int, dict[str, Any]] = {}
-            for name, cell in zip(header, cells, strict=True):
-                if cell == "" or not name:
-                    continue
-                if name in ROW_COLUMNS:
-                    data[name] = cell
-                elif user := _USER_COLUMN.fullmatch(name):
-                    slot, attribute = int(user.group(1)), user.group(2)
-                    entry = users.setdefault(slot, {"fields": {}})
-                    if attribute in ("id", "role"):
-                        entry[attribute] = cell
-                    else:
-                        entry["fields"][attribute] = cell
-                else:
-                    metadata[name] = cell
-            data["metadata"] = metadata
-            if users:
-                data["users"] = [users[slot] for slot in sorted(users)]
-            yield ManifestRow(line, row_key(data, line), data)
+            columns = {name: cell for name, cell in zip(header, cells, strict=True) if name}
+            yield _from_columns(line, columns, mapping)
 
 
-def read_manifest(path: Path) -> Iterator[ManifestRow]:
-    """Stream the rows of a .jsonl or .csv manifest; a repeated key yields a row with a problem."""
+def read_manifest(path: Path, mapping: ColumnMapping | None = None) -> Iterator[ManifestRow]:
+    """Stream the rows of a .jsonl or .csv manifest, through a mapping if given (bulk_uploader.mapping).
+
+    A repeated key yields a row with a problem."""
     seen = KeySet()
-    rows = _csv(path) if path.suffix.lower() == ".csv" else _jsonl(path)
+    rows = _csv(path, mapping) if path.suffix.lower() == ".csv" else _jsonl(path, mapping)
     for row in rows:
         if row.problem is None and not seen.add(row.key):
             row.problem = f"duplicate id {row.key!r}: an earlier row of the manifest has the same key"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bulk_uploader.auth import AuthProvider
 from bulk_uploader.errors import ConfigError
+from bulk_uploader.mapping import ColumnMapping
 from bulk_uploader.schema import ConnectionSchema
 from bulk_uploader.shard import Shard
 
@@ -85,6 +86,7 @@ class UploadOptions:
     max_mbps: float = 0.0  # audio bandwidth cap in megabits per second (0: none)
     throttle_patience: float = 600.0  # seconds of nothing but RESOURCE_EXHAUSTED before rows fail
     shard: Shard | None = None  # only the rows whose key hashes to this shard
+    mapping: ColumnMapping | None = None  # --mapping: the manifest is another vendor's export
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 4096:

@@ -193,7 +193,7 @@ class _Run:
             uploaded = self.previous.uploaded
             shard = self.options.shard
             batch: list[Job] = []  # small files read together, in one executor hop
-            for n, row in enumerate(read_manifest(self.options.manifest), 1):
+            for n, row in enumerate(read_manifest(self.options.manifest, self.options.mapping), 1):
                 if n % _YIELD_EVERY == 0:
                     await anyio.lowlevel.checkpoint()
                 if shard is not None and not shard.contains(row.key):
