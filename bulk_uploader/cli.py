@@ -368,10 +368,17 @@ def report(
     retry_manifest: Annotated[
         Optional[Path], typer.Option(help="Where to write them [default: MANIFEST.retry.jsonl]")
     ] = None,
+    mapping: Annotated[
+        Optional[Path], typer.Option(help="The mapping the manifest was uploaded with (rows are written mapped)")
+    ] = None,
 ) -> None:
     """Summarise results files and write the failed rows as a manifest ready to retry."""
     from bulk_uploader.report import summarize, write_retry_manifest
 
+    try:
+        column_mapping = load_mapping(mapping) if mapping else None
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
     missing = [str(p) for p in results if not p.is_file()]
     if missing:
         raise _fail(f"no such results file: {', '.join(missing)}")
@@ -383,14 +390,57 @@ def report(
         if not manifest.is_file():
             raise _fail(f"{manifest}: manifest not found")
         out = retry_manifest or manifest.with_name(manifest.stem + ".retry.jsonl")
-        written = write_retry_manifest(manifest, todo, out)
+        written = write_retry_manifest(manifest, todo, out, column_mapping)
         typer.echo(f"{written} row(s) to retry written to {out}")
         if written < len(todo):
             typer.echo(f"{len(todo) - written} row(s) could not be written: malformed or no longer in the manifest")
-        typer.echo(f"retry with: bulk-upload {shlex.quote(str(out))} (and the same options)")
+        same = "the same options, without --mapping: its rows are mapped" if mapping else "the same options"
+        typer.echo(f"retry with: bulk-upload {shlex.quote(str(out))} ({same})")
     elif todo:
         typer.echo(f"{len(todo)} row(s) to retry; pass --manifest to write them out")
     raise typer.Exit(EXIT_ROWS if todo else EXIT_OK)
+
+
+@app.command("manifest")
+def manifest(
+    folder: Annotated[Path, typer.Argument(help="Folder of recordings, searched recursively")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Manifest to write (.jsonl)")] = Path("manifest.jsonl"),
+    mapping: Annotated[
+        Optional[Path], typer.Option(help="TOML mapping from the export's columns [default: names kept as they are]")
+    ] = None,
+    export: Annotated[
+        Optional[Path], typer.Option(help="One CSV or JSONL of metadata instead of .json sidecars")
+    ] = None,
+    join: Annotated[
+        Optional[str], typer.Option(help="Column of --export naming each row's recording (path, file name or stem)")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists")] = False,
+) -> None:
+    """Build a manifest from a folder of recordings with sidecar metadata (call.json beside
+    call.wav) or with one export file joined on a column, through a mapping."""
+    from bulk_uploader.builder import build_manifest
+    from bulk_uploader.mapping import ColumnMapping
+
+    try:
+        column_mapping = load_mapping(mapping) if mapping else ColumnMapping()
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    if not folder.is_dir():
+        raise _fail(f"{folder}: no such folder")
+    if (export is None) != (join is None):
+        raise _fail("--export and --join go together: the export file and its column naming each recording")
+    if export is not None and not export.is_file():
+        raise _fail(f"{export}: export file not found")
+    if out.suffix.lower() not in (".jsonl", ".ndjson"):
+        raise _fail(f"{out}: the manifest is written as JSON lines; name it .jsonl")
+    if out.exists() and not overwrite:
+        raise _fail(f"{out} exists; pass --overwrite to replace it")
+    summary = build_manifest(folder, out, column_mapping, export=export, join=join)
+    for line in summary.lines():
+        typer.echo(line)
+    dedupe = f" --dedupe-key {shlex.quote(column_mapping.dedupe_key)}" if column_mapping.dedupe_key else ""
+    typer.echo(f"check it with: bulk-upload {shlex.quote(str(out))} --dry-run{dedupe}")
+    raise typer.Exit(EXIT_ROWS if summary.problems else EXIT_OK)
 
 
 async def _demo(folder: Path, rows: int, concurrency: int, reporter: Reporter) -> tuple[RunSummary, int]:

@@ -167,7 +167,12 @@ def _from_columns(line: int, columns: dict[str, Any], mapping: ColumnMapping | N
     return row
 
 
-def _jsonl(path: Path, mapping: ColumnMapping | None) -> Iterator[ManifestRow]:
+# A source record: its line, its fields (a JSON object as written, or a CSV row's cells by
+# column), or why it could not be read.
+Record = tuple[int, dict[str, Any], str | None]
+
+
+def _jsonl_records(path: Path) -> Iterator[Record]:
     with path.open("rb") as f:
         for line, raw in enumerate(f, 1):
             if line == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -177,18 +182,15 @@ def _jsonl(path: Path, mapping: ColumnMapping | None) -> Iterator[ManifestRow]:
             try:
                 data = json.loads(raw)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                yield ManifestRow(line, f"line:{line}", {}, f"malformed JSON on line {line}: {exc}")
+                yield line, {}, f"malformed JSON on line {line}: {exc}"
                 continue
             if not isinstance(data, dict):
-                yield ManifestRow(line, f"line:{line}", {}, f"line {line} is not a JSON object")
+                yield line, {}, f"line {line} is not a JSON object"
                 continue
-            if mapping is None:
-                yield ManifestRow(line, row_key(data, line), data)
-            else:
-                yield _from_columns(line, flatten(data), mapping)
+            yield line, data, None
 
 
-def _csv(path: Path, mapping: ColumnMapping | None) -> Iterator[ManifestRow]:
+def _csv_records(path: Path) -> Iterator[Record]:
     with path.open("r", encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
         try:
@@ -196,9 +198,8 @@ def _csv(path: Path, mapping: ColumnMapping | None) -> Iterator[ManifestRow]:
         except StopIteration:
             return
         except (UnicodeDecodeError, csv.Error) as exc:
-            yield ManifestRow(1, "line:1", {}, f"unreadable CSV header: {exc}")
+            yield 1, {}, f"unreadable CSV header: {exc}"
             return
-        line = 1
         while True:
             line = reader.line_num + 1
             try:
@@ -206,17 +207,24 @@ def _csv(path: Path, mapping: ColumnMapping | None) -> Iterator[ManifestRow]:
             except StopIteration:
                 return
             except (UnicodeDecodeError, csv.Error) as exc:
-                yield ManifestRow(line, f"line:{line}", {}, f"unreadable CSV on line {line}: {exc}")
+                yield line, {}, f"unreadable CSV on line {line}: {exc}"
                 continue
             if not any(c.strip() for c in cells):
                 continue
             if len(cells) != len(header):
-                yield ManifestRow(
-                    line, f"line:{line}", {}, f"line {line} has {len(cells)} cells, the header {len(header)}"
-                )
+                yield line, {}, f"line {line} has {len(cells)} cells, the header {len(header)}"
                 continue
-            columns = {name: cell for name, cell in zip(header, cells, strict=True) if name}
-            yield _from_columns(line, columns, mapping)
+            yield line, {name: cell for name, cell in zip(header, cells, strict=True) if name}, None
+
+
+def is_csv(path: Path) -> bool:
+    """Whether a manifest or export is CSV (else JSON lines)."""
+    return path.suffix.lower() == ".csv"
+
+
+def read_records(path: Path) -> Iterator[Record]:
+    """Stream the records of a .csv or .jsonl file (UTF-8, with or without a BOM)."""
+    return _csv_records(path) if is_csv(path) else _jsonl_records(path)
 
 
 def read_manifest(path: Path, mapping: ColumnMapping | None = None) -> Iterator[ManifestRow]:
@@ -224,8 +232,16 @@ def read_manifest(path: Path, mapping: ColumnMapping | None = None) -> Iterator[
 
     A repeated key yields a row with a problem."""
     seen = KeySet()
-    rows = _csv(path, mapping) if path.suffix.lower() == ".csv" else _jsonl(path, mapping)
-    for row in rows:
+    csv_columns = is_csv(path)
+    for line, fields, problem in read_records(path):
+        if problem is not None:
+            row = ManifestRow(line, f"line:{line}", {}, problem)
+        elif mapping is not None:
+            row = _from_columns(line, flatten(fields), mapping)
+        elif csv_columns:
+            row = _from_columns(line, fields, None)
+        else:
+            row = ManifestRow(line, row_key(fields, line), fields)
         if row.problem is None and not seen.add(row.key):
             row.problem = f"duplicate id {row.key!r}: an earlier row of the manifest has the same key"
             row.code = "DUPLICATE_ID"
@@ -239,4 +255,4 @@ def count_rows(path: Path) -> int:
         for line in f:
             if line.strip():
                 count += 1
-    return max(0, count - 1) if path.suffix.lower() == ".csv" else count
+    return max(0, count - 1) if is_csv(path) else count

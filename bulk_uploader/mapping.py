@@ -241,12 +241,10 @@ def load_mapping(path: Path) -> ColumnMapping:
         user = USER_COLUMN.fullmatch(target)
         if user and int(user.group(1)) < 1:
             raise fail("rename", column, "users are numbered from 1 (user1.id)")
+        earlier = next((c for c, t in rename.items() if t == target.strip()), None)
+        if earlier is not None:
+            raise fail("rename", column, f"{earlier!r} is renamed to {target.strip()!r} already")
         rename[column] = target.strip()
-    targets = list(rename.values())
-    doubled = sorted({t for t in targets if targets.count(t) > 1})
-    if doubled:
-        column = next(c for c, t in rename.items() if t == doubled[0])
-        raise fail("rename", column, f"several columns are renamed to {doubled[0]!r}")
 
     values: dict[str, dict[str, str]] = {}
     for target, table in data.get("values", {}).items():

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bulk_uploader.manifest import read_manifest
+from bulk_uploader.mapping import ColumnMapping
 from bulk_uploader.results import SENDING
 
 
@@ -84,15 +85,16 @@ def summarize(paths: Iterable[Path]) -> Report:
     return report
 
 
-def write_retry_manifest(manifest: Path, keys: set[str], out: Path) -> int:
+def write_retry_manifest(manifest: Path, keys: set[str], out: Path, mapping: ColumnMapping | None = None) -> int:
     """Write the manifest rows with these keys to `out` (JSONL); returns how many were written.
 
     Paths stay relative when `out` is beside the manifest, and are made absolute otherwise.
+    Rows read through a mapping are written mapped: the retry manifest needs none.
     """
     same_folder = out.resolve().parent == manifest.resolve().parent
     written = 0
     with out.open("w", encoding="utf-8") as f:
-        for row in read_manifest(manifest):
+        for row in read_manifest(manifest, mapping):
             if row.key not in keys or row.problem is not None:
                 continue
             data = dict(row.data)
