@@ -175,7 +175,12 @@ def upload(
     results: Annotated[Optional[Path], typer.Option(help="Results file [default: MANIFEST.results.jsonl]")] = None,
     retries: Annotated[int, typer.Option(help="Further attempts after a transient error")] = 10,
     timeout: Annotated[float, typer.Option(help="Seconds per attempt (grows with file size)")] = 60.0,
-    dry_run: Annotated[bool, typer.Option(help="Check every row, send nothing")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Check every row and the files' first bytes, send nothing; report and estimate")
+    ] = False,
+    estimate_rate: Annotated[
+        float, typer.Option(help="Files/s for the dry run's time estimate [default: measured by earlier runs]")
+    ] = 0.0,
     quiet: Annotated[bool, typer.Option(help="No progress display")] = False,
     api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key (else env API_KEY)")] = None,
     iam_token_file: Annotated[Optional[Path], typer.Option(help="File holding an IAM token (else env IAM_TOKEN)")] = None,
@@ -231,6 +236,7 @@ def upload(
             chunk_size=chunk_size_kib * 1024,
             stream_threshold=int(stream_threshold_mib * 1024 * 1024),
             dry_run=dry_run,
+            estimate_rate=estimate_rate,
             grace=grace,
             dedupe_key=dedupe_key or (column_mapping.dedupe_key if column_mapping else None),
             search_scope=SearchScope(organization_id, space_id, project_id),

@@ -76,6 +76,7 @@ class UploadOptions:
     backoff_base: float = 0.2  # seconds; the nth retry waits up to base * 2**n (full jitter)
     backoff_max: float = 20.0
     dry_run: bool = False
+    estimate_rate: float = 0.0  # dry run: files/s for the time estimate (0: measure from the results file)
     grace: float = 10.0  # seconds in-flight uploads get to finish after the first Ctrl-C
     # Exactly once: a metadata key unique per row; after an unknown outcome, Search for it
     # (within search_scope) before sending again.
@@ -103,8 +104,8 @@ class UploadOptions:
             raise ConfigError(f"{self.manifest}: manifest not found")
         if ":" not in self.endpoint:
             raise ConfigError(f"--endpoint must be HOST:PORT, not {self.endpoint!r}")
-        if self.rps < 0 or self.max_mbps < 0:
-            raise ConfigError("--rps and --max-mbps must not be negative")
+        if self.rps < 0 or self.max_mbps < 0 or self.estimate_rate < 0:
+            raise ConfigError("--rps, --max-mbps and --estimate-rate must not be negative")
         if self.dedupe_key is not None and not self.dedupe_key.strip():
             raise ConfigError("--dedupe-key is empty")
         if not self.dry_run and self.credentials is None:

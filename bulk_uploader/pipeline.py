@@ -30,12 +30,13 @@ from bulk_uploader.flow import AdaptiveLimiter, Pacer
 from bulk_uploader.manifest import count_rows, read_manifest
 from bulk_uploader.options import UploadOptions
 from bulk_uploader.progress import Reporter
+from bulk_uploader.report import UploadRate, measured_rate
 from bulk_uploader.results import PreviousResults, ResultsWriter, RowResult, attempt_line, load_results
 from bulk_uploader.stats import RunStats
 from bulk_uploader.transport import CallFailure, Transport
 from bulk_uploader.validation import Job, RowInvalid, Validator
 
-SAMPLE_FAILURES = 5  # failed rows named in the summary
+SAMPLES_PER_CODE = 3  # problem rows of each kind named in the summary
 _YIELD_EVERY = 256  # manifest rows parsed between yields to the event loop
 
 
@@ -46,9 +47,11 @@ class RunSummary:
     stats: RunStats
     results_path: str
     previous: PreviousResults
-    failures: list[RowResult] = field(default_factory=list)  # the first failed/invalid rows
+    problems: dict[str, list[RowResult]] = field(default_factory=dict)  # code -> its first rows
     interrupted: bool = False
     dry_run: bool = False
+    rate: UploadRate | None = None  # dry run: measured by earlier runs, for the time estimate
+    given_rate: float = 0.0  # dry run: --estimate-rate, files/s
 
     @property
     def exit_code(self) -> int:
@@ -62,17 +65,17 @@ class RunSummary:
         s = self.stats
         rows_per_s, bytes_per_s = s.rates()
         head = "Dry run" if self.dry_run else "Interrupted" if self.interrupted else "Finished"
-        counts = (
-            f"valid {s.valid}, invalid {s.invalid}"
-            if self.dry_run
-            else f"uploaded {s.uploaded}, skipped (done before) {s.skipped}, failed {s.failed}, invalid {s.invalid}"
-            + (f", ambiguous {s.ambiguous}" if s.ambiguous else "")
-        )
-        out = [
-            f"{head} in {s.elapsed:.2f} s: {counts}",
-            f"throughput: {rows_per_s:.1f} files/s, {bytes_per_s / 1e6:.2f} MB/s, "
-            f"{s.bytes_uploaded / 1e6:.1f} MB uploaded, {s.retries} retries",
-        ]
+        if self.dry_run:
+            out = [f"{head} in {s.elapsed:.2f} s, nothing sent: valid {s.valid}, invalid {s.invalid}, "
+                   f"skipped (uploaded before) {s.skipped}"]
+            out += self._dry_run_lines()
+        else:
+            out = [
+                f"{head} in {s.elapsed:.2f} s: uploaded {s.uploaded}, skipped (done before) {s.skipped}, "
+                f"failed {s.failed}, invalid {s.invalid}" + (f", ambiguous {s.ambiguous}" if s.ambiguous else ""),
+                f"throughput: {rows_per_s:.1f} files/s, {bytes_per_s / 1e6:.2f} MB/s, "
+                f"{s.bytes_uploaded / 1e6:.1f} MB uploaded, {s.retries} retries",
+            ]
         if s.throttled:
             out.append(f"throttled {s.throttled} time(s); concurrency ended at {s.concurrency}")
         if s.reconciled or s.searches:
@@ -88,17 +91,48 @@ class RunSummary:
         if s.ambiguous:
             out.append(f"ambiguous: {s.ambiguous} row(s) may or may not be stored; the next run settles them")
         if s.codes:
-            out.append("by code: " + ", ".join(f"{code} {n}" for code, n in s.codes.most_common()))
+            out.append("problems by kind (the first rows of each):")
+            for code, n in s.codes.most_common():
+                out.append(f"  {code}: {n}")
+                out += [f"    {r.id} (line {r.line}): {r.error}" for r in self.problems.get(code, ())]
         if self.previous.torn_lines:
             out.append(f"results file had {self.previous.torn_lines} unreadable line(s) (a torn write); ignored")
         if not self.dry_run:
             out.append(f"results: {self.results_path}")
-        if self.failures:
-            out.append("first problem rows:")
-            out += [f"  {r.id} (line {r.line}): [{r.code}] {r.error}" for r in self.failures]
-        if retry_command and (self.failures or self.interrupted) and not self.dry_run:
+        if retry_command and (self.problems or self.interrupted) and not self.dry_run:
             out.append(f"to try the rest again, run the same command: {retry_command}")
         return out
+
+
+    def _dry_run_lines(self) -> list[str]:
+        s = self.stats
+        counts = sorted(s.formats.items(), key=lambda item: (-item[1], item[0]))
+        formats = ", ".join(f"{name} {n}" for name, n in counts) or "none"
+        out = [f"to upload: {s.valid} row(s), {s.valid_bytes / 1e6:.1f} MB; formats: {formats}"]
+        if not s.valid:
+            return out
+        if self.given_rate:
+            files_per_s, source = self.given_rate, "--estimate-rate"
+            seconds = s.valid / files_per_s
+        elif self.rate is not None:
+            files_per_s, source = self.rate.files_per_s, f"measured by earlier uploads in {self.results_path}"
+            # Whichever bound is tighter: rows per second, or bytes per second for big files.
+            seconds = max(s.valid / files_per_s, s.valid_bytes / self.rate.bytes_per_s if self.rate.bytes else 0)
+        else:
+            out.append("time estimate: give a rate with --estimate-rate FILES_PER_SECOND "
+                       "(no earlier uploads recorded in the results file to measure one)")
+            return out
+        out.append(f"time estimate: {_duration(seconds)} at {files_per_s:.1f} files/s ({source})")
+        return out
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days} d"] * bool(days) + [f"{hours} h"] * bool(hours) + [f"{minutes} min"] * bool(minutes)
+    return " ".join(parts[:2]) if parts else f"{secs} s"
 
 
 class RunControl:
@@ -148,7 +182,7 @@ class _Run:
         self.control = control
         self.previous = previous
         self.stats = RunStats()
-        self.failures: list[RowResult] = []
+        self.problems: dict[str, list[RowResult]] = {}  # code -> the first rows with it
         self.validator = Validator(
             options.manifest.parent, options.connection_id, options.schemas,
             dedupe_key=options.dedupe_key, user_key_prefix=options.search_user_prefix,
@@ -182,8 +216,9 @@ class _Run:
             else:
                 stats.invalid += 1
             stats.codes[result.code or "UNKNOWN"] += 1
-            if len(self.failures) < SAMPLE_FAILURES:
-                self.failures.append(result)
+            samples = self.problems.setdefault(result.code or "UNKNOWN", [])
+            if len(samples) < SAMPLES_PER_CODE:
+                samples.append(result)
             self.reporter.row_problem(result)
         if self.writer is not None:
             self.writer.write(result)
@@ -241,10 +276,15 @@ class _Run:
         try:
             if self.options.dry_run:
                 if job.kind == "audio":
-                    await reader.read_head(job)
+                    kind = (await reader.read_head(job)).format.value
                 elif job.chat_path is not None:
                     await reader.read_chat(job, self.validator)
+                    kind = "chat"
+                else:
+                    kind = job.kind  # chat with inline messages, or a metadata update
                 self.stats.valid += 1
+                self.stats.valid_bytes += job.size
+                self.stats.formats[kind] += 1
                 return None
             result.talk_id = await self.deliver(job, result)
             result.status = "uploaded"
@@ -493,8 +533,10 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
         run.stats,
         str(options.results_path),
         previous,
-        run.failures,
+        run.problems,
         interrupted=control.stopping,
         dry_run=options.dry_run,
+        rate=await anyio.to_thread.run_sync(measured_rate, options.results_path) if options.dry_run else None,
+        given_rate=options.estimate_rate,
     )
 

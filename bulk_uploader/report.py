@@ -7,6 +7,7 @@ line. Journal lines (`sending`) count as `ambiguous` when no outcome follows the
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from collections.abc import Iterable
@@ -18,6 +19,54 @@ from typing import Any
 from bulk_uploader.manifest import read_manifest
 from bulk_uploader.mapping import ColumnMapping
 from bulk_uploader.results import SENDING
+
+IDLE_GAP = 60.0  # seconds between two uploads that count as a pause (runs days apart), not upload time
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRate:
+    """How fast rows went up, over the time uploads were actually happening."""
+
+    files: int
+    bytes: int
+    seconds: float
+
+    @property
+    def files_per_s(self) -> float:
+        return self.files / self.seconds
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.bytes / self.seconds
+
+    @classmethod
+    def of(cls, stamps: Iterable[str], total_bytes: int) -> UploadRate | None:
+        """The rate of uploads finished at these ISO times (any order), or None with too few to tell."""
+        times = sorted(datetime.fromisoformat(s).timestamp() for s in stamps)
+        active = sum(b - a for a, b in itertools.pairwise(times) if b - a < IDLE_GAP)
+        if len(times) < 2 or active <= 0:
+            return None
+        return cls(len(times), total_bytes, active)
+
+
+def measured_rate(results: Path) -> UploadRate | None:
+    """The upload rate an earlier run recorded in a results file (None: nothing to measure)."""
+    stamps, total = [], 0
+    try:
+        with results.open("rb") as f:
+            for raw in f:
+                if b'"uploaded"' not in raw:
+                    continue
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                if record.get("status") == "uploaded" and record.get("finished_at"):
+                    stamps.append(record["finished_at"])
+                    total += int(record.get("bytes") or 0)
+    except OSError:
+        return None
+    return UploadRate.of(stamps, total)
 
 
 @dataclass
@@ -43,17 +92,16 @@ class Report:
 
     def lines_out(self) -> list[str]:
         uploaded = [r for r in self.outcomes.values() if r["status"] == "uploaded"]
-        stamps = sorted(r["finished_at"] for r in uploaded if r.get("finished_at"))
+        stamps = [r["finished_at"] for r in uploaded if r.get("finished_at")]
         out = [f"{self.files} results file(s), {self.lines} lines, {len(self.outcomes)} rows"]
         out.append("by status: " + ", ".join(f"{s} {n}" for s, n in sorted(self.statuses.items())))
         if self.codes:
             out.append("problems by code: " + ", ".join(f"{c} {n}" for c, n in self.codes.most_common()))
         total = sum(int(r.get("bytes") or 0) for r in uploaded)
-        if len(stamps) > 1:
-            span = (datetime.fromisoformat(stamps[-1]) - datetime.fromisoformat(stamps[0])).total_seconds()
-            if span > 0:
-                out.append(f"throughput: {len(uploaded) / span:.1f} files/s, {total / 1e6 / span:.2f} MB/s "
-                           f"over {span:.1f} s of uploads")
+        rate = UploadRate.of(stamps, total)
+        if rate is not None:
+            out.append(f"throughput: {rate.files_per_s:.1f} files/s, {rate.bytes_per_s / 1e6:.2f} MB/s "
+                       f"over {rate.seconds:.1f} s of uploads (pauses over {IDLE_GAP:.0f} s left out)")
         out.append(f"uploaded bytes: {total / 1e6:.1f} MB")
         if self.unreadable:
             out.append(f"{self.unreadable} unreadable line(s) skipped")

@@ -44,10 +44,12 @@ class RowResult:
     rpc: str | None = None
     unknown_outcomes: int = 0  # attempts (this run or before) that may have stored a talk
     reconciled: bool = False  # uploaded: found by Search after an unknown outcome, not re-sent
-    finished_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+    finished_at: str = ""  # stamped when the line is written
 
     def to_line(self) -> bytes:
         """The JSON line for the results file (`id` and `status` first: load_results reads them fast)."""
+        if not self.finished_at:
+            self.finished_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         data = {name: getattr(self, name) for name in _RESULT_FIELDS}
         data["seconds"] = round(self.seconds, 3)
         return (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")

@@ -18,6 +18,8 @@ class RunStats:
     invalid: int = 0
     ambiguous: int = 0  # may or may not be stored (unknown outcome, not settled this run)
     valid: int = 0  # dry run: rows that passed every check
+    valid_bytes: int = 0  # dry run: their audio bytes
+    formats: Counter[str] = field(default_factory=Counter)  # dry run: valid rows by format (wav, mp3, chat)
     bytes_sent: int = 0  # audio bytes put on the wire, retries included
     bytes_uploaded: int = 0  # bytes of rows uploaded in this run
     retries: int = 0

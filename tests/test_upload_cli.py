@@ -264,7 +264,7 @@ def test_attempts_that_exceed_the_timeout_are_retried_then_left_ambiguous(tmp_pa
         # The service may have stored it: such a row is never called failed.
         assert (record["status"], record["code"], record["attempts"]) == ("ambiguous", "DEADLINE_EXCEEDED", 3)
         assert record["unknown_outcomes"] == 3 and "outcome unknown after 3 attempt(s)" in record["error"]
-    assert "DEADLINE_EXCEEDED 3" in result.stderr
+    assert "  DEADLINE_EXCEEDED: 3" in result.stderr
 
 
 def test_output_off_a_terminal_is_plain_lines(tmp_path: Path, served: ThreadedEmulator) -> None:
@@ -277,13 +277,41 @@ def test_output_off_a_terminal_is_plain_lines(tmp_path: Path, served: ThreadedEm
 
 
 def test_dry_run_checks_every_row_and_sends_nothing(tmp_path: Path, served: ThreadedEmulator) -> None:
-    manifest = samples.write_dataset(tmp_path, 25)
+    manifest = samples.write_dataset(tmp_path, 25)  # wav, mp3 and ogg of 16 KiB each
+    (tmp_path / "audio" / "text.wav").write_text("not audio at all, just text" * 10)
     with manifest.open("a") as f:
-        f.write(json.dumps({"id": "missing", "audio_path": "audio/nope.wav", "metadata": samples.metadata(1)}) + "\n")
-    result = run_cli(str(manifest), "--dry-run", "--connection-id", "demo-audio", env=cli_env())
+        for n in range(4):
+            f.write(json.dumps({"id": f"missing-{n}", "audio_path": f"audio/nope{n}.wav",
+                                "metadata": samples.metadata(n)}) + "\n")
+        f.write(json.dumps({"id": "text", "audio_path": "audio/text.wav", "metadata": samples.metadata(1)}) + "\n")
+        f.write(json.dumps({"id": "no-date", "audio_path": "audio/call-000001.mp3",
+                            "metadata": {**samples.metadata(1), "date": "yesterday"}}) + "\n")
+    result = run_cli(str(manifest), "--dry-run", "--connection-id", "demo-audio", "--estimate-rate", "2",
+                     env=cli_env())
+    out = result.stderr
     assert result.returncode == 1
-    assert "valid 25, invalid 1" in result.stderr and "audio file not found" in result.stderr
+    assert "nothing sent: valid 25, invalid 6" in out
+    size = sum(p.stat().st_size for p in (tmp_path / "audio").glob("call-*"))
+    assert f"to upload: 25 row(s), {size / 1e6:.1f} MB; formats: wav 9, mp3 8, ogg_opus 8" in out
+    # Problems grouped by kind, most frequent first, with at most three sample rows each.
+    kinds = [line.strip() for line in out.splitlines() if line.startswith("  ") and not line.startswith("    ")]
+    assert kinds[0] == "FILE_NOT_FOUND: 4" and sorted(kinds[1:]) == ["BAD_AUDIO: 1", "INVALID_METADATA: 1"]
+    assert sum(line.startswith("    missing-") for line in out.splitlines()) == 3
+    assert "no-date (line 31): date 'yesterday' is not" in out
+    assert "time estimate: 12 s at 2.0 files/s (--estimate-rate)" in out
     assert served.emulator.store.count() == 0
+    assert not (tmp_path / "manifest.jsonl.results.jsonl").exists()
+
+
+def test_dry_run_estimates_from_the_rate_earlier_runs_measured(tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = samples.write_dataset(tmp_path, 200, sizes=(2000,))
+    first = upload(served, manifest, "--shard", "0/2", "--results", str(tmp_path / "manifest.jsonl.results.jsonl"))
+    assert first.returncode == 0, first.stderr
+    result = run_cli(str(manifest), "--dry-run", "--connection-id", "demo-audio", env=cli_env())
+    done = sum(1 for line in (tmp_path / "manifest.jsonl.results.jsonl").read_text().splitlines()
+               if '"uploaded"' in line)
+    assert f"skipped (uploaded before) {done}" in result.stderr and f"valid {200 - done}" in result.stderr
+    assert "files/s (measured by earlier uploads in" in result.stderr, result.stderr
 
 
 def test_demo_command_runs_the_whole_job_on_the_embedded_emulator(tmp_path: Path) -> None:
