@@ -1,4 +1,5 @@
-"""Credentials: a fixed API key or IAM token, or a command that prints fresh IAM tokens.
+"""Credentials: a fixed API key or IAM token, a command that prints fresh IAM tokens, or a
+service account key exchanged for IAM tokens.
 
 Secrets never leave this module except in the `authorization` header: repr() hides them
 and no error message quotes them.
@@ -7,12 +8,14 @@ and no error message quotes them.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
 
 from bulk_uploader.errors import AuthError, ConfigError
+from bulk_uploader.sakey import ServiceAccountKey
 
 # The vendor advises refreshing IAM tokens every hour; they live at most 12 hours.
 DEFAULT_TOKEN_REFRESH = 3600.0
@@ -68,30 +71,69 @@ class Credentials:
         pass
 
 
-class TokenCommand:
-    """IAM tokens printed by a command (e.g. the vendor's CLI), re-run before expiry and on refusal."""
+class _RefreshingToken:
+    """An IAM token obtained on start, re-obtained before it expires and when the service refuses it."""
 
     kind = "IAM token"
 
-    def __init__(self, command: str, *, refresh_every: float = DEFAULT_TOKEN_REFRESH, timeout: float = 60.0) -> None:
-        if not command.strip():
-            raise ConfigError("--iam-token-command is empty")
+    def __init__(self, refresh_every: float) -> None:
         if refresh_every <= 0:
             raise ConfigError("the token refresh interval must be positive")
-        self.command = command
         self.refresh_every = refresh_every
-        self.timeout = timeout
         self._token = ""
         self._fetched = 0.0
+        self._lifetime: float | None = None  # seconds the current token lives, when told
         self._lock = anyio.Lock()
-
-    def __repr__(self) -> str:
-        return f"TokenCommand({self.command!r}, refresh_every={self.refresh_every})"
 
     def header(self) -> str:
         return f"Bearer {self._token}"
 
+    async def _obtain(self) -> tuple[str, float | None]:
+        """A fresh token and how many seconds it lives (None: not told); raises AuthError."""
+        raise NotImplementedError
+
     async def _fetch(self) -> None:
+        token, lifetime = await self._obtain()
+        self._token, self._lifetime, self._fetched = token, lifetime, time.monotonic()
+
+    def _refresh_due(self) -> float:
+        """Monotonic time of the next refresh: the interval, or sooner for a short-lived token."""
+        interval = self.refresh_every
+        if self._lifetime is not None:
+            interval = min(interval, max(0.05, 0.8 * self._lifetime))
+        return self._fetched + interval
+
+    async def start(self) -> None:
+        await self._fetch()
+
+    async def refresh(self, stale: str) -> bool:
+        async with self._lock:
+            if self.header() == stale:  # nobody refreshed since that call was made
+                await self._fetch()
+        return True
+
+    async def keep_fresh(self) -> None:
+        while True:
+            await anyio.sleep(max(0.0, self._refresh_due() - time.monotonic()))
+            async with self._lock:
+                if time.monotonic() >= self._refresh_due():
+                    await self._fetch()
+
+
+class TokenCommand(_RefreshingToken):
+    """IAM tokens printed by a command (e.g. the vendor's CLI), re-run before expiry and on refusal."""
+
+    def __init__(self, command: str, *, refresh_every: float = DEFAULT_TOKEN_REFRESH, timeout: float = 60.0) -> None:
+        if not command.strip():
+            raise ConfigError("--iam-token-command is empty")
+        super().__init__(refresh_every)
+        self.command = command
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"TokenCommand({self.command!r}, refresh_every={self.refresh_every})"
+
+    async def _obtain(self) -> tuple[str, float | None]:
         try:
             with anyio.fail_after(self.timeout):
                 done = await anyio.run_process(["/bin/sh", "-c", self.command], check=False)
@@ -106,20 +148,24 @@ class TokenCommand:
             raise AuthError(f"--iam-token-command exited with status {done.returncode}: {reason[0][:200]}")
         if not token or any(c.isspace() for c in token):
             raise AuthError("--iam-token-command printed no token (expected one line on standard output)")
-        self._token, self._fetched = token, time.monotonic()
+        return token, None
 
-    async def start(self) -> None:
-        await self._fetch()
 
-    async def refresh(self, stale: str) -> bool:
-        async with self._lock:
-            if self.header() == stale:  # nobody refreshed since that call was made
-                await self._fetch()
-        return True
+# Exchanges a signed JWT for (IAM token, seconds it lives); bulk_uploader.transport.IamTokenExchange.
+JwtExchange = Callable[[str], Awaitable[tuple[str, float]]]
 
-    async def keep_fresh(self) -> None:
-        while True:
-            await anyio.sleep(max(0.0, self._fetched + self.refresh_every - time.monotonic()))
-            async with self._lock:
-                if time.monotonic() - self._fetched >= self.refresh_every:
-                    await self._fetch()
+
+class ServiceAccountAuth(_RefreshingToken):
+    """IAM tokens for a service account key (--sa-key): a signed JWT exchanged at the IAM token service."""
+
+    def __init__(self, key: ServiceAccountKey, exchange: JwtExchange, *,
+                 refresh_every: float = DEFAULT_TOKEN_REFRESH) -> None:
+        super().__init__(refresh_every)
+        self.key = key
+        self._exchange = exchange
+
+    def __repr__(self) -> str:
+        return f"ServiceAccountAuth(key_id={self.key.key_id!r})"
+
+    async def _obtain(self) -> tuple[str, float | None]:
+        return await self._exchange(self.key.jwt())

@@ -23,15 +23,17 @@ import anyio
 import typer
 from typer.core import TyperGroup
 
-from bulk_uploader.auth import DEFAULT_TOKEN_REFRESH, Credentials, TokenCommand
+from bulk_uploader.auth import DEFAULT_TOKEN_REFRESH, AuthProvider, Credentials, ServiceAccountAuth, TokenCommand
 from bulk_uploader.chat import parse_timezone
 from bulk_uploader.errors import BulkUploadError, ConfigError
 from bulk_uploader.mapping import load_mapping
 from bulk_uploader.options import DEFAULT_ENDPOINT, SearchScope, UploadOptions, is_loopback
 from bulk_uploader.pipeline import RunControl, RunSummary, run_upload
 from bulk_uploader.progress import Reporter, make_reporter
+from bulk_uploader.sakey import ServiceAccountKey, new_key
 from bulk_uploader.schema import SchemaError, load_schemas
 from bulk_uploader.shard import parse_shard, shard_from_environment
+from bulk_uploader.transport import DEFAULT_IAM_ENDPOINT, IamTokenExchange
 
 if TYPE_CHECKING:  # the emulator (and sqlite3) load only for the commands that use it
     from bulk_uploader.emulator import EmulatorOptions, FaultOptions
@@ -202,7 +204,9 @@ def upload(
     iam_token_command: Annotated[
         Optional[str], typer.Option(help="Command printing a fresh IAM token; re-run before expiry and when refused")
     ] = None,
-    token_refresh_seconds: Annotated[float, typer.Option(help="Re-run --iam-token-command this often")] = DEFAULT_TOKEN_REFRESH,
+    token_refresh_seconds: Annotated[
+        float, typer.Option(help="Renew the IAM token of --iam-token-command or --sa-key this often (sooner if it expires)")
+    ] = DEFAULT_TOKEN_REFRESH,
     shard: Annotated[
         Optional[str], typer.Option(help="Only shard K/N of the rows [default: from Slurm or Kubernetes, if set]")
     ] = None,
@@ -212,20 +216,36 @@ def upload(
     mapping: Annotated[
         Optional[Path], typer.Option(help="TOML mapping from another vendor's columns (see bulk-upload manifest)")
     ] = None,
+    sa_key: Annotated[
+        Optional[Path], typer.Option(help="Service account key file (`yc iam key create` JSON), exchanged for IAM tokens")
+    ] = None,
+    iam_endpoint: Annotated[
+        str, typer.Option(help="IAM token service HOST:PORT, for --sa-key (plaintext with --insecure)")
+    ] = DEFAULT_IAM_ENDPOINT,
 ) -> None:
     """Upload every row of MANIFEST not uploaded before; results go to the results file."""
     try:
         column_mapping = load_mapping(mapping) if mapping else None
+        if sa_key and iam_token_command:
+            raise ConfigError("give either --sa-key or --iam-token-command, not both")
+        if sa_key and insecure and not is_loopback(iam_endpoint):
+            raise ConfigError(f"--insecure would send the service account's signed JWT in plaintext to {iam_endpoint}; "
+                              "with the emulator, pass --iam-endpoint as well")
+        if sa_key:
+            credentials: AuthProvider | None = ServiceAccountAuth(
+                ServiceAccountKey.load(sa_key), IamTokenExchange(iam_endpoint, insecure=insecure),
+                refresh_every=token_refresh_seconds,
+            )
+        elif iam_token_command:
+            credentials = TokenCommand(iam_token_command, refresh_every=token_refresh_seconds)
+        else:
+            credentials = credentials_from(api_key_file, iam_token_file, dict(os.environ))
         options = UploadOptions(
             manifest=manifest,
             results=results,
             endpoint=endpoint,
             insecure=insecure,
-            credentials=(
-                TokenCommand(iam_token_command, refresh_every=token_refresh_seconds)
-                if iam_token_command
-                else credentials_from(api_key_file, iam_token_file, dict(os.environ))
-            ),
+            credentials=credentials,
             connection_id=connection_id,
             chat_connection_id=chat_connection_id,
             assume_timezone=_timezone(assume_timezone),
@@ -262,13 +282,15 @@ def _emulator_options(
     store: Path | None,
     faults: FaultOptions,
     user_key_prefix: str,
+    sa_keys: list[Path] = [],  # noqa: B006
+    iam_token_ttl: float = 12 * 3600.0,
 ) -> EmulatorOptions:
     from bulk_uploader.emulator import EmulatorOptions
     from bulk_uploader.emulator.server import DEFAULT_CONNECTIONS
 
     keys = list(api_key) + ([os.environ["EMULATOR_API_KEY"]] if os.environ.get("EMULATOR_API_KEY") else [])
-    if not keys and not iam_token:
-        raise ConfigError("the emulator needs --api-key (or env EMULATOR_API_KEY) or --iam-token to accept")
+    if not keys and not iam_token and not sa_keys:
+        raise ConfigError("the emulator needs --api-key (or env EMULATOR_API_KEY), --iam-token or --sa-key to accept")
     return EmulatorOptions(
         host=host,
         port=port,
@@ -279,7 +301,21 @@ def _emulator_options(
         faults=faults,
         user_key_prefix=user_key_prefix,
         token_secret=os.environ.get("EMULATOR_TOKEN_SECRET") or None,
+        service_account_keys=tuple(_emulator_sa_key(path) for path in sa_keys),
+        iam_token_ttl=iam_token_ttl,
     )
+
+
+def _emulator_sa_key(path: Path) -> ServiceAccountKey:
+    """A key the emulator accepts: read from the file, or made and written there when it is absent."""
+    if path.exists():
+        return ServiceAccountKey.load(path, need_private=False)
+    key = new_key(f"emu-key-{os.urandom(4).hex()}", "emu-service-account")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # a private key: owner only
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(key.to_json(), f, indent=2)
+    print(f"wrote a new service account key to {path} (for --sa-key)", file=sys.stderr, flush=True)
+    return key
 
 
 async def _serve(options: EmulatorOptions) -> None:
@@ -317,6 +353,10 @@ def emulator(
     lose_answer_rate: Annotated[float, typer.Option(help="Store the talk, then answer UNAVAILABLE")] = 0.0,
     seed: Annotated[Optional[int], typer.Option(help="Seed for the random faults")] = None,
     user_key_prefix: Annotated[str, typer.Option(help="Search key prefix for user metadata")] = "user.",
+    sa_key: Annotated[
+        list[Path], typer.Option(help="Service account key file whose JWTs to accept (made if absent; repeatable)")
+    ] = [],  # noqa: B006
+    iam_token_ttl: Annotated[float, typer.Option(help="Seconds the IAM tokens it issues live")] = 12 * 3600.0,
 ) -> None:
     """Run the local SpeechSense emulator until SIGINT/SIGTERM."""
     from bulk_uploader.emulator import FaultOptions
@@ -331,7 +371,8 @@ def emulator(
             lose_answer_rate=lose_answer_rate,
             seed=seed,
         )
-        options = _emulator_options(host, port, api_key, iam_token, config, store, faults, user_key_prefix)
+        options = _emulator_options(host, port, api_key, iam_token, config, store, faults, user_key_prefix,
+                                    sa_key, iam_token_ttl)
     except (ValueError, ConfigError) as exc:
         raise _fail(str(exc)) from None
     asyncio.run(_serve(options))

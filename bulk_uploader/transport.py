@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ from grpc import aio
 from bulk_uploader.audio import AudioFormat, AudioInfo
 from bulk_uploader.auth import AuthProvider
 from bulk_uploader.chat import ChatMessage
+from bulk_uploader.errors import AuthError
 from bulk_uploader.options import SearchScope
+from bulk_uploader.proto import iam_pb2, iam_pb2_grpc
 from bulk_uploader.proto import speechsense_pb2 as pb
 from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
 from bulk_uploader.validation import Job
@@ -260,3 +263,44 @@ class Transport:
         finally:
             if not call.done():
                 call.cancel()
+
+
+DEFAULT_IAM_ENDPOINT = "iam.api.cloud.yandex.net:443"
+
+
+class IamTokenExchange:
+    """Exchanges a service account's signed JWT for an IAM token (IamTokenService.Create).
+
+    A channel per exchange: it happens about once an hour. Transient answers are tried
+    again a few times; anything else raises AuthError, which stops the run.
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_IAM_ENDPOINT, *, insecure: bool = False, timeout: float = 30.0,
+                 attempts: int = 4) -> None:
+        self.endpoint = endpoint
+        self.insecure = insecure
+        self.timeout = timeout
+        self.attempts = attempts
+
+    async def __call__(self, jwt: str) -> tuple[str, float]:
+        """(IAM token, seconds it lives)."""
+        for attempt in range(1, self.attempts + 1):
+            channel = (aio.insecure_channel(self.endpoint) if self.insecure
+                       else aio.secure_channel(self.endpoint, grpc.ssl_channel_credentials()))
+            try:
+                stub = iam_pb2_grpc.IamTokenServiceStub(channel)
+                response = await stub.Create(iam_pb2.CreateIamTokenRequest(jwt=jwt), timeout=self.timeout)
+            except aio.AioRpcError as exc:
+                failure = classify(exc)
+                if failure.transient and attempt < self.attempts:
+                    await asyncio.sleep(0.5 * 2**attempt)
+                    continue
+                raise AuthError(f"the IAM token service at {self.endpoint} gave no token for the service "
+                                f"account key ({failure})") from None
+            finally:
+                await channel.close()
+            if not response.iam_token:
+                raise AuthError(f"the IAM token service at {self.endpoint} answered without a token")
+            lifetime = response.expires_at.seconds + response.expires_at.nanos / 1e9 - time.time()
+            return response.iam_token, (max(1.0, lifetime) if response.HasField("expires_at") else 12 * 3600.0)
+        raise AssertionError("unreachable")

@@ -18,7 +18,10 @@ from descriptor_summary import describe_enum, describe_message  # beside this fi
 from google.protobuf import json_format, symbol_database
 
 # Importing registers the vendor's definitions in the default pool.
+from yandex.cloud.iam.v1 import iam_token_service_pb2  # noqa: F401
 from yandex.cloud.speechsense.v1 import audio_pb2, search_pb2, talk_service_pb2, text_pb2  # noqa: F401
+
+SERVICES = ("yandex.cloud.speechsense.v1.TalkService", "yandex.cloud.iam.v1.IamTokenService")
 
 
 def main() -> None:
@@ -31,9 +34,10 @@ def main() -> None:
         for name in command.get("enums", []):
             out[name] = describe_enum(pool.FindEnumTypeByName(name))
         rpcs = {}
-        service = pool.FindServiceByName("yandex.cloud.speechsense.v1.TalkService")
-        for m in service.methods:
-            rpcs[m.name] = [m.input_type.full_name, m.output_type.full_name, m.client_streaming, m.server_streaming]
+        for service in map(pool.FindServiceByName, SERVICES):
+            for m in service.methods:
+                rpcs[m.full_name] = [m.input_type.full_name, m.output_type.full_name, m.client_streaming,
+                                     m.server_streaming]
         out["__rpcs__"] = rpcs
     else:
         out = []

@@ -16,6 +16,7 @@ def test_committed_code_matches_the_protos(tmp_path: Path) -> None:
     )
     fresh = sorted((tmp_path / "bulk_uploader" / "proto").glob("*.py*"))
     assert [p.name for p in fresh] == [
+        "iam_pb2.py", "iam_pb2.pyi", "iam_pb2_grpc.py", "iam_pb2_grpc.pyi",
         "speechsense_pb2.py", "speechsense_pb2.pyi", "speechsense_pb2_grpc.py", "speechsense_pb2_grpc.pyi",
     ]
     for path in fresh:

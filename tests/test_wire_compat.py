@@ -15,7 +15,10 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
+from bulk_uploader.proto import iam_pb2
 from bulk_uploader.proto import speechsense_pb2 as pb
+
+FILES = (pb.DESCRIPTOR, iam_pb2.DESCRIPTOR)  # every proto file we declare
 
 SDK_SIDE = Path(__file__).with_name("sdk_side.py")
 
@@ -39,13 +42,15 @@ def our_messages() -> list[Descriptor]:
         for nested in d.nested_types:
             walk(nested)
 
-    for d in pb.DESCRIPTOR.message_types_by_name.values():
-        walk(d)
+    for file in FILES:
+        for d in file.message_types_by_name.values():
+            walk(d)
     return found
 
 
 def our_enums() -> dict[str, dict[str, int]]:
-    enums = {e.full_name: {v.name: v.number for v in e.values} for e in pb.DESCRIPTOR.enum_types_by_name.values()}
+    enums = {e.full_name: {v.name: v.number for v in e.values}
+             for file in FILES for e in file.enum_types_by_name.values()}
     for d in our_messages():
         for e in d.enum_types:
             enums[e.full_name] = {v.name: v.number for v in e.values}
@@ -56,16 +61,17 @@ def test_every_declared_message_matches_the_sdk_field_by_field() -> None:
     ours = {d.full_name: describe_message(d) for d in our_messages()}
     enums = our_enums()
     theirs = sdk({"op": "describe", "messages": sorted(ours), "enums": sorted(enums)})
-    assert len(ours) >= 20
+    assert len(ours) >= 22
     for name, fields in ours.items():
         for field_name, facts in fields.items():
             assert field_name in theirs[name], f"{name}.{field_name} is not in the vendor's definition"
             assert facts == theirs[name][field_name], f"{name}.{field_name} differs from the vendor's"
     for name, values in enums.items():
         assert values == theirs[name], f"enum {name} differs"
-    service = pb.DESCRIPTOR.services_by_name["TalkService"]
-    for method in service.methods:
-        assert theirs["__rpcs__"][method.name] == [
+    methods = [m for file in FILES for service in file.services_by_name.values() for m in service.methods]
+    assert len(methods) == 5
+    for method in methods:
+        assert theirs["__rpcs__"][method.full_name] == [
             method.input_type.full_name, method.output_type.full_name,
             method.client_streaming, method.server_streaming,
         ]
@@ -105,6 +111,8 @@ def _requests() -> list[Message]:
         ),
         pb.SearchTalkResponse(talk_ids=["t1", "t2"], talks_count=2, next_page_token="x"),
         pb.UploadTalkResponse(talk_id="t1"),
+        iam_pb2.CreateIamTokenRequest(jwt="eyJhbGciOiJQUzI1NiJ9.e30.c2ln"),
+        iam_pb2.CreateIamTokenResponse(iam_token="t1.abc", expires_at={"seconds": 1_790_000_000, "nanos": 5}),
     ]
 
 

@@ -1,4 +1,5 @@
 """A local SpeechSense TalkService: the real wire format, the real rules, faults on demand.
+It also serves the IAM token service, for service account keys.
 
 Used by the test suite, the benchmarks and users rehearsing a migration. It checks the
 `authorization` header, knows its connections and rejects what the real service would
@@ -25,8 +26,10 @@ from grpc import aio
 from bulk_uploader.audio import SNIFF_BYTES, AudioError, AudioFormat, check_audio
 from bulk_uploader.emulator.faults import FaultInjector, FaultOptions
 from bulk_uploader.emulator.store import TalkStore, messages_digest
+from bulk_uploader.proto import iam_pb2, iam_pb2_grpc
 from bulk_uploader.proto import speechsense_pb2 as pb
 from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
+from bulk_uploader.sakey import ServiceAccountKey, check_jwt
 from bulk_uploader.schema import ConnectionSchema, check_fields, dialog_user_ids
 
 DEFAULT_CONNECTIONS = (
@@ -65,6 +68,10 @@ class EmulatorOptions:
     # Accept IAM tokens minted with this secret by mint_token() in any process, until they
     # expire: lets a token command (a separate process) hand out short-lived tokens.
     token_secret: str | None = None
+    # Service account keys whose JWTs IamTokenService.Create exchanges for IAM tokens
+    # that live iam_token_ttl seconds (the real service: up to 12 hours).
+    service_account_keys: Sequence[ServiceAccountKey] = ()
+    iam_token_ttl: float = 12 * 3600.0
 
 
 def mint_token(secret: str, ttl_seconds: float) -> str:
@@ -324,6 +331,29 @@ class _TalkServicer(pb_grpc.TalkServiceServicer):
         raise AssertionError("unreachable: aborted")  # pragma: no cover
 
 
+class _IamTokenServicer(iam_pb2_grpc.IamTokenServiceServicer):
+    """IamTokenService.Create for service account keys: checks the JWT, answers an IAM token."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emu = emulator
+        self.keys = {key.key_id: key for key in emulator.options.service_account_keys}
+
+    async def Create(self, request: iam_pb2.CreateIamTokenRequest, context: aio.ServicerContext
+                     ) -> iam_pb2.CreateIamTokenResponse:
+        if request.WhichOneof("identity") != "jwt":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "only jwt is supported by the emulator")
+        try:
+            check_jwt(request.jwt, self.keys)
+        except ValueError as exc:
+            self.emu.jwts_refused += 1
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"invalid JWT: {exc}")
+        ttl = self.emu.options.iam_token_ttl
+        response = iam_pb2.CreateIamTokenResponse(iam_token=self.emu.issue_token(ttl))
+        response.expires_at.FromNanoseconds(int((time.time() + ttl) * 1e9))
+        self.emu.iam_tokens_issued += 1
+        return response
+
+
 class Emulator:
     """The TalkService emulator, run in-process (tests) or by `bulk-upload emulator`.
 
@@ -340,6 +370,8 @@ class Emulator:
         self.rejections: dict[str, int] = {}  # status name -> calls refused with it
         self.answers_lost = 0
         self.tokens_seen: set[str] = set()  # distinct minted tokens accepted
+        self.iam_tokens_issued = 0  # by IamTokenService.Create
+        self.jwts_refused = 0
         self.port = 0
         self._server: aio.Server | None = None
 
@@ -385,6 +417,7 @@ class Emulator:
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
         )
         pb_grpc.add_TalkServiceServicer_to_server(_TalkServicer(self), self._server)
+        iam_pb2_grpc.add_IamTokenServiceServicer_to_server(_IamTokenServicer(self), self._server)
         self.port = self._server.add_insecure_port(f"{self.options.host}:{self.options.port}")
         await self._server.start()
         return self.port

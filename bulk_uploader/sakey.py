@@ -1,0 +1,160 @@
+"""Service account keys: the JSON `yc iam key create` writes, and the PS256 JWTs made from them.
+
+The one home of `cryptography`. The uploader signs a JWT with the private key and
+exchanges it for an IAM token (bulk_uploader.auth); the emulator checks the signature with
+the public key before it hands out a token. Neither the private key nor a JWT ever appears
+in repr(), messages or logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from bulk_uploader.errors import ConfigError
+
+AUDIENCE = "https://iam.api.cloud.yandex.net/iam/v1/tokens"
+MAX_JWT_LIFETIME = 3600  # seconds from iat to exp the token service accepts
+# PS256 (RFC 7518): RSASSA-PSS with SHA-256, MGF1 with SHA-256, a salt as long as the hash.
+_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _pem(text: str) -> bytes:
+    # Keys from `yc` start with a "PLEASE DO NOT REMOVE THIS LINE! ..." line before the PEM.
+    start = text.find("-----BEGIN")
+    return text[start:].encode("ascii") if start >= 0 else text.encode("ascii", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAccountKey:
+    """An authorized key of a service account; repr() shows the ids only."""
+
+    key_id: str
+    service_account_id: str
+    private_key: str = field(default="", repr=False)  # PEM; empty when only the public half is known
+    public_key: str = field(default="", repr=False)  # PEM
+
+    @classmethod
+    def load(cls, path: Path, *, need_private: bool = True) -> ServiceAccountKey:
+        """Read a key file; ConfigError says what is wrong without quoting the file."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read the service account key {path}: {exc.strerror}") from None
+        except ValueError:
+            raise ConfigError(f"{path} is not JSON; expected the file `yc iam key create --output` writes") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object with id, service_account_id and private_key")
+        wanted = ("id", "service_account_id", "private_key") if need_private else ("id", "service_account_id")
+        missing = [name for name in wanted if not isinstance(data.get(name), str) or not data[name].strip()]
+        if missing:
+            raise ConfigError(f"{path}: the service account key has no {', '.join(missing)}")
+        key = cls(data["id"], data["service_account_id"], data.get("private_key") or "", data.get("public_key") or "")
+        try:
+            if key.private_key:
+                key._private()
+            elif not key.public_key:
+                raise ConfigError(f"{path}: the key has neither private_key nor public_key")
+            else:
+                key._public()
+        except ValueError:
+            raise ConfigError(f"{path}: the key material is not a PEM RSA key") from None
+        return key
+
+    def _private(self) -> rsa.RSAPrivateKey:
+        loaded = serialization.load_pem_private_key(_pem(self.private_key), password=None)
+        if not isinstance(loaded, rsa.RSAPrivateKey):
+            raise ValueError("not an RSA key")
+        return loaded
+
+    def _public(self) -> rsa.RSAPublicKey:
+        if not self.public_key:
+            return self._private().public_key()
+        loaded = serialization.load_pem_public_key(_pem(self.public_key))
+        if not isinstance(loaded, rsa.RSAPublicKey):
+            raise ValueError("not an RSA key")
+        return loaded
+
+    def jwt(self, now: float | None = None, lifetime: int = MAX_JWT_LIFETIME) -> str:
+        """A PS256 JWT the IAM token service exchanges for an IAM token."""
+        issued = int(time.time() if now is None else now)
+        header = {"typ": "JWT", "alg": "PS256", "kid": self.key_id}
+        claims = {"iss": self.service_account_id, "aud": AUDIENCE, "iat": issued, "exp": issued + lifetime}
+        signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+        signature = self._private().sign(signing_input.encode("ascii"), _PSS, hashes.SHA256())
+        return f"{signing_input}.{_b64(signature)}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The key file's content, in the form `yc iam key create` writes."""
+        return {
+            "id": self.key_id,
+            "service_account_id": self.service_account_id,
+            "created_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "key_algorithm": "RSA_2048",
+            "public_key": self.public_key,
+            "private_key": self.private_key,
+        }
+
+
+def new_key(key_id: str, service_account_id: str) -> ServiceAccountKey:
+    """A fresh RSA 2048 key pair (for the emulator and rehearsals; real keys come from `yc`)."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode("ascii")
+    notice = f"PLEASE DO NOT REMOVE THIS LINE! Yandex.Cloud SA Key ID <{key_id}>\n"
+    return ServiceAccountKey(key_id, service_account_id, notice + private_pem, public_pem)
+
+
+def check_jwt(token: str, keys: dict[str, ServiceAccountKey], now: float | None = None) -> str:
+    """The service account id a JWT proves, or ValueError saying why it proves nothing."""
+    now = time.time() if now is None else now
+    try:
+        header_b64, claims_b64, signature_b64 = token.split(".")
+        header, claims = json.loads(_unb64(header_b64)), json.loads(_unb64(claims_b64))
+        signature = _unb64(signature_b64)
+    except (ValueError, TypeError):
+        raise ValueError("malformed JWT") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise ValueError("malformed JWT")
+    if header.get("alg") != "PS256":
+        raise ValueError(f"JWT algorithm must be PS256, not {header.get('alg')!r}")
+    key = keys.get(str(header.get("kid")))
+    if key is None:
+        raise ValueError(f"unknown key id {header.get('kid')!r}")
+    try:
+        key._public().verify(signature, f"{header_b64}.{claims_b64}".encode("ascii"), _PSS, hashes.SHA256())
+    except InvalidSignature:
+        raise ValueError("the JWT's signature does not match the key's public key") from None
+    if claims.get("iss") != key.service_account_id:
+        raise ValueError("the JWT's issuer is not the key's service account")
+    if claims.get("aud") != AUDIENCE:
+        raise ValueError(f"the JWT's audience must be {AUDIENCE}")
+    issued, expires = claims.get("iat"), claims.get("exp")
+    if not isinstance(issued, int) or not isinstance(expires, int):
+        raise ValueError("the JWT needs iat and exp")
+    if expires - issued > MAX_JWT_LIFETIME:
+        raise ValueError(f"the JWT lives {expires - issued} s; at most {MAX_JWT_LIFETIME}")
+    if not issued - 60 <= now < expires:
+        raise ValueError("the JWT is expired or not yet valid")
+    return key.service_account_id
