@@ -4,6 +4,8 @@
     bulk-upload demo                   emulator + sample data set + upload, all on this machine
     bulk-upload emulator [options]     run the local SpeechSense emulator
     bulk-upload talks STORE            list what an emulator store holds
+    bulk-upload manifest FOLDER        build a manifest from another vendor's export
+    bulk-upload report RESULTS...      summarise results files, write the rows to retry
 """
 
 from __future__ import annotations
