@@ -28,15 +28,14 @@ from test_migration_kit import VENDOR_MAPPING, vendor_record  # noqa: E402
 from bulk_uploader import samples  # noqa: E402
 
 PER_FOLDER = 1000
+LINKS_PER_SEED = 50_000
 
 
 def make_export(root: Path, files: int) -> None:
     done = root / f".complete-{files}"
     if done.exists():
         return
-    audio = root / "seed.wav"
     root.mkdir(parents=True, exist_ok=True)
-    audio.write_bytes(samples.wav(2000))
     with (root / "export.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["CallID", "Recording", "Agent.Name", "Agent.Login", "Customer.Name", "Customer.Phone",
@@ -47,6 +46,9 @@ def make_export(root: Path, files: int) -> None:
                 folder.mkdir(parents=True, exist_ok=True)
             name = f"rec{n:07d}"
             target = folder / f"{name}.wav"
+            audio = root / f"seed-{n // LINKS_PER_SEED}.wav"  # a file system caps the links to one inode
+            if n % LINKS_PER_SEED == 0 and not audio.exists():
+                audio.write_bytes(samples.wav(2000))
             if not target.exists():
                 os.link(audio, target)
             record = vendor_record(n)
