@@ -8,7 +8,6 @@ UploadAsStream; either way its first bytes are checked against the declared form
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 import aiofiles
@@ -55,7 +54,9 @@ async def preload(jobs: list[Job]) -> list[Job]:
     if not jobs:
         return jobs
     datas = await _read_many([job.path for job in jobs])
-    return [replace(job, data=data) for job, data in zip(jobs, datas, strict=True)]
+    for job, data in zip(jobs, datas, strict=True):
+        job.data = data
+    return jobs
 
 
 def _head(path: Path) -> bytes:

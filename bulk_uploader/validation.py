@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
 from typing import Any, Literal
@@ -34,9 +34,10 @@ class User:
     fields: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Job:
-    """A checked row, ready to send."""
+    """A checked row, ready to send. Filled in by the stages that follow validation (the
+    dedupe pair, a small file's bytes) in place: copying it per row is measurable."""
 
     key: str
     line: int
@@ -166,7 +167,8 @@ class Validator:
                 f"--dedupe-key {key}: value {found[1]!r} is shared with an earlier row, so it cannot tell them apart",
                 "DUPLICATE_DEDUPE_KEY",
             )
-        return replace(job, dedupe=found)
+        job.dedupe = found
+        return job
 
     def schema_for(self, connection_id: str, kind: Literal["audio", "chat"]) -> ConnectionSchema:
         """The user's schema for the connection, or the documented keys (extra keys allowed)."""
