@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
 from bulk_uploader.errors import AuthError, ConfigError
-from bulk_uploader.sakey import ServiceAccountKey
+
+if TYPE_CHECKING:  # cryptography loads only for runs that use --sa-key
+    from bulk_uploader.sakey import ServiceAccountKey
 
 # The vendor advises refreshing IAM tokens every hour; they live at most 12 hours.
 DEFAULT_TOKEN_REFRESH = 3600.0

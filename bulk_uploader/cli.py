@@ -32,13 +32,13 @@ from bulk_uploader.mapping import load_mapping
 from bulk_uploader.options import DEFAULT_ENDPOINT, SearchScope, UploadOptions, is_loopback
 from bulk_uploader.pipeline import RunControl, RunSummary, run_upload
 from bulk_uploader.progress import Reporter, make_reporter
-from bulk_uploader.sakey import ServiceAccountKey, new_key
 from bulk_uploader.schema import SchemaError, load_schemas
 from bulk_uploader.shard import parse_shard, shard_from_environment
 from bulk_uploader.transport import DEFAULT_IAM_ENDPOINT, IamTokenExchange
 
-if TYPE_CHECKING:  # the emulator (and sqlite3) load only for the commands that use it
+if TYPE_CHECKING:  # the emulator (and sqlite3), cryptography load only for the commands that use them
     from bulk_uploader.emulator import EmulatorOptions, FaultOptions
+    from bulk_uploader.sakey import ServiceAccountKey
 
 EXIT_OK, EXIT_ROWS, EXIT_USAGE = 0, 1, 2
 
@@ -234,6 +234,8 @@ def upload(
             raise ConfigError(f"--insecure would send the service account's signed JWT in plaintext to {iam_endpoint}; "
                               "with the emulator, pass --iam-endpoint as well")
         if sa_key:
+            from bulk_uploader.sakey import ServiceAccountKey  # cryptography, only when needed
+
             credentials: AuthProvider | None = ServiceAccountAuth(
                 ServiceAccountKey.load(sa_key), IamTokenExchange(iam_endpoint, insecure=insecure),
                 refresh_every=token_refresh_seconds,
@@ -310,6 +312,8 @@ def _emulator_options(
 
 def _emulator_sa_key(path: Path) -> ServiceAccountKey:
     """A key the emulator accepts: read from the file, or made and written there when it is absent."""
+    from bulk_uploader.sakey import ServiceAccountKey, new_key
+
     if path.exists():
         return ServiceAccountKey.load(path, need_private=False)
     key = new_key(f"emu-key-{os.urandom(4).hex()}", "emu-service-account")
