@@ -135,7 +135,7 @@ class ColumnMapping:
                 continue
             target = self.target(column)
             if target is None:
-                if self.unmapped == "error" and column not in self.rename and column not in self.drop:
+                if self.unmapped == "error" and column not in self.drop and column != self.id_column:
                     problems.append(f"column {column!r} is not in the mapping's [rename]")
                 continue
             out[target] = value

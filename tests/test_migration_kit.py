@@ -285,3 +285,12 @@ def test_json_manifest_through_a_mapping_flattens_nested_objects(tmp_path: Path)
     assert row.data["audio_path"] == "x.wav" and row.data["connection_id"] == "vendor-calls"
     assert row.data["metadata"]["operator_id"] == "agent1"
     assert "QueueName" not in row.data["metadata"]  # unmapped = "drop"
+
+
+def test_unmapped_error_names_each_column_left_out_of_the_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text('[row]\nid = "CallID"\nunmapped = "error"\ndrop = ["Queue"]\n[rename]\nAgent = "operator_name"\n',
+                    encoding="utf-8")
+    out, problems = load_mapping(path).apply({"CallID": "7", "Agent": "Ann", "Queue": "q", "Extra": "e"})
+    assert out == {"id": "7", "operator_name": "Ann"}
+    assert problems == ["column 'Extra' is not in the mapping's [rename]"]
