@@ -90,6 +90,24 @@ def credentials_from(api_key_file: Path | None, iam_token_file: Path | None, env
     return None
 
 
+def _credentials(sa_key: Path | None, iam_endpoint: str, iam_token_command: str | None, refresh_every: float,
+                 insecure: bool, api_key_file: Path | None, iam_token_file: Path | None) -> AuthProvider | None:
+    """The run's credentials: a service account key, a token command, or a fixed key or token."""
+    if sa_key and iam_token_command:
+        raise ConfigError("give either --sa-key or --iam-token-command, not both")
+    if sa_key:
+        if insecure and not is_loopback(iam_endpoint):
+            raise ConfigError(f"--insecure would send the service account's signed JWT in plaintext to {iam_endpoint}; "
+                              "with the emulator, pass --iam-endpoint as well")
+        from bulk_uploader.sakey import ServiceAccountKey  # cryptography, only when needed
+
+        return ServiceAccountAuth(ServiceAccountKey.load(sa_key), IamTokenExchange(iam_endpoint, insecure=insecure),
+                                  refresh_every=refresh_every)
+    if iam_token_command:
+        return TokenCommand(iam_token_command, refresh_every=refresh_every)
+    return credentials_from(api_key_file, iam_token_file, dict(os.environ))
+
+
 async def _watch_signals(control: RunControl, reporter: Reporter) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
@@ -228,22 +246,8 @@ def upload(
     """Upload every row of MANIFEST not uploaded before; results go to the results file."""
     try:
         column_mapping = load_mapping(mapping) if mapping else None
-        if sa_key and iam_token_command:
-            raise ConfigError("give either --sa-key or --iam-token-command, not both")
-        if sa_key and insecure and not is_loopback(iam_endpoint):
-            raise ConfigError(f"--insecure would send the service account's signed JWT in plaintext to {iam_endpoint}; "
-                              "with the emulator, pass --iam-endpoint as well")
-        if sa_key:
-            from bulk_uploader.sakey import ServiceAccountKey  # cryptography, only when needed
-
-            credentials: AuthProvider | None = ServiceAccountAuth(
-                ServiceAccountKey.load(sa_key), IamTokenExchange(iam_endpoint, insecure=insecure),
-                refresh_every=token_refresh_seconds,
-            )
-        elif iam_token_command:
-            credentials = TokenCommand(iam_token_command, refresh_every=token_refresh_seconds)
-        else:
-            credentials = credentials_from(api_key_file, iam_token_file, dict(os.environ))
+        credentials = _credentials(sa_key, iam_endpoint, iam_token_command, token_refresh_seconds, insecure,
+                                   api_key_file, iam_token_file)
         options = UploadOptions(
             manifest=manifest,
             results=results,
