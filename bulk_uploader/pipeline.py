@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 from bulk_uploader import reader
 from bulk_uploader.audio import AudioInfo
 from bulk_uploader.chat import ChatMessage, encoded_size
-from bulk_uploader.errors import AuthError
+from bulk_uploader.errors import AuthError, BulkUploadError, ResultsFileError
 from bulk_uploader.flow import AdaptiveLimiter, Pacer
 from bulk_uploader.manifest import count_rows, read_manifest
 from bulk_uploader.options import UploadOptions
@@ -253,12 +253,18 @@ class _Run:
         )
         self.writer: ResultsWriter | None = None
         self.transport: Transport | None = None
-        self.auth_error: AuthError | None = None
+        self.fatal: BulkUploadError | None = None  # what stopped the run early (refused credentials, results file)
         self.limiter = AdaptiveLimiter(options.concurrency)
         self.request_pacer = Pacer(options.rps) if options.rps else None
         self.byte_pacer = Pacer(options.max_mbps * 1e6 / 8) if options.max_mbps else None
         self.last_progress = monotonic()  # when a call last went through
         self._random = random.Random()
+
+    def fail(self, error: BulkUploadError) -> None:
+        """Stop the run now for a reason every other row shares; run_upload raises it."""
+        if self.fatal is None:
+            self.fatal = error
+        self.control.abort()
 
     def record(self, result: RowResult) -> None:
         stats = self.stats
@@ -286,10 +292,17 @@ class _Run:
             self.writer.write(result)
 
     async def feed(self, send: JobQueue, scope: anyio.CancelScope) -> None:
+        try:
+            await self._feed(send, scope)
+        except ResultsFileError as exc:
+            self.fail(exc)
+
+    async def _feed(self, send: JobQueue, scope: anyio.CancelScope) -> None:
         with scope, send.closing():
             uploaded = self.previous.uploaded
             shard = self.options.shard
-            batch: list[Job] = []  # small files read together, in one executor hop
+            batch: list[Job] = []  # small files read together
+            preload = reader.Preloader()
             for n, row in enumerate(read_manifest(self.options.manifest, self.options.mapping), 1):
                 if n % _YIELD_EVERY == 0:
                     await anyio.lowlevel.checkpoint()
@@ -309,13 +322,13 @@ class _Run:
                     batch.append(job)
                     if len(batch) < reader.PRELOAD_BATCH:
                         continue
-                    jobs, batch = await reader.preload(batch), []
+                    jobs, batch = await preload(batch), []
                 else:
-                    jobs = [*await reader.preload(batch), job] if batch else [job]
+                    jobs = [*await preload(batch), job] if batch else [job]
                     batch = []
                 for ready in jobs:
                     await send.put(ready)
-            for ready in await reader.preload(batch):
+            for ready in await preload(batch):
                 await send.put(ready)
 
     async def work(self, jobs: JobQueue) -> None:
@@ -325,10 +338,13 @@ class _Run:
             self.stats.in_flight += 1
             try:
                 result = await self.process(job)
+                if result is not None:
+                    self.record(result)
+            except ResultsFileError as exc:
+                # Outcomes can no longer be recorded: going on would send rows no run can account for.
+                self.fail(exc)
             finally:
                 self.stats.in_flight -= 1
-            if result is not None:
-                self.record(result)
 
     async def process(self, job: Job) -> RowResult | None:
         started = monotonic()
@@ -353,11 +369,10 @@ class _Run:
             result.status, result.code, result.error = "invalid", exc.code, str(exc)
         except CallFailure as failure:
             if failure.auth:
-                self.auth_error = AuthError(
+                self.fail(AuthError(
                     f"the service refused the credentials ({failure.code}: {failure.message}); "
                     "stopped without trying further rows"
-                )
-                self.control.abort()
+                ))
                 return None
             result.code, result.error = failure.code, failure.message
             if result.unknown_outcomes:
@@ -365,8 +380,7 @@ class _Run:
                 result.status = "ambiguous"
                 result.error = f"outcome unknown after {result.unknown_outcomes} attempt(s); last: {failure}"
         except AuthError as exc:
-            self.auth_error = exc
-            self.control.abort()
+            self.fail(exc)
             return None
         result.seconds = monotonic() - started
         return result
@@ -537,15 +551,15 @@ async def _keep_fresh(run: _Run) -> None:
     try:
         await run.options.credentials.keep_fresh()
     except AuthError as exc:
-        run.auth_error = exc
-        run.control.abort()
+        run.fail(exc)
 
 
 async def run_upload(options: UploadOptions, reporter: Reporter, control: RunControl | None = None) -> RunSummary:
     """Upload every row of the manifest not uploaded before; returns how the run ended.
 
     Raises AuthError when the service refuses the credentials (rows not yet tried stay
-    unrecorded), ConfigError or ResultsFileError when the run cannot start.
+    unrecorded), ResultsFileError when the results file cannot be read or written (the run
+    stops at once), ConfigError when the run cannot start.
     """
     control = control or RunControl()
     previous = await anyio.to_thread.run_sync(load_results, options.results_path)
@@ -556,7 +570,7 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
     if not options.dry_run:
         if options.credentials is not None:
             await options.credentials.start()
-        run.writer = ResultsWriter(options.results_path)
+        run.writer = ResultsWriter(options.results_path, on_error=run.fail)
         run.transport = Transport(
             options.endpoint,
             options.credentials,
@@ -586,9 +600,12 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
             if run.transport is not None:
                 await run.transport.close()
         if run.writer is not None:
-            run.writer.close()
-    if run.auth_error is not None:
-        raise run.auth_error
+            try:
+                run.writer.close()
+            except ResultsFileError as exc:
+                run.fatal = run.fatal or exc
+    if run.fatal is not None:
+        raise run.fatal
     return RunSummary(
         run.stats,
         str(options.results_path),
