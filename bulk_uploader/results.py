@@ -88,14 +88,14 @@ def load_results(path: Path) -> PreviousResults:
     """Read a results file (missing: empty); unreadable lines (a torn write) are skipped and counted."""
     previous = PreviousResults()
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: a FIFO would block, a device never end
+            raise ResultsFileError(f"results file {path} is not a regular file")
         f = path.open("rb")
     except FileNotFoundError:
         return previous
     except OSError as exc:
         raise ResultsFileError(f"cannot read results file {path}: {exc.strerror}") from None
     with f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise ResultsFileError(f"results file {path} is not a regular file")
         for raw in f:
             try:
                 record = json.loads(raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import signal
@@ -173,3 +174,51 @@ def test_a_failing_token_command_stops_the_run_clearly(tmp_path: Path, served: T
     assert result.returncode == 2
     assert "--iam-token-command exited with status 3: no session" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# Runs a command with file writes capped at argv[1] bytes: past it they fail with EFBIG, as on a full disk.
+_WITH_FILE_SIZE_LIMIT = (
+    "import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    "limit = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+def test_a_results_file_that_fills_up_stops_the_run_clearly_and_a_rerun_finishes_it(
+        tmp_path: Path, served: ThreadedEmulator) -> None:
+    rows = 400
+    manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
+    results = manifest.with_name("manifest.jsonl.results.jsonl")
+    argv = command(served, manifest, "--concurrency", "8", "--quiet", "--dedupe-key", ROW_KEY)
+    full = subprocess.run([sys.executable, "-c", _WITH_FILE_SIZE_LIMIT, "30000", *argv], capture_output=True,
+                          text=True, timeout=120, env=cli_env(API_KEY=API_KEY))
+    assert full.returncode == 2, full.stderr
+    assert "Traceback" not in full.stderr
+    assert f"bulk-upload: cannot write results file {results}: File too large; stopped" in full.stderr
+    recorded = load_results(results).uploaded
+    stored_then = served.emulator.store.count()
+    assert 0 < len(recorded) <= stored_then < rows  # stopped early: at most the calls in flight went unrecorded
+    assert stored_then - len(recorded) <= 8
+
+    rerun = run_cli(*argv[3:], env=cli_env(API_KEY=API_KEY))
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(load_results(results).uploaded) == rows
+    # The rows whose outcome went unrecorded had their `sending` lines: Search found them, none was sent twice.
+    assert served.emulator.store.count() == rows
+    assert served.emulator.store.duplicates(ROW_KEY) == {}
+    reconciled = [r for r in read_records(results) if r.get("reconciled")]
+    assert len(reconciled) == stored_then - len(recorded)
+    print(f"stopped after {len(recorded)} recorded rows, {stored_then} stored; rerun settled "
+          f"{len(reconciled)} by Search and finished {rows}")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_results_path_that_is_not_a_file_is_refused(tmp_path: Path, served: ThreadedEmulator, kind: str) -> None:
+    manifest = samples.write_dataset(tmp_path, 3, sizes=(1000,))
+    results = tmp_path / "results"
+    os.mkfifo(results) if kind == "fifo" else results.mkdir()  # a FIFO would block the run forever if opened
+    result = run_cli(*command(served, manifest, "--results", str(results))[3:], env=cli_env(API_KEY=API_KEY), timeout=30)
+    assert result.returncode == 2
+    assert f"bulk-upload: results file {results} is not a regular file" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert served.emulator.store.count() == 0

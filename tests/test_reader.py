@@ -1,0 +1,76 @@
+"""The reader stage: small files read ahead in batches, on the event loop while reads are quick."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from bulk_uploader import reader
+from bulk_uploader.validation import Job, RowInvalid
+
+
+def jobs_for(paths: list[Path]) -> list[Job]:
+    return [Job(p.name, n, "audio", "c", {}, audio_path=p.name, path=p, size=p.stat().st_size if p.exists() else 0)
+            for n, p in enumerate(paths, 1)]
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> list[Path]:
+    paths = []
+    for n in range(6):
+        path = tmp_path / f"{n}.bin"
+        path.write_bytes(os.urandom(1000 + 7000 * n))  # up to 36 KB: more than one os.read for some
+        paths.append(path)
+    return paths
+
+
+class ThreadWatch:
+    """Which threads read files, recorded by wrapping the reader's one read function."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.threads: list[int] = []
+        original = reader._read_all
+
+        def watched(paths: list[str]) -> tuple[list[bytes | None], float]:
+            self.threads.append(threading.get_ident())
+            return original(paths)
+
+        monkeypatch.setattr(reader, "_read_all", watched)
+        monkeypatch.setattr(reader, "_read_many", reader.aiofiles.os.wrap(watched))
+
+
+async def test_quick_reads_stay_on_the_event_loop(files: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    watch = ThreadWatch(monkeypatch)
+    preload = reader.Preloader(budget=60.0)
+    for batch in (files[:3], files[3:]):
+        for job in await preload(jobs_for(batch)):
+            assert job.data == job.path.read_bytes()  # type: ignore[union-attr]
+    assert watch.threads == [threading.get_ident()] * 2 and preload.batches_in_thread == 0
+
+
+async def test_a_slow_batch_sends_the_next_ones_to_a_thread_and_quick_ones_bring_them_back(
+        files: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    watch = ThreadWatch(monkeypatch)
+    loop_thread = threading.get_ident()
+    preload = reader.Preloader(budget=0.0)  # every batch counts as slow
+    await preload(jobs_for(files[:2]))
+    moved = await preload(jobs_for(files[2:4]))
+    assert watch.threads[0] == loop_thread and watch.threads[1] != loop_thread
+    assert [j.data for j in moved] == [p.read_bytes() for p in files[2:4]]
+    preload.budget = 60.0  # the file system is quick again
+    await preload(jobs_for(files[4:5]))  # still in the thread: it measures the reads there
+    await preload(jobs_for(files[5:]))
+    assert watch.threads[2] != loop_thread and watch.threads[3] == loop_thread
+    assert preload.batches_in_thread == 2
+
+
+async def test_a_file_that_cannot_be_read_ahead_fails_only_its_own_row(files: list[Path]) -> None:
+    missing = files[0].with_name("gone.bin")
+    jobs = await reader.Preloader()(jobs_for([files[1], missing, files[2]]))
+    assert jobs[0].data == files[1].read_bytes() and jobs[1].data is None and jobs[2].data == files[2].read_bytes()
+    with pytest.raises(RowInvalid) as raised:
+        await reader.read_whole(jobs[1])
+    assert raised.value.code == "FILE_UNREADABLE" and "gone.bin" in str(raised.value)
