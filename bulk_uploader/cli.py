@@ -25,6 +25,7 @@ import anyio
 import typer
 from typer.core import TyperGroup
 
+from bulk_uploader.allocator import keep_big_buffers
 from bulk_uploader.auth import DEFAULT_TOKEN_REFRESH, AuthProvider, Credentials, ServiceAccountAuth, TokenCommand
 from bulk_uploader.chat import parse_timezone
 from bulk_uploader.errors import BulkUploadError, ConfigError
@@ -136,6 +137,7 @@ async def _upload_with_signals(options: UploadOptions, reporter: Reporter) -> Ru
 
 def run_cli_upload(options: UploadOptions, reporter: Reporter, retry_command: str) -> int:
     """Run an upload to its end and print the summary; returns the exit status."""
+    keep_big_buffers()  # a process-wide setting, so the command line makes it, not the library
     for warning in warnings_for(options):
         reporter.message(f"warning: {warning}")
     try:

@@ -1,8 +1,10 @@
-"""The reader stage: small files read ahead in batches, on the event loop while reads are quick."""
+"""Reading files and holding their bytes: small files read ahead, and the allocator setting for big buffers."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -74,3 +76,11 @@ async def test_a_file_that_cannot_be_read_ahead_fails_only_its_own_row(files: li
     with pytest.raises(RowInvalid) as raised:
         await reader.read_whole(jobs[1])
     assert raised.value.code == "FILE_UNREADABLE" and "gone.bin" in str(raised.value)
+
+
+def test_the_allocator_keeps_big_buffers_on_glibc() -> None:
+    # A process of its own: the setting is process-wide.
+    code = "from bulk_uploader.allocator import keep_big_buffers; print(keep_big_buffers())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    glibc = (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    assert done.stdout.strip() == str(glibc)
