@@ -33,9 +33,9 @@ class AdaptiveLimiter:
         self._last_decrease = float("-inf")
         self._last_refusal = float("-inf")
         self._resume_at = 0.0  # monotonic time before which no call starts (the server's pushback)
-        # FIFO; a freed slot wakes one, not all. Bare futures, not anyio Events: a wait
-        # happens for most calls once the workers outnumber the slots, and an Event costs
-        # a backend lookup each (about 4% of the client's CPU with small files).
+        # FIFO; a freed slot wakes one, not all. Bare futures, not anyio Events: once
+        # throttling lowers the limit most calls wait here, and an Event costs a backend
+        # lookup each (about 4% of the client's CPU with small files).
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property

@@ -50,12 +50,12 @@ def is_loopback(endpoint: str) -> bool:
 class UploadOptions:
     """Options of one run over a manifest.
 
-    Memory: at most `concurrency` calls are in flight, and `workers` (concurrency plus a
-    quarter, at least 2) rows are being read or sent. A file up to `stream_threshold` is
-    read whole and sent as one Upload message (gRPC holds about two copies while sending),
-    a larger one is streamed in `chunk_size` pieces, so peak buffered audio is about
-    workers x 2 x max(stream_threshold, chunk_size): 40 x 2 x 4 MiB = 320 MiB at worst
-    with --concurrency 32 and the defaults, and far less when files are small.
+    Memory: at most `concurrency` rows are being sent. A file up to `stream_threshold` is
+    read ahead whole (16 MiB of them queued at most, reader.READ_AHEAD_BYTES) and sent as
+    one Upload message (gRPC holds about two copies while sending); a larger one is
+    streamed in `chunk_size` pieces. So peak buffered audio is about concurrency x 2 x
+    max(stream_threshold, chunk_size) + 20 MiB: 276 MiB at worst with --concurrency 32 and
+    the defaults, and far less when files are small.
     """
 
     manifest: Path
@@ -110,11 +110,6 @@ class UploadOptions:
             raise ConfigError("--dedupe-key is empty")
         if not self.dry_run and self.credentials is None:
             raise ConfigError("no credentials: set API_KEY or IAM_TOKEN, or pass --api-key-file/--iam-token-file")
-
-    @property
-    def workers(self) -> int:
-        """Rows carried at once: the calls in flight plus a few reading their next file."""
-        return self.concurrency + max(2, self.concurrency // 4)
 
     @property
     def results_path(self) -> Path:

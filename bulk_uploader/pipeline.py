@@ -3,11 +3,13 @@
     manifest rows -> validation -> (bounded queue) -> workers: read, send with retries
                                                         -> results file, stats
 
-One task group owns every task. The feeder reads the manifest and puts checked jobs on a
-queue of `concurrency` slots (backpressure: the manifest is read only as fast as
-rows are sent); `workers` tasks each carry one row at a time to its outcome. There are a
-few more workers than calls allowed in flight: the extra ones read their next file while
-the calls are out, so a finished call's slot is taken at once by a row ready to go.
+One task group owns every task. The feeder reads the manifest, checks rows, reads the
+files that go whole into one Upload ahead of time, and puts the jobs on a queue bounded
+by count and bytes (backpressure: the manifest and the files are read only as fast as
+rows are sent). `concurrency` workers each carry one row at a time to its outcome. As the
+bytes are already in memory, a worker whose call ends sends its next row in the same
+step; with more workers than calls, each call waited for a woken worker instead (side
+by side with 16 KiB files: 0.86 s against 0.75 s for 2,000 files).
 """
 
 from __future__ import annotations
@@ -146,9 +148,11 @@ class JobQueue:
     which grpc.aio requires anyway.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_bytes: int) -> None:
         self._items: deque[Job] = deque()
         self._size = size
+        self._max_bytes = max_bytes  # of files read ahead; a single bigger job still passes
+        self._bytes = 0
         self._getters: deque[asyncio.Future[None]] = deque()
         self._putter: asyncio.Future[None] | None = None
         self._closed = False
@@ -159,11 +163,13 @@ class JobQueue:
             waiter.set_result(None)
 
     async def put(self, job: Job) -> None:
-        """Add a job, waiting while `size` are queued."""
-        while len(self._items) >= self._size:
+        """Add a job, waiting while `size` jobs or `max_bytes` of read-ahead are queued."""
+        while self._items and (len(self._items) >= self._size or self._bytes >= self._max_bytes):
             self._putter = asyncio.get_running_loop().create_future()
             await self._putter
         self._items.append(job)
+        if job.data is not None:
+            self._bytes += len(job.data)
         if self._getters:
             self._wake(self._getters.popleft())
 
@@ -183,6 +189,8 @@ class JobQueue:
                     self._wake(self._getters.popleft())  # it was woken for a job: pass that on
                 raise
         job = self._items.popleft()
+        if job.data is not None:
+            self._bytes -= len(job.data)
         self._wake(self._putter)
         return job
 
@@ -301,8 +309,10 @@ class _Run:
         with scope, send.closing():
             uploaded = self.previous.uploaded
             shard = self.options.shard
-            batch: list[Job] = []  # small files read together
+            batch: list[Job] = []  # whole files read together
+            batch_bytes = 0
             preload = reader.Preloader()
+            read_ahead = not self.options.dry_run
             for n, row in enumerate(read_manifest(self.options.manifest, self.options.mapping), 1):
                 if n % _YIELD_EVERY == 0:
                     await anyio.lowlevel.checkpoint()
@@ -318,14 +328,15 @@ class _Run:
                     self.record(RowResult(row.key, "invalid", error=str(exc), code=exc.code, line=row.line,
                                           audio_path=path if isinstance(path, str) else None))
                     continue
-                if job.kind == "audio" and job.size <= reader.PRELOAD_MAX_BYTES and not self.options.dry_run:
+                if read_ahead and job.kind == "audio" and job.size <= self.options.stream_threshold:
                     batch.append(job)
-                    if len(batch) < reader.PRELOAD_BATCH:
+                    batch_bytes += job.size
+                    if len(batch) < reader.PRELOAD_BATCH and batch_bytes < reader.PRELOAD_BATCH_BYTES:
                         continue
-                    jobs, batch = await preload(batch), []
+                    jobs, batch, batch_bytes = await preload(batch), [], 0
                 else:
                     jobs = [*await preload(batch), job] if batch else [job]
-                    batch = []
+                    batch, batch_bytes = [], 0
                 for ready in jobs:
                     await send.put(ready)
             for ready in await preload(batch):
@@ -584,13 +595,13 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
             # as soon as the workers are done, so a stop never waits longer than needed.
             async with anyio.create_task_group() as outer:
                 async with anyio.create_task_group() as group:
-                    jobs = JobQueue(options.concurrency)
+                    jobs = JobQueue(options.concurrency, reader.READ_AHEAD_BYTES)
                     feeder = anyio.CancelScope()
                     control._attach(scope, feeder, outer, options.grace)
                     group.start_soon(run.feed, jobs, feeder)
                     if options.credentials is not None and not options.dry_run:
                         outer.start_soon(_keep_fresh, run)
-                    for _ in range(options.workers):
+                    for _ in range(options.concurrency):
                         group.start_soon(run.work, jobs)
                 outer.cancel_scope.cancel()
     finally:

@@ -1,7 +1,7 @@
 """Stage 3: read audio from disk, so files load while other rows upload.
 
-Small files are read ahead in batches (on the event loop while reads are quick, else in a
-thread); bigger ones with aiofiles.
+Files sent whole are read ahead in batches (on the event loop while reads are quick, else
+in a thread); streamed ones chunk by chunk with aiofiles.
 
 A file is read whole when it goes in one Upload message, or in chunk_size pieces for
 UploadAsStream; either way its first bytes are checked against the declared format
@@ -35,15 +35,18 @@ def _unreadable(job: Job, exc: OSError) -> RowInvalid:
     return RowInvalid(f"cannot read {job.audio_path}: {exc.strerror or exc}", "FILE_UNREADABLE")
 
 
-# Small files are read ahead by the feeder, PRELOAD_BATCH at a time. Memory: (concurrency +
-# batch) x 256 KiB at most. Where reads are quick (page cache, local disk) they run on the
-# event loop: handing a batch to a thread costs more than the reads, and that thread's GIL
-# hand-offs stall the loop at every system call (measured: 9% of the client's CPU with
-# 16 KiB files). A batch slower than INLINE_READ_BUDGET sends the next ones to a thread,
-# so a slow network file system never holds up the calls in flight; the thread times its
-# reads the same way and brings them back once they are quick again.
-PRELOAD_MAX_BYTES = 256 * 1024
+# Files that go whole into one Upload are read ahead by the feeder, in batches of up to
+# PRELOAD_BATCH files or PRELOAD_BATCH_BYTES, and wait in the job queue with their bytes
+# (READ_AHEAD_BYTES at most, or one file bigger than that). Where reads are quick (page
+# cache, local disk) they run on the event loop: handing a batch to a thread costs more
+# than the reads, and that thread's GIL hand-offs stall the loop at every system call
+# (measured: 9% of the client's CPU with 16 KiB files). A batch slower than
+# INLINE_READ_BUDGET sends the next ones to a thread, so a slow network file system never
+# holds up the calls in flight; the thread times its reads the same way and brings them
+# back once they are quick again.
 PRELOAD_BATCH = 16
+PRELOAD_BATCH_BYTES = 4 * 1024 * 1024
+READ_AHEAD_BYTES = 16 * 1024 * 1024
 INLINE_READ_BUDGET = 0.002  # seconds the event loop may spend reading one batch
 
 
