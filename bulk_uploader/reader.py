@@ -50,25 +50,28 @@ READ_AHEAD_BYTES = 16 * 1024 * 1024
 INLINE_READ_BUDGET = 0.002  # seconds the event loop may spend reading one batch
 
 
-def _read_file(path: str | Path) -> bytes:
-    """A whole file: os calls rather than open(), which builds two file objects per file."""
+def _read_file(path: str | Path, size: int) -> bytes:
+    """A whole file whose size stat gave: os calls rather than open(), which builds two file
+    objects, and a first read of exactly that size, as os.read allocates what it is asked
+    for (a 1 MiB buffer for a 16 KiB file cost 25 us a file in page faults). The file is
+    read on to its end in case it grew since."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
+        chunks = [os.read(fd, size + 1)]
+        while chunk := os.read(fd, 1 << 16 if len(chunks) == 1 else 1 << 20):
             chunks.append(chunk)
     finally:
         os.close(fd)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _read_all(paths: list[str]) -> tuple[list[bytes | None], float]:
+def _read_all(files: list[tuple[str, int]]) -> tuple[list[bytes | None], float]:
     """The files' bytes (None where a read failed) and the seconds the reads took."""
     started = time.perf_counter()
     out: list[bytes | None] = []
-    for path in paths:
+    for path, size in files:
         try:
-            out.append(_read_file(path))
+            out.append(_read_file(path, size))
         except OSError:
             out.append(None)  # read_whole reads it again and reports the error as the row's
     return out, time.perf_counter() - started
@@ -88,12 +91,12 @@ class Preloader:
     async def __call__(self, jobs: list[Job]) -> list[Job]:
         if not jobs:
             return jobs
-        paths = [str(job.path) for job in jobs]
+        files = [(str(job.path), job.size) for job in jobs]
         if self.inline:
-            datas, seconds = _read_all(paths)
+            datas, seconds = _read_all(files)
         else:
             self.batches_in_thread += 1
-            datas, seconds = await _read_many(paths)
+            datas, seconds = await _read_many(files)
         self.inline = seconds < self.budget
         for job, data in zip(jobs, datas, strict=True):
             job.data = data
@@ -125,7 +128,7 @@ async def read_whole(job: Job) -> tuple[bytes, AudioInfo]:
     """A whole (small) file, preloaded or read now, and checked."""
     assert job.path is not None
     try:
-        data = job.data if job.data is not None else await _read_bytes(job.path)
+        data = job.data if job.data is not None else await _read_bytes(job.path, job.size)
     except OSError as exc:
         raise _unreadable(job, exc) from None
     if not data:

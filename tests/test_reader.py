@@ -36,9 +36,9 @@ class ThreadWatch:
         self.threads: list[int] = []
         original = reader._read_all
 
-        def watched(paths: list[str]) -> tuple[list[bytes | None], float]:
+        def watched(files: list[tuple[str, int]]) -> tuple[list[bytes | None], float]:
             self.threads.append(threading.get_ident())
-            return original(paths)
+            return original(files)
 
         monkeypatch.setattr(reader, "_read_all", watched)
         monkeypatch.setattr(reader, "_read_many", reader.aiofiles.os.wrap(watched))
@@ -84,3 +84,15 @@ def test_the_allocator_keeps_big_buffers_on_glibc() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     glibc = (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
     assert done.stdout.strip() == str(glibc)
+
+
+@pytest.mark.parametrize("stat_said", [0, 1000, 36_000, 41_000, 10**6])
+def test_a_file_is_read_whole_whatever_size_stat_gave_earlier(tmp_path: Path, stat_said: int) -> None:
+    # The row's size comes from validation's stat; the file may have grown or shrunk since.
+    path = tmp_path / "grown.bin"
+    data = os.urandom(41_000)
+    path.write_bytes(data)
+    assert reader._read_file(str(path), stat_said) == data
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
+    assert reader._read_file(big, stat_said) == big.read_bytes()
