@@ -573,21 +573,29 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
     stops at once), ConfigError when the run cannot start.
     """
     control = control or RunControl()
-    previous = await anyio.to_thread.run_sync(load_results, options.results_path)
-    run = _Run(options, reporter, control, previous)
-    rows = await anyio.to_thread.run_sync(count_rows, options.manifest)
-    run.stats.total_rows = rows // options.shard.count if options.shard else rows
-    run.stats.concurrency = options.concurrency
-    if not options.dry_run:
-        if options.credentials is not None:
-            await options.credentials.start()
-        run.writer = ResultsWriter(options.results_path, on_error=run.fail)
-        run.transport = Transport(
-            options.endpoint,
-            options.credentials,
-            insecure=options.insecure,
-            max_message_bytes=options.stream_threshold + 1024 * 1024,
-        )
+    # Connecting starts now, so the handshakes overlap reading the results file and the manifest.
+    transport = None if options.dry_run else Transport(
+        options.endpoint,
+        options.credentials,
+        insecure=options.insecure,
+        max_message_bytes=options.stream_threshold + 1024 * 1024,
+    )
+    try:
+        previous = await anyio.to_thread.run_sync(load_results, options.results_path)
+        run = _Run(options, reporter, control, previous)
+        rows = await anyio.to_thread.run_sync(count_rows, options.manifest)
+        run.stats.total_rows = rows // options.shard.count if options.shard else rows
+        run.stats.concurrency = options.concurrency
+        if transport is not None:
+            if options.credentials is not None:
+                await options.credentials.start()
+            run.writer = ResultsWriter(options.results_path, on_error=run.fail)
+    except BaseException:
+        if transport is not None:
+            with anyio.CancelScope(shield=True):
+                await transport.close()
+        raise
+    run.transport = transport
     reporter.start(run.stats)
     try:
         with anyio.CancelScope() as scope:

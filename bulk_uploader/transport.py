@@ -164,6 +164,7 @@ class Transport:
         else:
             self._channel = aio.secure_channel(endpoint, grpc.ssl_channel_credentials(), options=options)
         self._stub = pb_grpc.TalkServiceStub(self._channel)
+        self._channel.get_state(try_to_connect=True)  # connect now, not on the first call
 
     async def close(self) -> None:
         """Close the channel, cancelling calls still in flight."""
