@@ -137,7 +137,8 @@ async def _upload_with_signals(options: UploadOptions, reporter: Reporter) -> Ru
 
 def run_cli_upload(options: UploadOptions, reporter: Reporter, retry_command: str) -> int:
     """Run an upload to its end and print the summary; returns the exit status."""
-    keep_big_buffers()  # a process-wide setting, so the command line makes it, not the library
+    if not options.dry_run:  # a dry run sends nothing; the setting is process-wide, so the command line makes it
+        keep_big_buffers()
     for warning in warnings_for(options):
         reporter.message(f"warning: {warning}")
     try:
