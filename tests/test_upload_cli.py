@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import json
@@ -16,6 +17,7 @@ from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli, start_upload
 
 from bulk_uploader import samples
 from bulk_uploader.audio import AudioFormat
+from bulk_uploader.cli import EventLoop, _run_event_loop
 from bulk_uploader.emulator import FaultOptions
 from bulk_uploader.results import read_records
 
@@ -77,13 +79,13 @@ def results_by_id(path: Path) -> dict[str, dict[str, Any]]:
     return {r["id"]: r for r in read_records(path)}
 
 
-@pytest.mark.parametrize("kind", ["jsonl", "csv"])
-def test_mixed_manifest_uploads_completely(tmp_path: Path, served: ThreadedEmulator, kind: str) -> None:
+@pytest.mark.parametrize("kind, event_loop", [("jsonl", "uvloop"), ("csv", "uvloop"), ("jsonl", "asyncio")])
+def test_mixed_manifest_uploads_completely(tmp_path: Path, served: ThreadedEmulator, kind: str, event_loop: str) -> None:
     manifest = mixed_dataset(tmp_path, 240)
     rows = manifest_rows(manifest)
     if kind == "csv":
         manifest = to_csv(manifest)
-    result = upload(served, manifest)
+    result = upload(served, manifest, "--event-loop", event_loop)
     assert result.returncode == 0, result.stderr
     assert_store_matches(served, manifest, rows)
     records = results_by_id(manifest.with_name(manifest.name + ".results.jsonl"))
@@ -336,3 +338,12 @@ def test_the_retry_command_never_shows_a_token_command() -> None:
     shown = " ".join(_shown_args(args))
     assert "secret-token" not in shown and "t1.x" not in shown
     assert shown == "m.jsonl --iam-token-command <same command> --iam-token-command=<same command> --quiet"
+
+
+@pytest.mark.parametrize("event_loop", list(EventLoop))
+def test_the_event_loop_asked_for_runs_the_upload(event_loop: EventLoop) -> None:
+    async def loop_type() -> Any:
+        return type(asyncio.get_running_loop())
+
+    ran_on = _run_event_loop(loop_type(), event_loop)
+    assert (ran_on.__module__.startswith("uvloop")) == (event_loop is EventLoop.uvloop)
