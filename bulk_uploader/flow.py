@@ -15,9 +15,28 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 
 import anyio
+
+
+async def wait_in_line(waiters: deque[asyncio.Future[None]], pass_on: Callable[[], None]) -> None:
+    """Wait at the end of a FIFO of bare futures until one of them is set for us.
+
+    A waiter cancelled after it was woken calls pass_on(), so the wake-up it took reaches
+    the next one in line instead of being lost.
+    """
+    waiter = asyncio.get_running_loop().create_future()
+    waiters.append(waiter)
+    try:
+        await waiter
+    except BaseException:
+        if waiter in waiters:
+            waiters.remove(waiter)
+        else:
+            pass_on()
+        raise
 
 
 class AdaptiveLimiter:
@@ -66,16 +85,7 @@ class AdaptiveLimiter:
                 continue
             if self.in_use < self.current and (handed or not self._waiters):
                 break
-            woken = asyncio.get_running_loop().create_future()
-            self._waiters.append(woken)
-            try:
-                await woken
-            except BaseException:
-                if woken in self._waiters:
-                    self._waiters.remove(woken)
-                else:
-                    self._wake()  # pass on the wake-up this cancelled waiter received
-                raise
+            await wait_in_line(self._waiters, self._wake)
             handed = True
         self.in_use += 1
 

@@ -30,7 +30,7 @@ from bulk_uploader import reader
 from bulk_uploader.audio import AudioInfo
 from bulk_uploader.chat import ChatMessage, encoded_size
 from bulk_uploader.errors import AuthError, BulkUploadError, ResultsFileError
-from bulk_uploader.flow import AdaptiveLimiter, Pacer
+from bulk_uploader.flow import AdaptiveLimiter, Pacer, wait_in_line
 from bulk_uploader.manifest import count_rows, read_manifest
 from bulk_uploader.options import UploadOptions
 from bulk_uploader.progress import Reporter
@@ -162,6 +162,10 @@ class JobQueue:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _pass_on(self) -> None:
+        if self._items and self._getters:
+            self._wake(self._getters.popleft())
+
     async def put(self, job: Job) -> None:
         """Add a job, waiting while `size` jobs or `max_bytes` of read-ahead are queued."""
         while self._items and (len(self._items) >= self._size or self._bytes >= self._max_bytes):
@@ -178,16 +182,7 @@ class JobQueue:
         while not self._items:
             if self._closed:
                 return None
-            waiter = asyncio.get_running_loop().create_future()
-            self._getters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter in self._getters:
-                    self._getters.remove(waiter)
-                elif self._items and self._getters:
-                    self._wake(self._getters.popleft())  # it was woken for a job: pass that on
-                raise
+            await wait_in_line(self._getters, self._pass_on)
         job = self._items.popleft()
         if job.data is not None:
             self._bytes -= len(job.data)
