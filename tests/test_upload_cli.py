@@ -200,8 +200,10 @@ def test_server_rejection_mid_stream_fails_the_row_without_retries(tmp_path: Pat
         records = results_by_id(manifest.with_name("manifest.jsonl.results.jsonl"))
         for record in records.values():
             assert (record["status"], record["code"]) == ("failed", "INVALID_ARGUMENT")
-            # Not retried, except once where grpc.aio masks the status as INTERNAL (grpc#36066).
-            assert record["attempts"] <= 2
+            # The refusal itself is not retried; an attempt whose status grpc.aio masks as
+            # INTERNAL (grpc#36066, a race with the write in flight) is, and that race can
+            # repeat once more. Far from the 11 attempts a retried answer would get.
+            assert record["attempts"] <= 3
             assert "missing required metadata keys for the audio connection: region" in record["error"]
         assert records["call-000000"]["rpc"] == "UploadAsStream"
     finally:
