@@ -162,7 +162,7 @@ def _run_event_loop(main: Coroutine[Any, Any, RunSummary], event_loop: EventLoop
 
 
 def run_cli_upload(options: UploadOptions, reporter: Reporter, retry_command: str,
-                   event_loop: EventLoop = EventLoop.asyncio) -> int:
+                   event_loop: EventLoop = EventLoop.uvloop) -> int:
     """Run an upload to its end and print the summary; returns the exit status."""
     if not options.dry_run:  # a dry run sends nothing; the setting is process-wide, so the command line makes it
         keep_big_buffers()

@@ -9,7 +9,7 @@ by count and bytes (backpressure: the manifest and the files are read only as fa
 rows are sent). `concurrency` workers each carry one row at a time to its outcome. As the
 bytes are already in memory, a worker whose call ends sends its next row in the same
 step; with more workers than calls, each call waited for a woken worker instead (side
-by side with 16 KiB files: 0.86 s against 0.75 s for 2,000 files).
+by side with 2,000 files of 16 KiB: 0.78 s before, 0.75 s after).
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ _read_many = aiofiles.os.wrap(_read_all)
 
 
 class Preloader:
-    """Attaches small files' bytes to their jobs, on the event loop while reads are quick."""
+    """Attaches the bytes of files sent whole to their jobs, on the event loop while reads are quick."""
 
     def __init__(self, budget: float = INLINE_READ_BUDGET) -> None:
         self.budget = budget

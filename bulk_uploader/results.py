@@ -161,14 +161,11 @@ class ResultsWriter:
 
     def write_record(self, line: bytes) -> None:
         """Append one already-encoded line now, with the outcome lines waiting to be written."""
-        if self._pending:
-            self._pending.append(line)
-            line = b"".join(self._pending)
-            self._pending.clear()
-        self._write(line)
+        self._pending.append(line)
+        self.flush()
 
     def flush(self) -> None:
-        """Write the outcome lines waiting."""
+        """Write the lines waiting, in one system call."""
         if self._flush_soon is not None:
             self._flush_soon.cancel()
             self._flush_soon = None
