@@ -5,10 +5,10 @@ The library surface: build UploadOptions, pick a Reporter, await run_upload().
 
 from bulk_uploader.auth import Credentials, TokenCommand
 from bulk_uploader.errors import AuthError, BulkUploadError, ConfigError, ResultsFileError
+from bulk_uploader.model import RowResult
 from bulk_uploader.options import UploadOptions
 from bulk_uploader.pipeline import RunControl, RunSummary, run_upload
 from bulk_uploader.progress import PlainReporter, QuietReporter, Reporter, RichReporter, make_reporter
-from bulk_uploader.results import RowResult
 
 __version__ = "0.1.0"
 

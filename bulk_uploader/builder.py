@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from bulk_uploader.manifest import KeySet, columns_to_row, flatten, read_records, row_key
+from bulk_uploader.manifest import read_records
 from bulk_uploader.mapping import ColumnMapping
+from bulk_uploader.model import KeySet, columns_to_row, flatten, row_key
 
 AUDIO_SUFFIXES = frozenset({".wav", ".mp3", ".ogg", ".opus", ".pcm", ".raw"})
 SAMPLES_PER_KIND = 3

@@ -30,12 +30,12 @@ from typer.core import TyperGroup
 from bulk_uploader.allocator import keep_big_buffers
 from bulk_uploader.auth import DEFAULT_TOKEN_REFRESH, AuthProvider, Credentials, ServiceAccountAuth, TokenCommand
 from bulk_uploader.chat import parse_timezone
-from bulk_uploader.errors import BulkUploadError, ConfigError
+from bulk_uploader.errors import BulkUploadError, ConfigError, SchemaError
 from bulk_uploader.mapping import load_mapping
 from bulk_uploader.options import DEFAULT_ENDPOINT, SearchScope, UploadOptions, is_loopback
 from bulk_uploader.pipeline import RunControl, RunSummary, run_upload
 from bulk_uploader.progress import Reporter, make_reporter
-from bulk_uploader.schema import SchemaError, load_schemas
+from bulk_uploader.schema import load_schemas
 from bulk_uploader.shard import parse_shard, shard_from_environment
 from bulk_uploader.transport import DEFAULT_IAM_ENDPOINT, IamTokenExchange
 

@@ -1,17 +1,32 @@
-"""Exceptions bulk-upload raises. A failed or invalid row is never an exception: it is a
-result written to the results file. Exceptions stop a whole run:
+"""Exceptions bulk-upload raises. A failed or invalid row is never an exception to a caller:
+it is a result written to the results file. Exceptions that leave run_upload stop a whole run:
 
     BulkUploadError            base of everything raised on purpose
-    ├── ConfigError            options, credentials or a schema file make no sense (exit 2)
-    │   └── MappingError       a mapping file is unusable (names its line and key)
+    ├── ConfigError            options, credentials or a file of settings make no sense (exit 2)
+    │   ├── MappingError       a mapping file is unusable (names its line and key)
+    │   └── SchemaError        a connection schema file is unusable
     ├── AuthError              the service refused the credentials (exit 2, run stopped at once)
     └── ResultsFileError       the results file cannot be read or written (exit 2)
 
-gRPC errors are translated to rows' outcomes in exactly one place,
-bulk_uploader.transport.classify().
+Two more are raised and caught inside a run, one row at a time, and end as that row's
+results line; they never reach a caller:
+
+    RowInvalid                 a row cannot be sent (its `code` names the kind)
+    CallFailure                a call the service or the network did not complete
+
+gRPC errors are translated to CallFailure in exactly one place, bulk_uploader.transport.classify().
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+TRANSIENT_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "INTERNAL", "ABORTED", "DEADLINE_EXCEEDED"})
+AUTH_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
+# Answers after which the request may nevertheless have been carried out: the call was
+# lost, timed out or broke after the request left. RESOURCE_EXHAUSTED, ABORTED and every
+# definite refusal say it was not.
+UNKNOWN_OUTCOME_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "UNKNOWN", "CANCELLED", "DATA_LOSS"})
 
 
 class BulkUploadError(Exception):
@@ -19,7 +34,15 @@ class BulkUploadError(Exception):
 
 
 class ConfigError(BulkUploadError):
-    """Raised when options, credentials or a schema file are unusable, before anything is sent."""
+    """Raised when options, credentials or a settings file are unusable, before anything is sent."""
+
+
+class MappingError(ConfigError):
+    """Raised when a mapping file cannot be read or makes no sense (names the line and key)."""
+
+
+class SchemaError(ConfigError):
+    """Raised when a connection schema file cannot be read or makes no sense."""
 
 
 class AuthError(BulkUploadError):
@@ -28,3 +51,41 @@ class AuthError(BulkUploadError):
 
 class ResultsFileError(BulkUploadError):
     """Raised when the results file cannot be read or appended to."""
+
+
+class RowInvalid(ValueError):
+    """Raised when a row cannot be sent; `code` is a short kind for the results file."""
+
+    def __init__(self, message: str, code: str = "INVALID_ROW") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(eq=False)
+class CallFailure(Exception):
+    """Raised for a call the service (or the network) did not complete."""
+
+    code: str  # gRPC status name
+    message: str
+    pushback: float | None = None  # seconds the server asked us to wait, if it said
+    request_complete: bool = True  # the whole request had left (False: a stream cut short)
+    auth_header: str = ""  # the credential the call carried (to refresh exactly that one)
+    sent_at: float = 0.0  # monotonic time the call started (a pushback counts from about then)
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """The service may have stored the talk although the call failed."""
+        return self.request_complete and self.code in UNKNOWN_OUTCOME_CODES
+
+    @property
+    def transient(self) -> bool:
+        """Worth trying again after a pause."""
+        return self.code in TRANSIENT_CODES
+
+    @property
+    def auth(self) -> bool:
+        """The credentials were refused: every other call would fail the same way."""
+        return self.code in AUTH_CODES
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"

@@ -46,18 +46,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bulk_uploader.chat import parse_timezone
-from bulk_uploader.errors import ConfigError
-from bulk_uploader.manifest import ROW_COLUMNS, USER_COLUMN, as_text
+from bulk_uploader.errors import MappingError
+from bulk_uploader.model import ROW_COLUMNS, USER_COLUMN, as_text
 
 _TABLES = ("row", "rename", "values", "dates", "defaults", "constants")
 _ROW_KEYS = ("id", "dedupe_key", "unmapped", "drop")
 _DATE_KEYS = ("format", "timezone", "output")
 _SPECIAL_FORMATS = ("iso", "unix", "unix_ms")
 _OUTPUTS = ("zoned", "utc", "local")
-
-
-class MappingError(ConfigError):
-    """Raised when a mapping file cannot be read or makes no sense (names the line and key)."""
 
 
 @dataclass(frozen=True, slots=True)

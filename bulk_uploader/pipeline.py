@@ -29,16 +29,17 @@ from anyio.abc import TaskGroup
 from bulk_uploader import reader
 from bulk_uploader.audio import AudioInfo
 from bulk_uploader.chat import ChatMessage, encoded_size
-from bulk_uploader.errors import AuthError, BulkUploadError, ResultsFileError
+from bulk_uploader.errors import AuthError, BulkUploadError, CallFailure, ResultsFileError, RowInvalid
 from bulk_uploader.flow import AdaptiveLimiter, Pacer, wait_in_line
 from bulk_uploader.manifest import count_rows, read_manifest
+from bulk_uploader.model import Job, RowResult
 from bulk_uploader.options import UploadOptions
 from bulk_uploader.progress import Reporter
 from bulk_uploader.report import UploadRate, measured_rate
-from bulk_uploader.results import PreviousResults, ResultsWriter, RowResult, attempt_line, load_results
+from bulk_uploader.results import PreviousResults, ResultsWriter, attempt_line, load_results
 from bulk_uploader.stats import RunStats
-from bulk_uploader.transport import CallFailure, Transport
-from bulk_uploader.validation import Job, RowInvalid, Validator
+from bulk_uploader.transport import Transport
+from bulk_uploader.validation import Validator
 
 SAMPLES_PER_CODE = 3  # problem rows of each kind named in the summary
 _YIELD_EVERY = 256  # manifest rows parsed between yields to the event loop

@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from bulk_uploader.results import RowResult
+from bulk_uploader.model import RowResult
 from bulk_uploader.stats import RunStats
 
 if TYPE_CHECKING:

@@ -20,7 +20,9 @@ import aiofiles.os
 
 from bulk_uploader.audio import SNIFF_BYTES, AudioError, AudioInfo, check_audio
 from bulk_uploader.chat import ChatError, ChatMessage, messages_from_document
-from bulk_uploader.validation import Job, RowInvalid, Validator
+from bulk_uploader.errors import RowInvalid
+from bulk_uploader.model import Job
+from bulk_uploader.validation import Validator
 
 
 def check_head(job: Job, head: bytes) -> AudioInfo:

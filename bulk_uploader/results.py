@@ -21,54 +21,20 @@ import asyncio
 import json
 import os
 import stat
-from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 from bulk_uploader.errors import ResultsFileError
-from bulk_uploader.manifest import KeySet
+from bulk_uploader.model import KeySet, RowResult, encode_json
 
-Status = Literal["uploaded", "failed", "invalid", "ambiguous"]
 SENDING = "sending"  # journal line: an attempt is about to be sent
-
-
-@dataclass(slots=True)
-class RowResult:
-    """The outcome of one row, as written to the results file."""
-
-    id: str
-    status: Status
-    talk_id: str | None = None
-    error: str | None = None
-    code: str | None = None  # gRPC status name, or a local kind such as FILE_NOT_FOUND
-    attempts: int = 0
-    bytes: int = 0
-    seconds: float = 0.0
-    audio_path: str | None = None
-    line: int = 0  # the row's line in the manifest
-    rpc: str | None = None
-    unknown_outcomes: int = 0  # attempts (this run or before) that may have stored a talk
-    reconciled: bool = False  # uploaded: found by Search after an unknown outcome, not re-sent
-    finished_at: str = ""  # stamped when the line is written
-
-    def to_line(self) -> bytes:
-        """The JSON line for the results file (`id` and `status` first: load_results reads them fast)."""
-        if not self.finished_at:
-            self.finished_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        data = {name: getattr(self, name) for name in _RESULT_FIELDS}
-        data["seconds"] = round(self.seconds, 3)
-        return (_encode(data) + "\n").encode("utf-8")
-
-
-_RESULT_FIELDS = tuple(f.name for f in fields(RowResult))
-_encode = json.JSONEncoder(ensure_ascii=False).encode  # made once: json.dumps(ensure_ascii=False) builds one per call
 
 
 def attempt_line(key: str, line: int, attempt: int, unknown_before: int) -> bytes:
     """The journal line written just before an attempt is sent."""
     return (
-        f'{{"id": {_encode(key)}, "status": "{SENDING}", "attempt": {attempt:d}, "line": {line:d}, '
+        f'{{"id": {encode_json(key)}, "status": "{SENDING}", "attempt": {attempt:d}, "line": {line:d}, '
         f'"unknown_before": {unknown_before:d}}}\n'
     ).encode("utf-8")
 

@@ -24,6 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+from bulk_uploader.errors import SchemaError
+
 ConnectionType = Literal["audio", "chat"]
 
 AUDIO_KEYS: tuple[str, ...] = (
@@ -43,10 +45,6 @@ MAX_VALUE_BYTES = 1024
 _NAIVE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}")
 _ZONED_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
 _LANGUAGE = re.compile(r"ru-ru(\s*,\s*kk-kz)?", re.IGNORECASE)
-
-
-class SchemaError(ValueError):
-    """Raised when a connection schema file cannot be read or makes no sense."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -21,19 +20,13 @@ from grpc import aio
 from bulk_uploader.audio import AudioFormat, AudioInfo
 from bulk_uploader.auth import AuthProvider
 from bulk_uploader.chat import ChatMessage
-from bulk_uploader.errors import AuthError
+from bulk_uploader.errors import AuthError, CallFailure
+from bulk_uploader.model import Job
 from bulk_uploader.options import SearchScope
 from bulk_uploader.proto import iam_pb2, iam_pb2_grpc
 from bulk_uploader.proto import speechsense_pb2 as pb
 from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
-from bulk_uploader.validation import Job
 
-TRANSIENT_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "INTERNAL", "ABORTED", "DEADLINE_EXCEEDED"})
-AUTH_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
-# Answers after which the request may nevertheless have been carried out: the call was
-# lost, timed out or broke after the request left. RESOURCE_EXHAUSTED, ABORTED and every
-# definite refusal say it was not.
-UNKNOWN_OUTCOME_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "UNKNOWN", "CANCELLED", "DATA_LOSS"})
 PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
 IDEMPOTENCY_HEADER = "idempotency-key"
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f3c1a52-43c8-4f0e-9d59-3f0b8d7f2a11")
@@ -44,36 +37,6 @@ _CONTAINER = {
     AudioFormat.OGG_OPUS: pb.ContainerAudio.CONTAINER_AUDIO_TYPE_OGG_OPUS,
 }
 _ROLE = {"operator": pb.USER_ROLE_OPERATOR, "client": pb.USER_ROLE_CLIENT, "bot": pb.USER_ROLE_BOT}
-
-
-@dataclass(eq=False)
-class CallFailure(Exception):
-    """Raised for a call the service (or the network) did not complete."""
-
-    code: str  # gRPC status name
-    message: str
-    pushback: float | None = None  # seconds the server asked us to wait, if it said
-    request_complete: bool = True  # the whole request had left (False: a stream cut short)
-    auth_header: str = ""  # the credential the call carried (to refresh exactly that one)
-    sent_at: float = 0.0  # monotonic time the call started (a pushback counts from about then)
-
-    @property
-    def outcome_unknown(self) -> bool:
-        """The service may have stored the talk although the call failed."""
-        return self.request_complete and self.code in UNKNOWN_OUTCOME_CODES
-
-    @property
-    def transient(self) -> bool:
-        """Worth trying again after a pause."""
-        return self.code in TRANSIENT_CODES
-
-    @property
-    def auth(self) -> bool:
-        """The credentials were refused: every other call would fail the same way."""
-        return self.code in AUTH_CODES
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
 
 
 def classify(exc: BaseException, *, request_complete: bool = True, auth_header: str = "") -> CallFailure:

@@ -11,59 +11,15 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
 from typing import Any, Literal
 
 from bulk_uploader.audio import AudioError, AudioFormat, check_pcm_params
 from bulk_uploader.chat import ChatError, ChatMessage, encoded_size, parse_messages
-from bulk_uploader.manifest import KeySet, ManifestRow
+from bulk_uploader.errors import RowInvalid
+from bulk_uploader.model import ROLES, Job, KeySet, ManifestRow, User
 from bulk_uploader.schema import ConnectionSchema, check_fields, dialog_user_ids, find_schema
-
-ROLES = ("operator", "client", "bot")
-JobKind = Literal["audio", "chat", "update"]
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """One participant's metadata (TalkMetadata.users)."""
-
-    id: str
-    role: str  # operator | client | bot
-    fields: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Job:
-    """A checked row, ready to send. Filled in by the stages that follow validation (the
-    dedupe pair, a small file's bytes) in place: copying it per row is measurable."""
-
-    key: str
-    line: int
-    kind: JobKind
-    connection_id: str
-    fields: dict[str, str]
-    users: tuple[User, ...] = ()
-    audio_path: str | None = None  # as written in the manifest
-    path: Path | None = None  # resolved against the manifest's folder
-    size: int = 0
-    format: AudioFormat | None = None  # declared; None: sniffed from the bytes
-    sample_rate: int | None = None
-    channels: int | None = None
-    talk_id: str | None = None  # set on metadata updates
-    dedupe: tuple[str, str] | None = None  # (Search key, value) naming this row's talk, with --dedupe-key
-    messages: tuple[ChatMessage, ...] = ()  # chat rows with inline messages
-    chat_path: Path | None = None  # chat rows whose messages are in a file (read by the reader stage)
-    data: bytes | None = field(default=None, repr=False)  # a small file's bytes, read ahead
-
-
-class RowInvalid(ValueError):
-    """Raised when a row cannot be sent; `code` is a short kind for the results file."""
-
-    def __init__(self, message: str, code: str = "INVALID_ROW") -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _string_map(value: Any, what: str) -> dict[str, str]:

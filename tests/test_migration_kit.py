@@ -13,9 +13,9 @@ from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli, upload_argv
 
 from bulk_uploader import samples
 from bulk_uploader.emulator import EmulatorOptions, TalkStore
-from bulk_uploader.errors import ConfigError
+from bulk_uploader.errors import ConfigError, MappingError
 from bulk_uploader.manifest import read_manifest
-from bulk_uploader.mapping import MappingError, load_mapping
+from bulk_uploader.mapping import load_mapping
 from bulk_uploader.schema import ConnectionSchema
 
 # The old vendor's naming: nested agent/customer objects, day-first dates in Moscow time,

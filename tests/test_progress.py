@@ -7,8 +7,8 @@ import time
 
 from rich.console import Console
 
+from bulk_uploader.model import RowResult
 from bulk_uploader.progress import PlainReporter, RichReporter, make_reporter, status_line
-from bulk_uploader.results import RowResult
 from bulk_uploader.stats import RunStats
 
 

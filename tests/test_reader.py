@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from bulk_uploader import reader
-from bulk_uploader.validation import Job, RowInvalid
+from bulk_uploader.errors import RowInvalid
+from bulk_uploader.model import Job
 
 
 def jobs_for(paths: list[Path]) -> list[Job]:

@@ -1,0 +1,233 @@
+"""The data types the stages share, and the helpers that turn a record's columns into a row.
+
+    ManifestRow  a manifest line as read (manifest)           -> Job     a checked row (validation)
+    Job          filled in by the reader (bytes read ahead)    -> RowResult  its outcome (results file)
+    KeySet       a compact set of row keys (resume, duplicate ids, dedupe values)
+
+No stage module defines a type another stage fills in; they all live here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from array import array
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from bulk_uploader.audio import AudioFormat
+from bulk_uploader.chat import ChatMessage
+
+# Columns user<N>.id, user<N>.role and user<N>.<field> describe participant N.
+USER_COLUMN = re.compile(r"user(\d+)\.(.+)")
+# Columns that describe the row itself rather than carry talk metadata (`messages` only
+# through a mapping: a CSV cell cannot hold a list).
+ROW_COLUMNS = frozenset(
+    {"id", "audio_path", "connection_id", "format", "sample_rate", "channels", "talk_id", "chat_path", "messages"}
+)
+
+
+ROLES = ("operator", "client", "bot")
+JobKind = Literal["audio", "chat", "update"]
+
+
+class RecordMapping(Protocol):
+    """What a manifest reader needs of a mapping (bulk_uploader.mapping.ColumnMapping)."""
+
+    def apply(self, record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Manifest columns for one flat source record, and every problem found in it."""
+        ...
+
+
+@dataclass(slots=True)
+class ManifestRow:
+    """One manifest row: its 1-based line, its key, and its fields (or why it could not be read)."""
+
+    line: int
+    key: str
+    data: dict[str, Any]
+    problem: str | None = None  # why the row cannot be used
+    code: str = "MALFORMED_ROW"  # the problem's kind, for the results file
+
+
+class KeySet:
+    """Keys seen so far, in 8 bytes each: a million keys take 16 MiB, not the ~70 MiB of a set.
+
+    An open-addressing table of the keys' 64-bit hashes (a collision between two different
+    keys is negligible: about 1 in 10^7 for a million keys). Hashes are per process, which
+    is all a run needs.
+    """
+
+    _EMPTY = 0
+
+    def __init__(self) -> None:
+        self._table = array("Q", bytes(8 * 1024))
+        self._mask = 1023
+        self._count = 0
+
+    @staticmethod
+    def _hash(key: str) -> int:
+        return (hash(key) & 0xFFFFFFFFFFFFFFFF) or 1  # 0 marks an empty slot
+
+    def _slot(self, h: int) -> int:
+        table, mask = self._table, self._mask
+        i = h & mask
+        while table[i] != h and table[i] != self._EMPTY:
+            i = (i + 1) & mask
+        return i
+
+    def add(self, key: str) -> bool:
+        """Add a key; False when it was there already."""
+        h = self._hash(key)
+        i = self._slot(h)
+        if self._table[i] == h:
+            return False
+        self._table[i] = h
+        self._count += 1
+        if 2 * self._count > self._mask:
+            self._grow()
+        return True
+
+    def _grow(self) -> None:
+        old = self._table
+        self._table = array("Q", bytes(16 * len(old)))
+        self._mask = len(self._table) - 1
+        for h in old:
+            if h != self._EMPTY:
+                self._table[self._slot(h)] = h
+
+    def __contains__(self, key: str) -> bool:
+        h = self._hash(key)
+        return self._table[self._slot(h)] == h
+
+    def __len__(self) -> int:
+        return self._count
+
+
+def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A JSON object's columns: nested objects joined with dots, scalars as text, nulls left out."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        elif value is None:
+            continue
+        else:
+            out[name] = as_text(value)
+    return out
+
+
+def as_text(value: Any) -> Any:
+    """Scalars as the text the service takes (true/false, 12, 1.5); lists and text unchanged."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+def row_key(data: dict[str, Any], line: int) -> str:
+    """The key that identifies a row across runs: id, else audio_path (or chat_path), else the line."""
+    for name in ("id", "audio_path", "chat_path"):
+        value = data.get(name)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
+            return str(value).strip()
+    return f"line:{line}"
+
+
+def columns_to_row(columns: dict[str, Any]) -> dict[str, Any]:
+    """A manifest row from flat columns: row columns as they are, user<N>.* as users, the rest metadata."""
+    data: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    users: dict[int, dict[str, Any]] = {}
+    for name, value in columns.items():
+        if value == "" or value is None:
+            continue
+        if name in ROW_COLUMNS:
+            data[name] = value
+        elif user := USER_COLUMN.fullmatch(name):
+            slot, attribute = int(user.group(1)), user.group(2)
+            entry = users.setdefault(slot, {"fields": {}})
+            if attribute in ("id", "role"):
+                entry[attribute] = value
+            else:
+                entry["fields"][attribute] = value
+        else:
+            metadata[name] = value
+    data["metadata"] = metadata
+    if users:
+        data["users"] = [users[slot] for slot in sorted(users)]
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """One participant's metadata (TalkMetadata.users)."""
+
+    id: str
+    role: str  # operator | client | bot
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Job:
+    """A checked row, ready to send. Filled in by the stages that follow validation (the
+    dedupe pair, a small file's bytes) in place: copying it per row is measurable."""
+
+    key: str
+    line: int
+    kind: JobKind
+    connection_id: str
+    fields: dict[str, str]
+    users: tuple[User, ...] = ()
+    audio_path: str | None = None  # as written in the manifest
+    path: Path | None = None  # resolved against the manifest's folder
+    size: int = 0
+    format: AudioFormat | None = None  # declared; None: sniffed from the bytes
+    sample_rate: int | None = None
+    channels: int | None = None
+    talk_id: str | None = None  # set on metadata updates
+    dedupe: tuple[str, str] | None = None  # (Search key, value) naming this row's talk, with --dedupe-key
+    messages: tuple[ChatMessage, ...] = ()  # chat rows with inline messages
+    chat_path: Path | None = None  # chat rows whose messages are in a file (read by the reader stage)
+    data: bytes | None = field(default=None, repr=False)  # a small file's bytes, read ahead
+
+
+Status = Literal["uploaded", "failed", "invalid", "ambiguous"]
+
+
+@dataclass(slots=True)
+class RowResult:
+    """The outcome of one row, as written to the results file."""
+
+    id: str
+    status: Status
+    talk_id: str | None = None
+    error: str | None = None
+    code: str | None = None  # gRPC status name, or a local kind such as FILE_NOT_FOUND
+    attempts: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    audio_path: str | None = None
+    line: int = 0  # the row's line in the manifest
+    rpc: str | None = None
+    unknown_outcomes: int = 0  # attempts (this run or before) that may have stored a talk
+    reconciled: bool = False  # uploaded: found by Search after an unknown outcome, not re-sent
+    finished_at: str = ""  # stamped when the line is written
+
+    def to_line(self) -> bytes:
+        """The JSON line for the results file (`id` and `status` first: load_results reads them fast)."""
+        if not self.finished_at:
+            self.finished_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        data = {name: getattr(self, name) for name in _RESULT_FIELDS}
+        data["seconds"] = round(self.seconds, 3)
+        return (encode_json(data) + "\n").encode("utf-8")
+
+
+_RESULT_FIELDS = tuple(f.name for f in fields(RowResult))
+encode_json = json.JSONEncoder(ensure_ascii=False).encode  # made once: json.dumps(ensure_ascii=False) builds one per call
+
+
