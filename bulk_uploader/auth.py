@@ -7,13 +7,13 @@ and no error message quotes them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from bulk_uploader.clock import SYSTEM_CLOCK, Clock
 from bulk_uploader.errors import AuthError, ConfigError
 
 if TYPE_CHECKING:  # cryptography loads only for runs that use --sa-key
@@ -78,10 +78,11 @@ class _RefreshingToken:
 
     kind = "IAM token"
 
-    def __init__(self, refresh_every: float) -> None:
+    def __init__(self, refresh_every: float, clock: Clock = SYSTEM_CLOCK) -> None:
         if refresh_every <= 0:
             raise ConfigError("the token refresh interval must be positive")
         self.refresh_every = refresh_every
+        self.clock = clock
         self._token = ""
         self._fetched = 0.0
         self._lifetime: float | None = None  # seconds the current token lives, when told
@@ -96,7 +97,7 @@ class _RefreshingToken:
 
     async def _fetch(self) -> None:
         token, lifetime = await self._obtain()
-        self._token, self._lifetime, self._fetched = token, lifetime, time.monotonic()
+        self._token, self._lifetime, self._fetched = token, lifetime, self.clock.monotonic()
 
     def _refresh_due(self) -> float:
         """Monotonic time of the next refresh: the interval, or sooner for a short-lived token."""
@@ -116,19 +117,20 @@ class _RefreshingToken:
 
     async def keep_fresh(self) -> None:
         while True:
-            await anyio.sleep(max(0.0, self._refresh_due() - time.monotonic()))
+            await self.clock.sleep(max(0.0, self._refresh_due() - self.clock.monotonic()))
             async with self._lock:
-                if time.monotonic() >= self._refresh_due():
+                if self.clock.monotonic() >= self._refresh_due():
                     await self._fetch()
 
 
 class TokenCommand(_RefreshingToken):
     """IAM tokens printed by a command (e.g. the vendor's CLI), re-run before expiry and on refusal."""
 
-    def __init__(self, command: str, *, refresh_every: float = DEFAULT_TOKEN_REFRESH, timeout: float = 60.0) -> None:
+    def __init__(self, command: str, *, refresh_every: float = DEFAULT_TOKEN_REFRESH, timeout: float = 60.0,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         if not command.strip():
             raise ConfigError("--iam-token-command is empty")
-        super().__init__(refresh_every)
+        super().__init__(refresh_every, clock)
         self.command = command
         self.timeout = timeout
 
@@ -161,8 +163,8 @@ class ServiceAccountAuth(_RefreshingToken):
     """IAM tokens for a service account key (--sa-key): a signed JWT exchanged at the IAM token service."""
 
     def __init__(self, key: ServiceAccountKey, exchange: JwtExchange, *,
-                 refresh_every: float = DEFAULT_TOKEN_REFRESH) -> None:
-        super().__init__(refresh_every)
+                 refresh_every: float = DEFAULT_TOKEN_REFRESH, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(refresh_every, clock)
         self.key = key
         self._exchange = exchange
 

@@ -1,0 +1,148 @@
+"""The feeder: manifest rows -> checks -> read-ahead -> a bounded queue the senders take from.
+
+It skips rows a previous run uploaded and rows of other shards, records invalid rows
+(they never reach a sender), reads the files that go whole into one Upload in batches,
+and waits whenever the queue holds `concurrency` jobs or READ_AHEAD_BYTES of files:
+the manifest and the files are read only as fast as rows are sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import anyio.lowlevel
+
+from bulk_uploader import reader
+from bulk_uploader.errors import RowInvalid
+from bulk_uploader.flow import wait_in_line
+from bulk_uploader.manifest import read_manifest
+from bulk_uploader.model import Job, KeySet, ManifestRow, RowResult
+from bulk_uploader.options import UploadOptions
+from bulk_uploader.pipeline.recorder import Recorder
+from bulk_uploader.stats import RunStats
+from bulk_uploader.validation import Validator
+
+_YIELD_EVERY = 256  # manifest rows parsed between yields to the event loop
+
+
+class JobQueue:
+    """The bounded hand-off from the feeder to the senders; get() returns None once closed and drained.
+
+    Not an anyio memory stream: that costs an Event, a generic-alias instance and a task
+    lookup each time a worker waits, a measurable share of the event loop at thousands
+    of small files a second. Here a wait is one bare future (asyncio only, which grpc.aio
+    requires anyway).
+    """
+
+    def __init__(self, size: int, max_bytes: int) -> None:
+        self._items: deque[Job] = deque()
+        self._size = size
+        self._max_bytes = max_bytes  # of files read ahead; a single bigger job still passes
+        self._bytes = 0
+        self._getters: deque[asyncio.Future[None]] = deque()
+        self._putter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    @staticmethod
+    def _wake(waiter: asyncio.Future[None] | None) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _pass_on(self) -> None:
+        if self._items and self._getters:
+            self._wake(self._getters.popleft())
+
+    async def put(self, job: Job) -> None:
+        """Add a job, waiting while `size` jobs or `max_bytes` of read-ahead are queued."""
+        while self._items and (len(self._items) >= self._size or self._bytes >= self._max_bytes):
+            self._putter = asyncio.get_running_loop().create_future()
+            await self._putter
+        self._items.append(job)
+        if job.data is not None:
+            self._bytes += len(job.data)
+        if self._getters:
+            self._wake(self._getters.popleft())
+
+    async def get(self) -> Job | None:
+        """The next job, waiting for one; None when the queue is closed and empty."""
+        while not self._items:
+            if self._closed:
+                return None
+            await wait_in_line(self._getters, self._pass_on)
+        job = self._items.popleft()
+        if job.data is not None:
+            self._bytes -= len(job.data)
+        self._wake(self._putter)
+        return job
+
+    @contextmanager
+    def closing(self) -> Iterator[None]:
+        """Close the queue when the block ends, however it ends: workers drain it and stop."""
+        try:
+            yield
+        finally:
+            self._closed = True
+            while self._getters:
+                self._wake(self._getters.popleft())
+
+
+class Feeder:
+    """Turns manifest rows into jobs on the queue; invalid rows go straight to the recorder."""
+
+    def __init__(self, options: UploadOptions, validator: Validator, recorder: Recorder, stats: RunStats,
+                 uploaded: KeySet) -> None:
+        self.options = options
+        self.validator = validator
+        self.recorder = recorder
+        self.stats = stats
+        self.uploaded = uploaded  # rows an earlier run recorded uploaded
+        self.read_ahead = not options.dry_run
+        self._preload = reader.Preloader()
+        self._batch: list[Job] = []  # files to be read together
+        self._batch_bytes = 0
+
+    async def feed(self, queue: JobQueue) -> None:
+        """Put every row still to do on the queue, then close it."""
+        with queue.closing():
+            for n, row in enumerate(read_manifest(self.options.manifest, self.options.mapping), 1):
+                if n % _YIELD_EVERY == 0:
+                    await anyio.lowlevel.checkpoint()
+                job = self._job(row)
+                if job is not None:
+                    for ready in await self._ready(job):
+                        await queue.put(ready)
+            for ready in await self._flush():
+                await queue.put(ready)
+
+    def _job(self, row: ManifestRow) -> Job | None:
+        """The row's job, or None when it is another shard's, done before, or invalid (recorded)."""
+        shard = self.options.shard
+        if shard is not None and not shard.contains(row.key):
+            return None
+        if row.problem is None and row.key in self.uploaded:
+            self.stats.skipped += 1
+            return None
+        try:
+            return self.validator.check(row)
+        except RowInvalid as exc:
+            path = row.data.get("audio_path")
+            self.recorder.record(RowResult(row.key, "invalid", error=str(exc), code=exc.code, line=row.line,
+                                           audio_path=path if isinstance(path, str) else None))
+            return None
+
+    async def _ready(self, job: Job) -> list[Job]:
+        """Jobs ready for the queue once `job` joins: a full read-ahead batch, or the batch then `job`."""
+        if self.read_ahead and job.kind == "audio" and job.size <= self.options.stream_threshold:
+            self._batch.append(job)
+            self._batch_bytes += job.size
+            if len(self._batch) < reader.PRELOAD_BATCH and self._batch_bytes < reader.PRELOAD_BATCH_BYTES:
+                return []
+            return await self._flush()
+        return [*await self._flush(), job] if self._batch else [job]
+
+    async def _flush(self) -> list[Job]:
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        return await self._preload(batch)

@@ -1,0 +1,213 @@
+"""The sender: carries one row to its outcome, one attempt at a time, under the run's RetryPolicy.
+
+Each attempt waits for a slot of the limiter (and the --rps pacer), is journaled by the
+recorder just before it leaves, and goes out through the transport. After a failure the
+policy decides: wait and try again, or give up. After an attempt whose outcome is
+unknown, a row with a dedupe key asks Search whether its talk exists before it is sent
+again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from bulk_uploader import reader
+from bulk_uploader.audio import AudioInfo
+from bulk_uploader.chat import ChatMessage, encoded_size
+from bulk_uploader.clock import Clock
+from bulk_uploader.errors import AuthError, CallFailure, RowInvalid
+from bulk_uploader.flow import AdaptiveLimiter, Pacer
+from bulk_uploader.model import Job, RowResult
+from bulk_uploader.options import UploadOptions
+from bulk_uploader.pipeline.control import RunControl
+from bulk_uploader.pipeline.recorder import Recorder
+from bulk_uploader.retry import RetryPolicy
+from bulk_uploader.stats import RunStats
+from bulk_uploader.transport import Transport
+from bulk_uploader.validation import Validator
+
+
+@dataclass(slots=True)
+class _Payload:
+    """What an attempt sends: a whole file's bytes, a streamed file's format, or a chat's messages."""
+
+    rpc: str
+    size: int
+    data: bytes | None = None
+    info: AudioInfo | None = None
+    messages: tuple[ChatMessage, ...] = ()
+
+
+class Sender:
+    """Sends rows; everything it shares with other senders (limiter, pacers, policy) is passed in."""
+
+    def __init__(self, options: UploadOptions, transport: Transport, validator: Validator, recorder: Recorder,
+                 stats: RunStats, policy: RetryPolicy, limiter: AdaptiveLimiter, control: RunControl,
+                 clock: Clock) -> None:
+        self.options = options
+        self.transport = transport
+        self.validator = validator
+        self.recorder = recorder
+        self.stats = stats
+        self.policy = policy
+        self.limiter = limiter
+        self.control = control
+        self.clock = clock
+        self.request_pacer = Pacer(options.rps, clock) if options.rps else None
+        self.byte_pacer = Pacer(options.max_mbps * 1e6 / 8, clock) if options.max_mbps else None
+
+    async def process(self, job: Job, unknown_before: int) -> RowResult | None:
+        """The row's outcome; None when the run is stopping for a reason all rows share (told to control)."""
+        started = self.clock.monotonic()
+        result = RowResult(job.key, "failed", line=job.line, audio_path=job.audio_path, bytes=job.size,
+                           unknown_outcomes=unknown_before)
+        try:
+            result.talk_id = await self.deliver(job, result)
+            result.status = "uploaded"
+        except RowInvalid as exc:
+            result.status, result.code, result.error = "invalid", exc.code, str(exc)
+        except CallFailure as failure:
+            if failure.auth:
+                self.control.fail(AuthError(
+                    f"the service refused the credentials ({failure.code}: {failure.message}); "
+                    "stopped without trying further rows"
+                ))
+                return None
+            result.code, result.error = failure.code, failure.message
+            if result.unknown_outcomes:
+                # It may be stored: never call that "failed". The next run reconciles or re-sends it.
+                result.status = "ambiguous"
+                result.error = f"outcome unknown after {result.unknown_outcomes} attempt(s); last: {failure}"
+        except AuthError as exc:
+            self.control.fail(exc)
+            return None
+        result.seconds = self.clock.monotonic() - started
+        return result
+
+    async def _payload(self, job: Job, result: RowResult) -> _Payload:
+        if job.kind == "update":
+            return _Payload("Upload(update)", job.size)
+        if job.kind == "chat":
+            messages = job.messages or await reader.read_chat(job, self.validator)
+            result.bytes = encoded_size(messages)
+            return _Payload("UploadText", result.bytes, messages=messages)
+        if job.size <= self.options.stream_threshold:
+            data, info = await reader.read_whole(job)
+            result.bytes = len(data)
+            return _Payload("Upload", len(data), data=data, info=info)
+        return _Payload("UploadAsStream", job.size, info=await reader.read_head(job))
+
+    async def deliver(self, job: Job, result: RowResult) -> str:
+        """Bring one row to the service; returns the talk id or raises CallFailure / RowInvalid."""
+        payload = await self._payload(job, result)
+        result.rpc = payload.rpc
+        attempts = self.policy.attempts()
+        reconciled_at = -1  # unknown_outcomes when Search last said "not there"
+        while True:
+            if result.unknown_outcomes > reconciled_at and job.dedupe is not None:
+                found = await self.reconcile(job)
+                if found:
+                    result.reconciled, result.rpc = True, "Search"
+                    return found
+                reconciled_at = result.unknown_outcomes
+            result.attempts += 1
+            try:
+                return await self.attempt(job, result, payload)
+            except CallFailure as failure:
+                if failure.outcome_unknown:
+                    result.unknown_outcomes += 1
+                await attempts.after(failure)
+
+    async def attempt(self, job: Job, result: RowResult, payload: _Payload) -> str:
+        """One call, within the in-flight limit and the rate caps, journaled just before it leaves."""
+        async with self.limiter.slot():
+            if self.request_pacer is not None:
+                await self.request_pacer.take()
+            self.recorder.journal(job, result)
+            sent_at = self.clock.monotonic()
+            try:
+                talk_id = await self._call(job, payload)
+            except CallFailure as failure:
+                failure.sent_at = sent_at
+                raise
+            self.policy.succeeded(sent_at)
+            return talk_id
+
+    async def _call(self, job: Job, payload: _Payload) -> str:
+        transport, options = self.transport, self.options
+        if job.kind == "update":
+            return await transport.update(job, options.timeout)
+        timeout = options.attempt_timeout(payload.size)
+        if job.kind == "chat":
+            return await transport.upload_text(job, payload.messages, timeout)
+        assert payload.info is not None
+        if payload.data is not None:
+            if self.byte_pacer is not None:
+                await self.byte_pacer.take(len(payload.data))
+            talk_id = await transport.upload(job, payload.data, payload.info, timeout)
+            self.stats.bytes_sent += len(payload.data)
+            return talk_id
+        chunks = self._paced(reader.read_chunks(job, options.chunk_size))
+        return await transport.upload_stream(job, payload.info, chunks, timeout, self._count_bytes)
+
+    async def _paced(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Chunks at no more than --max-mbps."""
+        async for chunk in chunks:
+            if self.byte_pacer is not None:
+                await self.byte_pacer.take(len(chunk))
+            yield chunk
+
+    def _count_bytes(self, n: int) -> None:
+        self.stats.bytes_sent += n
+
+    async def reconcile(self, job: Job) -> str | None:
+        """Ask Search whether the row's talk exists (after an unknown outcome); its id or None.
+
+        Raises CallFailure when Search cannot answer: the row then ends ambiguous rather
+        than being sent again blindly.
+        """
+        assert job.dedupe is not None
+        key, value = job.dedupe
+        options = self.options
+        attempts = self.policy.attempts()
+        while True:
+            try:
+                async with self.limiter.slot():
+                    if self.request_pacer is not None:
+                        await self.request_pacer.take()
+                    ids = await self.transport.search(options.search_scope, job.connection_id, key, value,
+                                                      options.timeout)
+                self.stats.searches += 1
+                return ids[0] if ids else None
+            except CallFailure as failure:
+                try:
+                    await attempts.after(failure)
+                except CallFailure:
+                    raise CallFailure(failure.code, f"Search for {key}={value!r} failed: {failure.message}") from None
+
+
+class Inspector:
+    """A dry run's sender: reads and checks what a send would read, sends nothing."""
+
+    def __init__(self, validator: Validator, stats: RunStats) -> None:
+        self.validator = validator
+        self.stats = stats
+
+    async def process(self, job: Job, unknown_before: int) -> RowResult | None:
+        """None for a row that would be sent (counted by format), else its `invalid` result."""
+        try:
+            if job.kind == "audio":
+                kind = (await reader.read_head(job)).format.value
+            elif job.chat_path is not None:
+                await reader.read_chat(job, self.validator)
+                kind = "chat"
+            else:
+                kind = job.kind  # chat with inline messages, or a metadata update
+        except RowInvalid as exc:
+            return RowResult(job.key, "invalid", error=str(exc), code=exc.code, line=job.line,
+                             audio_path=job.audio_path, bytes=job.size, unknown_outcomes=unknown_before)
+        self.stats.valid += 1
+        self.stats.valid_bytes += job.size
+        self.stats.formats[kind] += 1
+        return None

@@ -1,0 +1,112 @@
+"""RunSummary: how a run ended, and the closing text the CLI prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bulk_uploader.model import RowResult
+from bulk_uploader.report import UploadRate
+from bulk_uploader.results import PreviousResults
+from bulk_uploader.stats import RunStats
+
+
+@dataclass
+class RunSummary:
+    """How a run ended."""
+
+    stats: RunStats
+    results_path: str
+    previous: PreviousResults
+    problems: dict[str, list[RowResult]] = field(default_factory=dict)  # code -> its first rows
+    interrupted: bool = False
+    dry_run: bool = False
+    rate: UploadRate | None = None  # dry run: measured by earlier runs, for the time estimate
+    given_rate: float = 0.0  # dry run: --estimate-rate, files/s
+
+    @property
+    def exit_code(self) -> int:
+        """0 all rows uploaded (now or before), 1 some failed or invalid, 130 interrupted."""
+        if self.interrupted:
+            return 130
+        return 1 if self.stats.failed or self.stats.invalid or self.stats.ambiguous else 0
+
+    def lines(self, retry_command: str | None = None) -> list[str]:
+        """The closing summary, as lines of text."""
+        out = self._dry_run_lines() if self.dry_run else self._outcome_lines()
+        out += self._notes()
+        if self.previous.torn_lines:
+            out.append(f"results file had {self.previous.torn_lines} unreadable line(s) (a torn write); ignored")
+        if not self.dry_run:
+            out.append(f"results: {self.results_path}")
+        if retry_command and (self.problems or self.interrupted) and not self.dry_run:
+            out.append(f"to try the rest again, run the same command: {retry_command}")
+        return out
+
+    def _outcome_lines(self) -> list[str]:
+        s = self.stats
+        rows_per_s, bytes_per_s = s.rates()
+        head = "Interrupted" if self.interrupted else "Finished"
+        return [
+            f"{head} in {s.elapsed:.2f} s: uploaded {s.uploaded}, skipped (done before) {s.skipped}, "
+            f"failed {s.failed}, invalid {s.invalid}" + (f", ambiguous {s.ambiguous}" if s.ambiguous else ""),
+            f"throughput: {rows_per_s:.1f} files/s, {bytes_per_s / 1e6:.2f} MB/s, "
+            f"{s.bytes_uploaded / 1e6:.1f} MB uploaded, {s.retries} retries",
+        ]
+
+    def _notes(self) -> list[str]:
+        s = self.stats
+        out = []
+        if s.throttled:
+            out.append(f"throttled {s.throttled} time(s); concurrency ended at {s.concurrency}")
+        if s.reconciled or s.searches:
+            out.append(f"found already stored by Search after an unknown outcome (not re-sent): {s.reconciled} "
+                       f"of {s.searches} Search call(s)")
+        if s.token_refreshes:
+            out.append(f"IAM token refreshed after a refusal: {s.token_refreshes} time(s)")
+        if s.resent_after_unknown:
+            out.append(
+                f"possible duplicates: {s.possible_duplicates} talk(s) from {s.resent_after_unknown} row(s) re-sent "
+                "after an unknown outcome (use --dedupe-key to rule them out)"
+            )
+        if s.ambiguous:
+            out.append(f"ambiguous: {s.ambiguous} row(s) may or may not be stored; the next run settles them")
+        if s.codes:
+            out.append("problems by kind (the first rows of each):")
+            for code, n in s.codes.most_common():
+                out.append(f"  {code}: {n}")
+                out += [f"    {r.id} (line {r.line}): {r.error}" for r in self.problems.get(code, ())]
+        return out
+
+    def _dry_run_lines(self) -> list[str]:
+        s = self.stats
+        counts = sorted(s.formats.items(), key=lambda item: (-item[1], item[0]))
+        formats = ", ".join(f"{name} {n}" for name, n in counts) or "none"
+        out = [f"Dry run in {s.elapsed:.2f} s, nothing sent: valid {s.valid}, invalid {s.invalid}, "
+               f"skipped (uploaded before) {s.skipped}",
+               f"to upload: {s.valid} row(s), {s.valid_bytes / 1e6:.1f} MB; formats: {formats}"]
+        if s.valid:
+            out.append(self._estimate())
+        return out
+
+    def _estimate(self) -> str:
+        s = self.stats
+        if self.given_rate:
+            files_per_s, source = self.given_rate, "--estimate-rate"
+            seconds = s.valid / files_per_s
+        elif self.rate is not None:
+            files_per_s, source = self.rate.files_per_s, f"measured by earlier uploads in {self.results_path}"
+            # Whichever bound is tighter: rows per second, or bytes per second for big files.
+            seconds = max(s.valid / files_per_s, s.valid_bytes / self.rate.bytes_per_s if self.rate.bytes else 0)
+        else:
+            return ("time estimate: give a rate with --estimate-rate FILES_PER_SECOND "
+                    "(no earlier uploads recorded in the results file to measure one)")
+        return f"time estimate: {_duration(seconds)} at {files_per_s:.1f} files/s ({source})"
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days} d"] * bool(days) + [f"{hours} h"] * bool(hours) + [f"{minutes} min"] * bool(minutes)
+    return " ".join(parts[:2]) if parts else f"{secs} s"

@@ -1,0 +1,111 @@
+"""When a failed call is tried again, and when it is not: the one retry policy of a run.
+
+Every operation that retries (an upload attempt, a Search, an IAM token exchange) keeps
+an `Attempts` from the run's RetryPolicy and, after each failed call, awaits
+`attempts.after(failure)`, which either waits as the failure asks or raises it:
+
+- UNAUTHENTICATED: the credentials are refreshed (at most twice per operation) and the
+  call goes again at once;
+- a refusal of the credentials or any answer that is not transient: raised;
+- RESOURCE_EXHAUSTED: the limiter is told (it halves the calls in flight and holds new
+  ones for the server's pushback); it does not use up the retries, and is raised only
+  when nothing at all has gone through for `throttle_patience` seconds;
+- any other transient answer: the server's pushback, else an exponential backoff with
+  equal jitter (half to all of base * 2**n, capped), until `retries` are used up.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from bulk_uploader.auth import AuthProvider
+from bulk_uploader.clock import SYSTEM_CLOCK, Clock
+from bulk_uploader.errors import CallFailure
+from bulk_uploader.flow import AdaptiveLimiter
+from bulk_uploader.stats import RunStats
+
+MAX_REFRESHES = 2  # credential refreshes per operation: a third refusal means the new credential is refused too
+
+
+@dataclass(kw_only=True)
+class RetryPolicy:
+    """The run's rules for trying again; shared by every operation of the run."""
+
+    retries: int = 10  # further attempts after a transient failure (throttling aside)
+    backoff_base: float = 0.2  # seconds; the nth retry waits half to all of base * 2**(n-1)
+    backoff_max: float = 20.0
+    throttle_patience: float = 600.0  # seconds of nothing but RESOURCE_EXHAUSTED before an operation gives up
+    credentials: AuthProvider | None = None
+    limiter: AdaptiveLimiter | None = None  # told of throttling; None: throttling is an ordinary transient failure
+    stats: RunStats | None = None  # counts retries, throttling and token refreshes
+    clock: Clock = SYSTEM_CLOCK
+    random: random.Random = field(default_factory=random.Random)
+    last_progress: float = field(default=0.0)  # when a call last went through
+
+    def __post_init__(self) -> None:
+        self.last_progress = self.clock.monotonic()
+
+    def attempts(self) -> Attempts:
+        """Fresh retry state for one operation."""
+        return Attempts(self)
+
+    def backoff(self, retry: int) -> float:
+        """Seconds before the `retry`th retry: equal jitter, half to all of the capped exponential."""
+        cap = min(self.backoff_max, self.backoff_base * 2 ** (retry - 1))
+        return self.random.uniform(cap / 2, cap)
+
+    def succeeded(self, sent_at: float) -> None:
+        """A call sent at `sent_at` went through: the service is making progress."""
+        self.last_progress = self.clock.monotonic()
+        if self.limiter is not None:
+            self.limiter.succeeded(sent_at)
+            if self.stats is not None:
+                self.stats.concurrency = self.limiter.current
+
+    def _throttled(self, failure: CallFailure) -> None:
+        assert self.limiter is not None
+        self.limiter.throttled(failure.pushback, failure.sent_at)
+        if self.stats is not None:
+            self.stats.throttled += 1
+            self.stats.concurrency = self.limiter.current
+
+
+class Attempts:
+    """One operation's count of failures and credential refreshes."""
+
+    __slots__ = ("policy", "failures", "refreshes")
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.failures = 0
+        self.refreshes = 0
+
+    async def after(self, failure: CallFailure) -> None:
+        """Wait before the next try as `failure` asks, or raise it when the operation should stop."""
+        delay = await self._delay(failure)
+        if self.policy.stats is not None:
+            self.policy.stats.retries += 1
+        if delay > 0:
+            await self.policy.clock.sleep(delay)
+
+    async def _delay(self, failure: CallFailure) -> float:
+        policy = self.policy
+        if failure.code == "UNAUTHENTICATED" and self.refreshes < MAX_REFRESHES and policy.credentials is not None:
+            self.refreshes += 1
+            if await policy.credentials.refresh(failure.auth_header):
+                if policy.stats is not None:
+                    policy.stats.token_refreshes += 1
+                return 0.0
+        if failure.auth or not failure.transient:
+            raise failure
+        if failure.code == "RESOURCE_EXHAUSTED" and policy.limiter is not None:
+            policy._throttled(failure)
+            if policy.clock.monotonic() - policy.last_progress > policy.throttle_patience:
+                raise failure
+            # With a pushback the limiter holds every call until it passes.
+            return 0.0 if failure.pushback is not None else policy.backoff(self.failures + 1)
+        if self.failures >= policy.retries:
+            raise failure
+        self.failures += 1
+        return failure.pushback if failure.pushback is not None else policy.backoff(self.failures)
