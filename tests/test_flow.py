@@ -6,22 +6,26 @@ import time
 
 import anyio
 import pytest
+from fakes import FakeClock, settle
 
 from bulk_uploader.flow import AdaptiveLimiter, Pacer
 
 
-async def hold(limiter: AdaptiveLimiter, seconds: float, peak: list[int]) -> None:
-    async with limiter.slot():
-        peak.append(limiter.in_use)
-        await anyio.sleep(seconds)
-
-
 async def test_no_more_calls_than_the_limit_and_every_waiter_gets_its_turn() -> None:
-    limiter = AdaptiveLimiter(4)
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(4, clock)
     peak: list[int] = []
+
+    async def hold() -> None:
+        async with limiter.slot():
+            peak.append(limiter.in_use)
+            await clock.sleep(0.01)
+
     async with anyio.create_task_group() as group:
         for _ in range(20):
-            group.start_soon(hold, limiter, 0.01, peak)
+            group.start_soon(hold)
+        for _ in range(5):
+            await clock.advance(0.01)
     assert len(peak) == 20 and max(peak) == 4 and limiter.in_use == 0
 
 
@@ -44,23 +48,34 @@ async def test_refusals_halve_once_per_round_down_to_the_floor_and_successes_gro
 
 
 async def test_a_pushback_holds_every_new_call_until_it_passes() -> None:
-    limiter = AdaptiveLimiter(8)
-    limiter.throttled(0.2, time.monotonic())
-    started = time.monotonic()
-    async with limiter.slot():
-        pass
-    assert time.monotonic() - started >= 0.19
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(8, clock)
+    limiter.throttled(0.2, clock.now)
+    entered: list[float] = []
+
+    async def call() -> None:
+        async with limiter.slot():
+            entered.append(clock.now)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(3):
+            group.start_soon(call)
+        await clock.advance(0.19)
+        assert entered == []  # every new call waits, not only the refused one
+        await clock.advance(0.02)
+    assert entered == [pytest.approx(1000.2)] * 3
 
 
 async def test_a_cancelled_waiter_leaves_the_queue_and_the_next_one_gets_the_slot() -> None:
-    limiter = AdaptiveLimiter(2)
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(2, clock)
     limiter.floor, limiter.limit = 1, 1.0  # one slot
     got: list[str] = []
     cancel_me = anyio.CancelScope()
 
     async def take(name: str, hold: float = 0.0) -> None:
         async with limiter.slot():
-            await anyio.sleep(hold)
+            await clock.sleep(hold)
             got.append(name)
 
     async def cancellable() -> None:
@@ -69,40 +84,70 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_the_next_one_gets_the_slo
 
     async with anyio.create_task_group() as group:
         group.start_soon(take, "holder", 0.05)
-        await anyio.sleep(0.01)
+        await settle()
         group.start_soon(cancellable)
-        await anyio.sleep(0.01)
+        await settle()
         group.start_soon(take, "next")
-        await anyio.sleep(0.01)
+        await settle()
         cancel_me.cancel()
+        await clock.advance(0.05)
     assert got == ["holder", "next"]
     assert limiter.in_use == 0
 
 
 @pytest.mark.parametrize("rate", [50.0, 200.0])
 async def test_pacer_spaces_units_to_the_rate(rate: float) -> None:
-    pacer = Pacer(rate)
-    started = time.monotonic()
-    for _ in range(int(rate // 2)):
-        await pacer.take()
-    elapsed = time.monotonic() - started
-    assert 0.45 <= elapsed <= 0.65  # rate/2 units at `rate` per second: half a second
+    clock = FakeClock()
+    pacer = Pacer(rate, clock)
+    took: list[float] = []
+
+    async def take_all() -> None:
+        for _ in range(5):
+            await pacer.take()
+            took.append(clock.now - 1000.0)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(take_all)
+        for _ in range(10):
+            await clock.advance(1 / rate)
+    assert took == pytest.approx([n / rate for n in range(5)])  # no burst: one unit each 1/rate s
+
+
+async def test_pacer_counts_bytes_not_calls() -> None:
+    clock = FakeClock()
+    pacer = Pacer(1000.0, clock)  # bytes per second
+    await pacer.take(500)  # the first goes at once, and books half a second
+    done = anyio.Event()
+
+    async def second() -> None:
+        await pacer.take(100)
+        done.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(second)
+        await clock.advance(0.49)
+        assert not done.is_set()
+        await clock.advance(0.02)
+        assert done.is_set()
 
 
 async def test_a_queued_caller_woken_during_a_pushback_still_waits_for_it() -> None:
-    limiter = AdaptiveLimiter(2)
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(2, clock)
     limiter.floor, limiter.limit = 1, 1.0
     started: list[float] = []
 
     async def queued() -> None:
         async with limiter.slot():
-            started.append(time.monotonic())
+            started.append(clock.now)
 
     async with anyio.create_task_group() as group:
         async with limiter.slot():
             group.start_soon(queued)
-            await anyio.sleep(0.01)
-            gate = time.monotonic() + 0.2
-            limiter.throttled(0.2, time.monotonic())
+            await settle()
+            limiter.throttled(0.2, clock.now)
         # releasing the slot wakes the queued caller, inside the pushback
-    assert started and started[0] >= gate - 0.01
+        await clock.advance(0.1)
+        assert started == []
+        await clock.advance(0.2)
+    assert started == [pytest.approx(1000.2)]

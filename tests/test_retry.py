@@ -1,0 +1,135 @@
+"""The run's retry policy and the token refresh, on a clock the tests move (no sleeps)."""
+
+from __future__ import annotations
+
+import random
+
+import anyio
+import pytest
+from fakes import FakeClock, settle
+
+from bulk_uploader.auth import _RefreshingToken
+from bulk_uploader.errors import CallFailure
+from bulk_uploader.flow import AdaptiveLimiter
+from bulk_uploader.retry import RetryPolicy
+from bulk_uploader.stats import RunStats
+
+
+class CountingToken(_RefreshingToken):
+    """A refreshing credential whose source is a counter: token-1, token-2, ..."""
+
+    def __init__(self, refresh_every: float, clock: FakeClock, lifetime: float | None = None) -> None:
+        super().__init__(refresh_every, clock)
+        self.fetches = 0
+        self.lifetime = lifetime
+
+    async def _obtain(self) -> tuple[str, float | None]:
+        self.fetches += 1
+        return f"token-{self.fetches}", self.lifetime
+
+
+async def run_after(attempts: object, failure: CallFailure, clock: FakeClock) -> float:
+    """Seconds of fake time attempts.after(failure) waited (it must return)."""
+    before = len(clock.slept)
+    async with anyio.create_task_group() as group:
+        group.start_soon(attempts.after, failure)  # type: ignore[attr-defined]
+        await settle()
+        waited = sum(clock.slept[before:])
+        await clock.advance(waited)
+    return sum(clock.slept[before:])
+
+
+def test_backoff_is_equal_jitter_within_half_to_all_of_the_capped_exponential() -> None:
+    policy = RetryPolicy(backoff_base=0.2, backoff_max=20.0, random=random.Random(7))
+    for retry in range(1, 12):
+        cap = min(20.0, 0.2 * 2 ** (retry - 1))
+        draws = [policy.backoff(retry) for _ in range(200)]
+        assert all(cap / 2 <= d <= cap for d in draws)
+        assert max(draws) - min(draws) > cap / 4  # jittered, not fixed
+
+
+async def test_transient_failures_wait_and_use_up_the_retries_then_raise() -> None:
+    clock = FakeClock()
+    stats = RunStats()
+    policy = RetryPolicy(retries=3, backoff_base=1.0, backoff_max=100.0, stats=stats, clock=clock)
+    attempts = policy.attempts()
+    failure = CallFailure("UNAVAILABLE", "down")
+    waits = [await run_after(attempts, failure, clock) for _ in range(3)]
+    assert [1 / 2 <= waits[0] <= 1, 1 <= waits[1] <= 2, 2 <= waits[2] <= 4] == [True] * 3
+    with pytest.raises(CallFailure):
+        await attempts.after(failure)
+    assert stats.retries == 3
+
+
+async def test_a_servers_pushback_is_waited_exactly() -> None:
+    clock = FakeClock()
+    attempts = RetryPolicy(retries=3, clock=clock).attempts()
+    assert await run_after(attempts, CallFailure("UNAVAILABLE", "busy", pushback=2.5), clock) == 2.5
+
+
+async def test_definite_refusals_are_not_retried() -> None:
+    attempts = RetryPolicy(retries=5, clock=FakeClock()).attempts()
+    for code in ("INVALID_ARGUMENT", "NOT_FOUND", "PERMISSION_DENIED", "UNAUTHENTICATED"):
+        with pytest.raises(CallFailure):
+            await attempts.after(CallFailure(code, "no"))
+
+
+async def test_throttling_does_not_use_up_retries_until_nothing_went_through_for_the_patience() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(16, clock)
+    stats = RunStats()
+    policy = RetryPolicy(retries=1, throttle_patience=60.0, limiter=limiter, stats=stats, clock=clock)
+    attempts = policy.attempts()
+    throttled = CallFailure("RESOURCE_EXHAUSTED", "slow down", pushback=1.0, sent_at=clock.now)
+    for _ in range(5):  # five refusals, one retry allowed: throttling is not a failure of the row
+        assert await run_after(attempts, throttled, clock) == 0.0  # the limiter holds the pushback instead
+    assert stats.throttled == 5 and limiter.current < 16
+    await clock.advance(59.0)
+    policy.succeeded(clock.now)  # something went through: patience starts again
+    await clock.advance(59.0)
+    await run_after(attempts, throttled, clock)
+    await clock.advance(2.0)  # 61 s without progress
+    with pytest.raises(CallFailure):
+        await attempts.after(throttled)
+
+
+async def test_a_refused_token_is_refreshed_twice_per_operation_then_the_refusal_stands() -> None:
+    clock = FakeClock()
+    token = CountingToken(3600.0, clock)
+    await token.start()
+    stats = RunStats()
+    attempts = RetryPolicy(credentials=token, stats=stats, clock=clock).attempts()
+    for _ in range(2):
+        await attempts.after(CallFailure("UNAUTHENTICATED", "expired", auth_header=token.header()))
+    assert token.fetches == 3 and stats.token_refreshes == 2
+    with pytest.raises(CallFailure):
+        await attempts.after(CallFailure("UNAUTHENTICATED", "expired", auth_header=token.header()))
+
+
+async def test_a_refusal_of_a_token_someone_else_already_refreshed_fetches_no_other() -> None:
+    clock = FakeClock()
+    token = CountingToken(3600.0, clock)
+    await token.start()
+    stale = token.header()
+    assert await token.refresh(stale) and await token.refresh(stale)
+    assert token.fetches == 2  # the second caller saw the token had changed since its call
+
+
+async def test_tokens_are_renewed_at_the_interval_or_at_80_percent_of_a_shorter_life() -> None:
+    clock = FakeClock()
+    token = CountingToken(60.0, clock)
+    await token.start()
+    async with anyio.create_task_group() as group:
+        group.start_soon(token.keep_fresh)
+        await clock.advance(59.0)
+        assert token.fetches == 1
+        await clock.advance(2.0)
+        assert token.fetches == 2
+        token.lifetime = 10.0  # the next tokens live 10 s: renewed every 8 s
+        await clock.advance(60.0)  # fetched at 120 s, living 10 s: due at 128 s
+        assert token.fetches == 3
+        await clock.advance(6.9)
+        assert token.fetches == 3
+        await clock.advance(0.2)
+        assert token.fetches == 4
+        group.cancel_scope.cancel()

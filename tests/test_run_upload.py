@@ -1,0 +1,106 @@
+"""The library API: run_upload() driven directly against an in-process emulator, no CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+from conftest import API_KEY
+
+from bulk_uploader import Credentials, RunControl, UploadOptions, run_upload, samples
+from bulk_uploader.emulator import Emulator, FaultOptions
+from bulk_uploader.errors import AuthError
+from bulk_uploader.model import RowResult
+from bulk_uploader.results import read_records
+from bulk_uploader.stats import RunStats
+
+
+class Collecting:
+    """A Reporter that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.problems: list[RowResult] = []
+        self.messages: list[str] = []
+        self.started = self.stopped = False
+
+    def start(self, stats: RunStats) -> None:
+        self.started = True
+
+    def row_problem(self, result: RowResult) -> None:
+        self.problems.append(result)
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def summary(self, lines: list[str]) -> None:
+        self.messages.extend(lines)
+
+
+def options(emulator: Emulator, manifest: Path, key: str = API_KEY, **extra: object) -> UploadOptions:
+    return UploadOptions(manifest=manifest, endpoint=emulator.target, insecure=True,
+                         credentials=Credentials("Api-Key", key), connection_id="demo-audio", **extra)
+
+
+async def test_every_row_arrives_once_with_its_bytes_and_fields(emulator: Emulator, tmp_path: Path) -> None:
+    manifest = samples.write_dataset(tmp_path, 40, sizes=(4096, 50_000, 5 * 1024 * 1024))
+    # one bad row among them: recorded invalid, the others go on
+    with manifest.open("a") as f:
+        f.write(json.dumps({"id": "bad", "audio_path": "audio/none.wav", "metadata": samples.metadata(99)}) + "\n")
+    reporter = Collecting()
+    summary = await run_upload(options(emulator, manifest, concurrency=4), reporter)
+
+    assert (summary.stats.uploaded, summary.stats.invalid, summary.exit_code) == (40, 1, 1)
+    assert [r.id for r in reporter.problems] == ["bad"] and reporter.problems[0].code == "FILE_NOT_FOUND"
+    assert reporter.started and reporter.stopped
+    talks = {t.fields["client_id"]: t for t in emulator.store.talks()}
+    assert len(talks) == 40 == emulator.store.count()
+    for line in manifest.read_text().splitlines()[:40]:
+        row = json.loads(line)
+        talk = talks[row["metadata"]["client_id"]]
+        assert talk.fields == row["metadata"]
+        assert talk.sha256 == hashlib.sha256((tmp_path / row["audio_path"]).read_bytes()).hexdigest()
+    outcomes = {r["id"]: r for r in read_records(Path(summary.results_path))}
+    assert {r["status"] for k, r in outcomes.items() if k != "bad"} == {"uploaded"}
+    assert any(r["rpc"] == "UploadAsStream" for r in outcomes.values())
+
+    again = await run_upload(options(emulator, manifest), Collecting())  # a rerun sends nothing
+    assert (again.stats.skipped, again.stats.uploaded, emulator.store.count()) == (40, 0, 40)
+
+
+async def test_refused_credentials_stop_the_run_and_leave_untried_rows_unrecorded(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    manifest = samples.write_dataset(tmp_path, 50)
+    opts = options(emulator, manifest, key="not-the-key", concurrency=4)
+    with pytest.raises(AuthError, match="refused the credentials"):
+        await run_upload(opts, Collecting())
+    assert emulator.store.count() == 0
+    recorded = read_records(opts.results_path)
+    assert recorded == []  # no row is claimed failed: a rerun with the right key takes them all
+    assert len(read_records(opts.results_path, journal=True)) <= 4  # one attempt per call in flight at most
+
+
+async def test_a_stop_finishes_the_calls_in_flight_and_takes_no_new_rows(emulator: Emulator, tmp_path: Path) -> None:
+    manifest = samples.write_dataset(tmp_path, 200)
+    emulator.set_faults(FaultOptions(latency_ms=200))
+    control = RunControl()
+    reporter = Collecting()
+
+    async def stop_soon() -> None:
+        await anyio.sleep(0.5)
+        control.stop()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(stop_soon)
+        summary = await run_upload(options(emulator, manifest, concurrency=8), reporter, control)
+    assert summary.interrupted and summary.exit_code == 130
+    stored = emulator.store.count()
+    assert 8 <= stored < 200
+    assert summary.stats.uploaded == stored  # each call in flight finished and was recorded
+    assert len(read_records(Path(summary.results_path))) == stored
