@@ -190,8 +190,23 @@ def _text_value(value: Any) -> str | None:
     return None
 
 
-def load_mapping(path: Path) -> ColumnMapping:
-    """Read and check a mapping file; MappingError names the file, line and key at fault."""
+@dataclass(frozen=True, slots=True)
+class _MappingFile:
+    """A mapping file's path and text, to name the line and key at fault in a MappingError."""
+
+    path: Path
+    text: str
+
+    def fail(self, table: str | None, key: str | None, message: str) -> MappingError:
+        line = _line_of(self.text, table, key)
+        where = f"[{table}]" if table else "top level"
+        if key is not None:
+            where += f" {key}"
+        return MappingError(f"{self.path}{f' line {line}' if line else ''}, {where}: {message}")
+
+
+def _read(path: Path) -> tuple[_MappingFile, dict[str, Any]]:
+    """The file and its parsed TOML; MappingError if it cannot be read or parsed."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -200,114 +215,151 @@ def load_mapping(path: Path) -> ColumnMapping:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MappingError(f"{path}: {exc}") from None
+    return _MappingFile(path, text), data
 
-    def fail(table: str | None, key: str | None, message: str) -> MappingError:
-        line = _line_of(text, table, key)
-        where = f"[{table}]" if table else "top level"
-        if key is not None:
-            where += f" {key}"
-        return MappingError(f"{path}{f' line {line}' if line else ''}, {where}: {message}")
 
+def _check_tables(src: _MappingFile, data: dict[str, Any]) -> None:
+    """Every top-level entry is one of the mapping's tables."""
     for name, value in data.items():
         if name not in _TABLES:
-            raise fail(name if isinstance(value, dict) else None, None if isinstance(value, dict) else name, f"unknown entry; a mapping has the tables {', '.join('[' + t + ']' for t in _TABLES)}")
+            raise src.fail(name if isinstance(value, dict) else None, None if isinstance(value, dict) else name, f"unknown entry; a mapping has the tables {', '.join('[' + t + ']' for t in _TABLES)}")
         if not isinstance(value, dict):
-            raise fail(None, name, "must be a table, e.g. [" + name + "]")
+            raise src.fail(None, name, "must be a table, e.g. [" + name + "]")
 
-    row = data.get("row", {})
+
+def _row(src: _MappingFile, row: dict[str, Any]) -> tuple[Any, list[str]]:
+    """Check [row]; return its unmapped policy and its drop list."""
     for key in row:
         if key not in _ROW_KEYS:
-            raise fail("row", key, f"unknown key; [row] takes {', '.join(_ROW_KEYS)}")
+            raise src.fail("row", key, f"unknown key; [row] takes {', '.join(_ROW_KEYS)}")
     for key in ("id", "dedupe_key"):
         if key in row and (not isinstance(row[key], str) or not row[key].strip()):
-            raise fail("row", key, "must name a source column")
+            raise src.fail("row", key, "must name a source column")
     unmapped = row.get("unmapped", "keep")
     if unmapped not in ("keep", "drop", "error"):
-        raise fail("row", "unmapped", f"must be 'keep', 'drop' or 'error', not {unmapped!r}")
+        raise src.fail("row", "unmapped", f"must be 'keep', 'drop' or 'error', not {unmapped!r}")
     drop = row.get("drop", [])
     if not isinstance(drop, list) or not all(isinstance(c, str) and c for c in drop):
-        raise fail("row", "drop", "must be a list of source column names")
+        raise src.fail("row", "drop", "must be a list of source column names")
+    return unmapped, drop
 
+
+def _rename(src: _MappingFile, table: dict[str, Any]) -> dict[str, str]:
+    """[rename]: source column -> target, each target named once."""
     rename: dict[str, str] = {}
-    for column, target in data.get("rename", {}).items():
+    for column, target in table.items():
         if not isinstance(target, str) or not target.strip():
-            raise fail("rename", column, "the target must be a non-empty name (to leave a column out, list it in [row] drop)")
+            raise src.fail("rename", column, "the target must be a non-empty name (to leave a column out, list it in [row] drop)")
         if target in ("metadata", "users"):
-            raise fail("rename", column, f"{target!r} is not a column; name the metadata key or user<N>.<field> itself")
+            raise src.fail("rename", column, f"{target!r} is not a column; name the metadata key or user<N>.<field> itself")
         user = USER_COLUMN.fullmatch(target)
         if user and int(user.group(1)) < 1:
-            raise fail("rename", column, "users are numbered from 1 (user1.id)")
+            raise src.fail("rename", column, "users are numbered from 1 (user1.id)")
         earlier = next((c for c, t in rename.items() if t == target.strip()), None)
         if earlier is not None:
-            raise fail("rename", column, f"{earlier!r} is renamed to {target.strip()!r} already")
+            raise src.fail("rename", column, f"{earlier!r} is renamed to {target.strip()!r} already")
         rename[column] = target.strip()
+    return rename
 
+
+def _values(src: _MappingFile, tables: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """[values.<target>]: folded source value -> value sent, per target key."""
     values: dict[str, dict[str, str]] = {}
-    for target, table in data.get("values", {}).items():
+    for target, table in tables.items():
         if not isinstance(table, dict) or not table:
-            raise fail("values", target, "must be a table of source value = value sent, e.g. [values." + target + "]")
+            raise src.fail("values", target, "must be a table of source value = value sent, e.g. [values." + target + "]")
         folded: dict[str, str] = {}
         for source, sent in table.items():
             text_value = _text_value(sent)
             if text_value is None:
-                raise fail(f"values.{target}", source, "the value sent must be a string, number or boolean")
+                raise src.fail(f"values.{target}", source, "the value sent must be a string, number or boolean")
             key = source if source == "*" else source.strip().casefold()
             if key in folded:
-                raise fail(f"values.{target}", source, "listed twice (values are matched ignoring case)")
+                raise src.fail(f"values.{target}", source, "listed twice (values are matched ignoring case)")
             folded[key] = text_value
         values[target] = folded
+    return values
 
-    dates: dict[str, DateRule] = {}
-    for target, table in data.get("dates", {}).items():
-        where = f"dates.{target}"
-        if not isinstance(table, dict):
-            raise fail("dates", target, "must be a table with format, timezone, output")
-        for key in table:
-            if key not in _DATE_KEYS:
-                raise fail(where, key, f"unknown key; a date rule takes {', '.join(_DATE_KEYS)}")
-        fmt = table.get("format")
-        if not isinstance(fmt, str) or not fmt:
-            raise fail(where, "format" if "format" in table else None, "needs a format: a strptime pattern, iso, unix or unix_ms")
-        if fmt not in _SPECIAL_FORMATS:
-            missing = [part for part, codes in (("year", "Yy"), ("month", "mbB"), ("day", "dj"))
-                       if not any(f"%{c}" in fmt for c in codes)]
-            if missing:
-                raise fail(where, "format", f"{fmt!r} has no {' or '.join(missing)} (strptime codes such as %Y %m %d)")
-            sample = datetime(2001, 2, 3, 4, 5, 6)
-            try:
-                datetime.strptime(sample.strftime(fmt), fmt)
-            except ValueError as exc:
-                raise fail(where, "format", f"{fmt!r} is not a usable strptime format ({exc})") from None
-        zone = None
-        if "timezone" in table:
-            try:
-                zone = parse_timezone(str(table["timezone"]))
-            except ValueError as exc:
-                raise fail(where, "timezone", str(exc)) from None
-        output = table.get("output", "zoned")
-        if output not in _OUTPUTS:
-            raise fail(where, "output", f"must be one of {', '.join(_OUTPUTS)}, not {output!r}")
-        if zone is None and output != "local" and fmt not in ("iso", "unix", "unix_ms") and "%z" not in fmt:
-            raise fail(where, None, "dates in this format name no zone: give a timezone (Europe/Moscow, +03:00)")
-        dates[target] = DateRule(fmt, zone, output)
 
-    plain: dict[str, dict[str, str]] = {}
-    for table_name in ("defaults", "constants"):
-        plain[table_name] = {}
-        for target, value in data.get(table_name, {}).items():
-            text_value = _text_value(value)
-            if text_value is None:
-                raise fail(table_name, target, "must be a string, number or boolean")
-            plain[table_name][target] = text_value
+def _date_format(src: _MappingFile, where: str, table: dict[str, Any]) -> str:
+    """A date rule's format: iso, unix, unix_ms, or a strptime pattern with a year, month and day."""
+    fmt = table.get("format")
+    if not isinstance(fmt, str) or not fmt:
+        raise src.fail(where, "format" if "format" in table else None, "needs a format: a strptime pattern, iso, unix or unix_ms")
+    if fmt not in _SPECIAL_FORMATS:
+        missing = [part for part, codes in (("year", "Yy"), ("month", "mbB"), ("day", "dj"))
+                   if not any(f"%{c}" in fmt for c in codes)]
+        if missing:
+            raise src.fail(where, "format", f"{fmt!r} has no {' or '.join(missing)} (strptime codes such as %Y %m %d)")
+        sample = datetime(2001, 2, 3, 4, 5, 6)
+        try:
+            datetime.strptime(sample.strftime(fmt), fmt)
+        except ValueError as exc:
+            raise src.fail(where, "format", f"{fmt!r} is not a usable strptime format ({exc})") from None
+    return fmt
 
+
+def _date_rule(src: _MappingFile, target: str, table: Any) -> DateRule:
+    """One [dates.<target>] table as a DateRule."""
+    where = f"dates.{target}"
+    if not isinstance(table, dict):
+        raise src.fail("dates", target, "must be a table with format, timezone, output")
+    for key in table:
+        if key not in _DATE_KEYS:
+            raise src.fail(where, key, f"unknown key; a date rule takes {', '.join(_DATE_KEYS)}")
+    fmt = _date_format(src, where, table)
+    zone = None
+    if "timezone" in table:
+        try:
+            zone = parse_timezone(str(table["timezone"]))
+        except ValueError as exc:
+            raise src.fail(where, "timezone", str(exc)) from None
+    output = table.get("output", "zoned")
+    if output not in _OUTPUTS:
+        raise src.fail(where, "output", f"must be one of {', '.join(_OUTPUTS)}, not {output!r}")
+    if zone is None and output != "local" and fmt not in ("iso", "unix", "unix_ms") and "%z" not in fmt:
+        raise src.fail(where, None, "dates in this format name no zone: give a timezone (Europe/Moscow, +03:00)")
+    return DateRule(fmt, zone, output)
+
+
+def _dates(src: _MappingFile, tables: dict[str, Any]) -> dict[str, DateRule]:
+    """[dates.<target>]: how each target key's dates are read and written."""
+    return {target: _date_rule(src, target, table) for target, table in tables.items()}
+
+
+def _plain(src: _MappingFile, table_name: str, table: dict[str, Any]) -> dict[str, str]:
+    """[defaults] or [constants]: target -> value, each a string, number or boolean."""
+    plain: dict[str, str] = {}
+    for target, value in table.items():
+        text_value = _text_value(value)
+        if text_value is None:
+            raise src.fail(table_name, target, "must be a string, number or boolean")
+        plain[target] = text_value
+    return plain
+
+
+def _check_dedupe(src: _MappingFile, dedupe: str, rename: dict[str, str], unmapped: Any, drop: list[str]) -> None:
+    """The dedupe column must become a metadata key, which Search can find talks by."""
+    goes_to = rename.get(dedupe, dedupe if unmapped == "keep" else None)
+    if dedupe in drop or goes_to is None or goes_to in ROW_COLUMNS or USER_COLUMN.fullmatch(goes_to):
+        raise src.fail("row", "dedupe_key", f"column {dedupe!r} must become a metadata key (Search finds talks by those)")
+
+
+def load_mapping(path: Path) -> ColumnMapping:
+    """Read and check a mapping file; MappingError names the file, line and key at fault."""
+    src, data = _read(path)
+    _check_tables(src, data)
+    row = data.get("row", {})
+    unmapped, drop = _row(src, row)
+    rename = _rename(src, data.get("rename", {}))
+    values = _values(src, data.get("values", {}))
+    dates = _dates(src, data.get("dates", {}))
+    defaults = _plain(src, "defaults", data.get("defaults", {}))
+    constants = _plain(src, "constants", data.get("constants", {}))
     dedupe = row.get("dedupe_key")
     if dedupe is not None:
-        goes_to = rename.get(dedupe, dedupe if unmapped == "keep" else None)
-        if dedupe in drop or goes_to is None or goes_to in ROW_COLUMNS or USER_COLUMN.fullmatch(goes_to):
-            raise fail("row", "dedupe_key", f"column {dedupe!r} must become a metadata key (Search finds talks by those)")
+        _check_dedupe(src, dedupe, rename, unmapped, drop)
     return ColumnMapping(
-        rename=rename, values=values, dates=dates, defaults=plain["defaults"], constants=plain["constants"],
+        rename=rename, values=values, dates=dates, defaults=defaults, constants=constants,
         id_column=row.get("id"), dedupe_column=dedupe, unmapped=unmapped, drop=frozenset(drop),
     )
-
-

@@ -41,11 +41,11 @@ def _unreadable(job: Job, exc: OSError) -> RowInvalid:
 # PRELOAD_BATCH files or PRELOAD_BATCH_BYTES, and wait in the job queue with their bytes
 # (READ_AHEAD_BYTES at most, or one file bigger than that). Where reads are quick (page
 # cache, local disk) they run on the event loop: handing a batch to a thread costs more
-# than the reads, and that thread's GIL hand-offs stall the loop at every system call
-# (measured: 9% of the client's CPU with 16 KiB files). A batch slower than
-# INLINE_READ_BUDGET sends the next ones to a thread, so a slow network file system never
-# holds up the calls in flight; the thread times its reads the same way and brings them
-# back once they are quick again.
+# than the reads, and that thread's GIL hand-offs stall the loop at every system call, a
+# cost that weighs most when the files are small and many (benchmarks/RESULTS.md has the
+# client's CPU per file). A batch slower than INLINE_READ_BUDGET sends the next ones to a
+# thread, so a slow network file system never holds up the calls in flight; the thread
+# times its reads the same way and brings them back once they are quick again.
 PRELOAD_BATCH = 16
 PRELOAD_BATCH_BYTES = 4 * 1024 * 1024
 READ_AHEAD_BYTES = 16 * 1024 * 1024
@@ -55,8 +55,9 @@ INLINE_READ_BUDGET = 0.002  # seconds the event loop may spend reading one batch
 def _read_file(path: str | Path, size: int) -> bytes:
     """A whole file whose size stat gave: os calls rather than open(), which builds two file
     objects, and a first read of exactly that size, as os.read allocates what it is asked
-    for (a 1 MiB buffer for a 16 KiB file cost 25 us a file in page faults). The file is
-    read on to its end in case it grew since."""
+    for: a buffer much bigger than the file costs page faults on every file, which add up
+    over many small files (benchmarks/RESULTS.md has the client's CPU per file). The file
+    is read on to its end in case it grew since."""
     fd = os.open(path, os.O_RDONLY)
     try:
         chunks = [os.read(fd, size + 1)]

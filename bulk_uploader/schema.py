@@ -2,7 +2,9 @@
 
 One home for the rules, so the uploader's preflight and the emulator reject exactly the
 same rows: which keys a connection requires, and the form of `date`,
-`direction_outgoing`, `language` and every value's length (see SPEECHSENSE.md).
+`direction_outgoing`, `language` and every value's length. Their source is the vendor's
+SpeechSense documentation (its upload guide) and the API definitions in protos/;
+README.md sums them up under "What is checked before anything is sent".
 
 A schema file (TOML) lists connections; the uploader reads it with --connection-schema,
 the emulator with --config:

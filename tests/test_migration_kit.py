@@ -294,3 +294,27 @@ def test_unmapped_error_names_each_column_left_out_of_the_mapping(tmp_path: Path
     out, problems = load_mapping(path).apply({"CallID": "7", "Agent": "Ann", "Queue": "q", "Extra": "e"})
     assert out == {"id": "7", "operator_name": "Ann"}
     assert problems == ["column 'Extra' is not in the mapping's [rename]"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('row = 1\n', "line 1, top level row: must be a table, e.g. [row]"),
+        ('[row]\ndrop = "x"\n', "line 2, [row] drop: must be a list of source column names"),
+        ('[rename]\nA = "user0.id"\n', "line 2, [rename] A: users are numbered from 1 (user1.id)"),
+        ('[values.d]\nIN = [1]\n', "line 2, [values.d] IN: the value sent must be a string, number or boolean"),
+        ('[dates.date]\nformat = "%Y %d"\ntimezone = "UTC"\n',
+         "line 2, [dates.date] format: '%Y %d' has no month (strptime codes such as %Y %m %d)"),
+        ('[dates.date]\nformat = "%d.%m.%Y"\noutput = "mars"\ntimezone = "UTC"\n',
+         "line 3, [dates.date] output: must be one of zoned, utc, local, not 'mars'"),
+        ('[constants]\nconnection_id = [1]\n', "line 2, [constants] connection_id: must be a string, number or boolean"),
+        ('[row]\ndedupe_key = "File"\nunmapped = "drop"\n',
+         "line 2, [row] dedupe_key: column 'File' must become a metadata key (Search finds talks by those)"),
+    ],
+)
+def test_mapping_file_error_messages_in_full(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(MappingError) as error:
+        load_mapping(path)
+    assert str(error.value) == f"{path} {message}"

@@ -1,4 +1,4 @@
-"""The local SpeechSense emulator: server, talk store and fault injection."""
+"""The local SpeechSense emulator: server, TalkService and IAM servicers, request checks, talk store, faults."""
 
 from bulk_uploader.emulator.faults import FaultOptions
 from bulk_uploader.emulator.server import DEFAULT_CONNECTIONS, Emulator, EmulatorOptions, mint_token

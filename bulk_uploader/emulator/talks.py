@@ -1,0 +1,166 @@
+"""The emulator's TalkService: Upload, UploadAsStream and UploadText store talks, Search finds them.
+
+Every rpc runs inside the call guard (guard.py) and applies the request checks
+(checks.py) before it stores anything in the emulator's TalkStore. A request with a
+talk_id updates that talk's metadata instead of storing a new talk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from grpc import aio
+
+from bulk_uploader.audio import SNIFF_BYTES
+from bulk_uploader.emulator.checks import audio_format, chat_messages, check_connection, reject, talk_users
+from bulk_uploader.emulator.guard import guarded
+from bulk_uploader.emulator.store import messages_digest
+from bulk_uploader.proto import speechsense_pb2 as pb
+from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
+from bulk_uploader.schema import ConnectionSchema
+
+if TYPE_CHECKING:
+    from bulk_uploader.emulator.server import Emulator
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+
+
+class TalkServicer(pb_grpc.TalkServiceServicer):
+    """TalkService over one Emulator's connections, store and faults."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emu = emulator
+
+    # --- shared steps ----------------------------------------------------------------
+
+    def _connection(self, meta: pb.TalkMetadata, kind: str) -> ConnectionSchema:
+        return check_connection(self.emu.connections, meta, kind)
+
+    def _store(self, context: aio.ServicerContext, meta: pb.TalkMetadata, users: list[dict[str, Any]], **talk: Any) -> str:
+        talk_id = secrets.token_hex(10)
+        key = dict(context.invocation_metadata() or ()).get(IDEMPOTENCY_HEADER)
+        self.emu.store.add(
+            talk_id=talk_id,
+            connection_id=meta.connection_id,
+            fields=meta.fields,
+            users=users,
+            idempotency_key=key,
+            **talk,
+        )
+        if self.emu.injector.lose_answer():
+            self.emu.answers_lost += 1
+            reject(grpc.StatusCode.UNAVAILABLE, "connection reset (injected: talk stored, answer lost)")
+        return talk_id
+
+    def _update(self, talk_id: str, meta: pb.TalkMetadata, kind: str) -> str:
+        talk = self.emu.store.get(talk_id)
+        if talk is None:
+            reject(grpc.StatusCode.NOT_FOUND, f"talk {talk_id!r} not found")
+        if meta.connection_id and meta.connection_id != talk.connection_id:
+            reject(grpc.StatusCode.INVALID_ARGUMENT, f"talk {talk_id!r} belongs to another connection")
+        meta.connection_id = talk.connection_id
+        self._connection(meta, "chat" if talk.rpc == "UploadText" else kind)
+        self.emu.store.update_metadata(talk_id, meta.fields, talk_users(meta))
+        return talk_id
+
+    def _update_of(self, request: pb.UploadTalkRequest | pb.UploadTextRequest, payload: str, kind: str) -> str | None:
+        """For a request with talk_id (a metadata update, no payload): apply it and return the id."""
+        if not request.talk_id:
+            return None
+        if request.HasField(payload):
+            reject(grpc.StatusCode.INVALID_ARGUMENT, f"talk_id is for metadata updates; send no {payload} with it")
+        return self._update(request.talk_id, request.metadata, kind)
+
+    # --- rpcs ------------------------------------------------------------------------
+
+    async def Upload(self, request: pb.UploadTalkRequest, context: aio.ServicerContext) -> pb.UploadTalkResponse:
+        async with guarded(self.emu, context):
+            updated = self._update_of(request, "audio", "audio")
+            if updated:
+                return pb.UploadTalkResponse(talk_id=updated)
+            self._connection(request.metadata, "audio")
+            users = talk_users(request.metadata)
+            data = request.audio.audio_data.data
+            fmt = audio_format(request.audio.audio_metadata, data[:SNIFF_BYTES])
+            talk_id = self._store(
+                context, request.metadata, users,
+                rpc="Upload", format=fmt, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+            )
+            return pb.UploadTalkResponse(talk_id=talk_id)
+        raise AssertionError("unreachable: aborted")  # pragma: no cover
+
+    async def UploadAsStream(self, request_iterator: Any, context: aio.ServicerContext) -> pb.UploadTalkResponse:
+        async with guarded(self.emu, context):
+            meta: pb.TalkMetadata | None = None
+            audio_meta: pb.AudioMetadata | None = None
+            users: list[dict[str, Any]] = []
+            digest, size, head = hashlib.sha256(), 0, b""
+            async for message in request_iterator:
+                event = message.WhichOneof("Event")
+                audio_event = message.audio.WhichOneof("AudioEvent") if event == "audio" else None
+                if meta is None:
+                    if event != "metadata":
+                        reject(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be the talk metadata")
+                    meta = message.metadata
+                    self._connection(meta, "audio")  # fail fast, before the audio is sent
+                    users = talk_users(meta)
+                elif audio_meta is None:
+                    if audio_event != "audio_metadata":
+                        reject(grpc.StatusCode.INVALID_ARGUMENT, "the second message must be the audio metadata")
+                    audio_meta = message.audio.audio_metadata
+                elif audio_event != "chunk":
+                    reject(grpc.StatusCode.INVALID_ARGUMENT, "after the audio metadata only audio chunks may follow")
+                else:
+                    data = message.audio.chunk.data
+                    if len(head) < SNIFF_BYTES:
+                        head += data[: SNIFF_BYTES - len(head)]
+                    digest.update(data)
+                    size += len(data)
+            if meta is None or audio_meta is None:
+                reject(grpc.StatusCode.INVALID_ARGUMENT, "stream ended before the talk and audio metadata")
+            fmt = audio_format(audio_meta, head)
+            talk_id = self._store(
+                context, meta, users, rpc="UploadAsStream", format=fmt, size=size, sha256=digest.hexdigest()
+            )
+            return pb.UploadTalkResponse(talk_id=talk_id)
+        raise AssertionError("unreachable: aborted")  # pragma: no cover
+
+    async def UploadText(self, request: pb.UploadTextRequest, context: aio.ServicerContext) -> pb.UploadTextResponse:
+        async with guarded(self.emu, context):
+            updated = self._update_of(request, "text_content", "chat")
+            if updated:
+                return pb.UploadTextResponse(talk_id=updated)
+            self._connection(request.metadata, "chat")
+            users = talk_users(request.metadata)
+            sha, count = messages_digest(chat_messages(request))
+            talk_id = self._store(
+                context, request.metadata, users,
+                rpc="UploadText", format="chat", size=request.text_content.ByteSize(), sha256=sha,
+                message_count=count,
+            )
+            return pb.UploadTextResponse(talk_id=talk_id)
+        raise AssertionError("unreachable: aborted")  # pragma: no cover
+
+    async def Search(self, request: pb.SearchTalkRequest, context: aio.ServicerContext) -> pb.SearchTalkResponse:
+        async with guarded(self.emu, context):
+            prefix = self.emu.options.user_key_prefix
+            filters = []
+            for f in request.filters:
+                if f.WhichOneof("filter") != "any_match":
+                    reject(grpc.StatusCode.UNIMPLEMENTED, "the emulator supports any_match filters only")
+                key = f"user:{f.key[len(prefix):]}" if prefix and f.key.startswith(prefix) else f.key
+                filters.append((key, list(f.any_match.values), f.inverse))
+            size = request.page_size or 100
+            if not 1 <= size <= 1000:
+                reject(grpc.StatusCode.INVALID_ARGUMENT, "page_size must be in 1..1000")
+            try:
+                offset = int(request.page_token or 0)
+            except ValueError:
+                reject(grpc.StatusCode.INVALID_ARGUMENT, "bad page_token")
+            ids, total = self.emu.store.search(request.connection_id, filters, offset, size)
+            following = str(offset + size) if offset + size < total else ""
+            return pb.SearchTalkResponse(talk_ids=ids, talks_count=total, next_page_token=following)
+        raise AssertionError("unreachable: aborted")  # pragma: no cover
