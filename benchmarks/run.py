@@ -2,6 +2,7 @@
 
     python benchmarks/run.py                 # every scenario, 3 runs each (about 10 minutes)
     python benchmarks/run.py --runs 1 --only small latency
+    python benchmarks/run.py --only small 64mib --baseline /tmp/base   # A/B against another checkout
 
 Starts `bulk-upload emulator` in its own process per scenario, makes the data sets under
 benchmarks/.data, runs each contender as its own process and measures it from outside
@@ -10,7 +11,10 @@ and writes it to benchmarks/RESULTS.md with the machine, versions and date.
 
 Contenders: bulk-upload as users run it (results file, --quiet); the ideal client (requests
 prebuilt in memory, N tasks on one grpc.aio channel: the ceiling); a thread pool over the
-synchronous stub; and the documented way, one process per file under xargs -P N.
+synchronous stub; and the documented way, one process per file under xargs -P N. With
+--baseline DIR (a checkout of another version, e.g. `git worktree add /tmp/base REF`), the
+same bulk-upload command run from that checkout joins each round as `baseline`, so a
+change is measured side by side against what it replaced.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
 PY = sys.executable
 KEY = "benchmark-key"  # accepted by the benchmark's own emulator only
+BASELINE: Path | None = None  # --baseline: another checkout's bulk-upload, run side by side
 MiB = 1024 * 1024
 
 
@@ -90,8 +95,8 @@ class EmulatorProcess:
         self.proc.communicate(timeout=60)
 
 
-def client_env() -> dict[str, str]:
-    return {**os.environ, "API_KEY": KEY, "PYTHONPATH": str(HERE.parent)}
+def client_env(root: Path = HERE.parent) -> dict[str, str]:
+    return {**os.environ, "API_KEY": KEY, "PYTHONPATH": str(root)}
 
 
 def dataset(name: str, count: int, size: int, distinct: int | None = None) -> Path:
@@ -107,12 +112,12 @@ def dataset(name: str, count: int, size: int, distinct: int | None = None) -> Pa
     return manifest
 
 
-def bulk_upload(target: str, manifest: Path, concurrency: int, *extra: str) -> Measure:
+def bulk_upload(target: str, manifest: Path, concurrency: int, *extra: str, root: Path = HERE.parent) -> Measure:
     results = manifest.with_name("bench.results.jsonl")
     results.unlink(missing_ok=True)
     out, err, wall, cpu, rss, code = run_measured(
         [PY, "-m", "bulk_uploader", str(manifest), "--endpoint", target, "--insecure", "--quiet",
-         "--concurrency", str(concurrency), "--results", str(results), *extra], client_env())
+         "--concurrency", str(concurrency), "--results", str(results), *extra], client_env(root))
     assert code == 0, err[-2000:]
     elapsed = float(re.search(r"Finished in ([\d.]+) s", err).group(1))  # type: ignore[union-attr]
     uploaded = int(re.search(r"uploaded (\d+),", err).group(1))  # type: ignore[union-attr]
@@ -175,7 +180,9 @@ def median(measures: list[Measure]) -> dict[str, float]:
 def upload_scenario(name: str, title: str, manifest: Path, concurrency: int, runs: int, latency_ms: float = 0,
                     contenders: tuple[str, ...] = ("bulk-upload", "ideal", "threadpool"), xargs_files: int = 0) -> dict[str, Any]:
     emulator = EmulatorProcess(*(["--latency-ms", str(latency_ms)] if latency_ms else []))
-    table: dict[str, Any] = {"title": title, "concurrency": concurrency, "rows": {}, "pairs": []}
+    if BASELINE is not None:
+        contenders = ("bulk-upload", "baseline", *contenders[1:])
+    table: dict[str, Any] = {"title": title, "concurrency": concurrency, "rows": {}, "pairs": [], "ab": []}
     measured: dict[str, list[Measure]] = {c: [] for c in contenders}
     try:
         for n in range(runs):
@@ -183,7 +190,9 @@ def upload_scenario(name: str, title: str, manifest: Path, concurrency: int, run
             for contender in contenders:
                 if contender == "bulk-upload":
                     m = bulk_upload(emulator.target, manifest, concurrency)
-
+                elif contender == "baseline":
+                    assert BASELINE is not None
+                    m = bulk_upload(emulator.target, manifest, concurrency, root=BASELINE)
                 elif contender == "ideal":
                     m = ideal(emulator.target, manifest, concurrency)
                 elif contender == "threadpool":
@@ -197,6 +206,10 @@ def upload_scenario(name: str, title: str, manifest: Path, concurrency: int, run
                 b, i = measured["bulk-upload"][-1], measured["ideal"][-1]
                 table["pairs"].append({"files_per_s": b.files_per_s / i.files_per_s, "mb_per_s": b.mb_per_s / i.mb_per_s,
                                        "cpu": b.cpu_per_file_ms / i.cpu_per_file_ms})
+            if "baseline" in measured:
+                b, a = measured["bulk-upload"][-1], measured["baseline"][-1]
+                table["ab"].append({"files_per_s": b.files_per_s / a.files_per_s, "mb_per_s": b.mb_per_s / a.mb_per_s,
+                                    "cpu": b.cpu_per_file_ms / a.cpu_per_file_ms})
     finally:
         emulator.close()
     for contender, ms in measured.items():
@@ -284,6 +297,11 @@ def render(tables: list[dict[str, Any]], million: dict[str, Any] | None, runs: i
             lines += ["", f"bulk-upload / ideal, pair by pair (median): files/s "
                           f"{statistics.median(x['files_per_s'] for x in p):.3f}, MB/s {statistics.median(x['mb_per_s'] for x in p):.3f}, "
                           f"CPU per file {statistics.median(x['cpu'] for x in p):.3f}"]
+        if t.get("ab"):
+            p = t["ab"]
+            lines += [f"bulk-upload / baseline, pair by pair (median): files/s "
+                      f"{statistics.median(x['files_per_s'] for x in p):.3f}, MB/s {statistics.median(x['mb_per_s'] for x in p):.3f}, "
+                      f"CPU per file {statistics.median(x['cpu'] for x in p):.3f}"]
         if startup is not None and "ideal" in t["rows"] and "bulk-upload" in t["rows"]:
             b, i = t["rows"]["bulk-upload"], t["rows"]["ideal"]
             per_row = b["cpu_per_file_ms"] - 1000 * startup / b["files"]
@@ -309,7 +327,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=["small", "1mib", "64mib", "latency", "million"])
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument("--baseline", type=Path, help="a checkout of another version to run side by side")
     args = parser.parse_args()
+    global BASELINE
+    if args.baseline is not None:
+        BASELINE = args.baseline.resolve()
+        compileall.compile_dir(BASELINE / "bulk_uploader", quiet=1)
     sys.path.insert(0, str(HERE.parent))
     # Bytecode for the package, as installing a wheel writes it: otherwise a checkout with
     # PYTHONDONTWRITEBYTECODE set compiles every module again in every measured process.
