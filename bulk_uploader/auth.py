@@ -7,6 +7,8 @@ and no error message quotes them.
 
 from __future__ import annotations
 
+import functools
+import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -138,10 +140,14 @@ class TokenCommand(_RefreshingToken):
         return f"TokenCommand({self.command!r}, refresh_every={self.refresh_every})"
 
     async def _obtain(self) -> tuple[str, float | None]:
+        # subprocess.run in a thread, not the event loop's own process spawning: uvloop
+        # forks, and a fork while gRPC's threads are busy runs gRPC's fork handlers in the
+        # child, which can crash it; subprocess starts the child without them (vfork/posix_spawn).
+        run = functools.partial(subprocess.run, ["/bin/sh", "-c", self.command], capture_output=True,
+                                stdin=subprocess.DEVNULL, timeout=self.timeout, check=False)
         try:
-            with anyio.fail_after(self.timeout):
-                done = await anyio.run_process(["/bin/sh", "-c", self.command], check=False)
-        except TimeoutError:
+            done = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+        except subprocess.TimeoutExpired:
             raise AuthError(f"--iam-token-command did not finish within {self.timeout:g} s") from None
         except OSError as exc:
             raise AuthError(f"--iam-token-command could not run: {exc.strerror}") from None

@@ -145,7 +145,7 @@ def test_client_bandwidth_cap(tmp_path: Path, served: ThreadedEmulator) -> None:
     assert elapsed >= 3.5
 
 
-@pytest.mark.parametrize("refresh", ["0.6", "3600"])
+@pytest.mark.parametrize("refresh", ["0.05", "0.6", "3600"])
 def test_expiring_tokens_from_a_command_keep_the_run_going(tmp_path: Path, refresh: str) -> None:
     secret = "emulator-token-secret"  # the emulator's test secret, not a credential
     server = ThreadedEmulator(EmulatorOptions(token_secret=secret, faults=FaultOptions(latency_ms=30)))
