@@ -1,9 +1,13 @@
 """The typer application every command registers on, the exit codes, the usage-error exit, and
-`main`, the console script.
+`main`, the console script: the one reader of sys.argv, which hands the arguments it runs with
+to the commands as the click context's `obj`, so a caller from Python sees its own arguments in
+the retry command rather than those of the process it runs in.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import typer
@@ -38,6 +42,13 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
-def main(argv: list[str] | None = None) -> Any:
-    """Console-script entry point."""
-    return app(args=argv, prog_name="bulk-upload")
+def invoked_argv(ctx: typer.Context) -> tuple[str, ...] | None:
+    """The arguments `main` ran with; None when the app was called some other way (typer.testing)."""
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, tuple) else None
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Console-script entry point: runs `bulk-upload ARGV` (this process's arguments when argv is None)."""
+    args = tuple(sys.argv[1:] if argv is None else argv)
+    return app(args=list(args), prog_name="bulk-upload", obj=args)

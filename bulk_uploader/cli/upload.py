@@ -1,12 +1,11 @@
 """`bulk-upload upload MANIFEST`, the default command: its option groups turned into checked
 UploadOptions and the run started; the command reads the environment (credentials, the shard a
-scheduler assigned) and argv, and hands both down.
+scheduler assigned) and the arguments `main` ran with, and hands both down.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from datetime import tzinfo
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Annotated
 import typer
 
 from bulk_uploader.chat import parse_timezone
-from bulk_uploader.cli.application import app, fail
+from bulk_uploader.cli.application import app, fail, invoked_argv
 from bulk_uploader.cli.arggroups import grouped_command
 from bulk_uploader.cli.credentials import choose_credentials
 from bulk_uploader.cli.runtime import retry_command, run_cli_upload
@@ -81,6 +80,7 @@ def upload_options(manifest: Path, env: Mapping[str, str], *, destination: Desti
 @app.command("upload")
 @grouped_command
 def upload(
+    ctx: typer.Context,
     manifest: Annotated[Path, typer.Argument(help="Manifest: .jsonl or .csv")],
     destination: DestinationArgs,
     auth: AuthArgs,
@@ -96,4 +96,6 @@ def upload(
     except (ConfigError, SchemaError) as exc:
         raise fail(str(exc)) from None
     reporter = make_reporter(quiet=output.quiet)
-    raise typer.Exit(run_cli_upload(options, reporter, retry_command(sys.argv[1:]), speed.event_loop))
+    argv = invoked_argv(ctx)
+    shown = retry_command(argv) if argv is not None else None
+    raise typer.Exit(run_cli_upload(options, reporter, shown, speed.event_loop))
