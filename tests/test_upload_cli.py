@@ -17,7 +17,7 @@ from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli, start_upload
 
 from bulk_uploader import samples
 from bulk_uploader.audio import AudioFormat
-from bulk_uploader.cli import EventLoop, _run_event_loop
+from bulk_uploader.cli.runtime import EventLoop, _run_event_loop
 from bulk_uploader.emulator import FaultOptions
 from bulk_uploader.results import read_records
 
@@ -334,7 +334,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 
 
 def test_the_retry_command_never_shows_a_token_command() -> None:
-    from bulk_uploader.cli import _shown_args
+    from bulk_uploader.cli.runtime import _shown_args
 
     args = ["m.jsonl", "--iam-token-command", "echo t1.secret-token", "--iam-token-command=echo t1.x", "--quiet"]
     shown = " ".join(_shown_args(args))

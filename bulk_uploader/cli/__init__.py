@@ -1,0 +1,24 @@
+"""The command line: the one home of typer, argv and the environment.
+
+    bulk-upload MANIFEST [options]     upload (the default command)
+    bulk-upload demo                   emulator + sample data set + upload, all on this machine
+    bulk-upload emulator [options]     run the local SpeechSense emulator
+    bulk-upload talks STORE            list what an emulator store holds
+    bulk-upload manifest FOLDER        build a manifest from another vendor's export
+    bulk-upload report RESULTS...      summarise results files, write the rows to retry
+
+`application` holds the typer app and `main`; `upload`, with its option groups in
+`upload_args` (built by `arggroups`), its credentials in `credentials` and its run in
+`runtime`, is the default command; `tools` holds the others. Importing this package
+registers every command on the app.
+"""
+
+# Importing a command module registers its commands; --help lists them in that order, the
+# default command first.
+from bulk_uploader.cli import upload  # noqa: F401
+from bulk_uploader.cli.application import app, main
+
+# isort: split
+from bulk_uploader.cli import tools  # noqa: F401
+
+__all__ = ["app", "main"]

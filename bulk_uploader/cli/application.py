@@ -1,0 +1,54 @@
+"""The typer application every command registers on, the exit codes, the usage-error exit, and
+`main`, the console script: the one reader of sys.argv, which hands the arguments it runs with
+to the commands as the click context's `obj`, so a caller from Python sees its own arguments in
+the retry command rather than those of the process it runs in.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+EXIT_OK, EXIT_ROWS, EXIT_USAGE = 0, 1, 2
+
+
+class _DefaultToUpload(TyperGroup):
+    """`bulk-upload manifest.jsonl ...` means `bulk-upload upload manifest.jsonl ...`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["upload", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_DefaultToUpload,
+    add_completion=False,
+    # A traceback with local variables could show a credential: keep them plain.
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Upload call recordings and chats to Yandex SpeechSense, concurrently and resumably.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    """The exit of a command refused before it starts; the caller raises it."""
+    typer.echo(f"bulk-upload: {message}", err=True)
+    return typer.Exit(code)
+
+
+def invoked_argv(ctx: typer.Context) -> tuple[str, ...] | None:
+    """The arguments `main` ran with; None when the app was called some other way (typer.testing)."""
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, tuple) else None
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Console-script entry point: runs `bulk-upload ARGV` (this process's arguments when argv is None)."""
+    args = tuple(sys.argv[1:] if argv is None else argv)
+    return app(args=list(args), prog_name="bulk-upload", obj=args)

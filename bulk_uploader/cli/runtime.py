@@ -1,0 +1,124 @@
+"""Running an upload from the command line: the event loop (uvloop or asyncio's), the SIGINT and
+SIGTERM watch, the warnings and summary around the run, and the retry command printed when rows
+are left to do; each is given its inputs, nothing here reads argv or the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import signal
+from collections.abc import Coroutine, Sequence
+from enum import Enum
+from typing import Any
+
+import anyio
+
+from bulk_uploader.allocator import keep_big_buffers
+from bulk_uploader.cli.application import EXIT_USAGE
+from bulk_uploader.errors import BulkUploadError
+from bulk_uploader.options import UploadOptions, is_loopback
+from bulk_uploader.pipeline import RunControl, RunSummary, run_upload
+from bulk_uploader.progress import Reporter
+
+
+class EventLoop(str, Enum):
+    """--event-loop"""
+
+    uvloop = "uvloop"
+    asyncio = "asyncio"
+
+
+async def _watch_signals(control: RunControl, reporter: Reporter) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if control.stopping:
+                reporter.message("aborting now; rows in flight stay unrecorded and will be retried")
+            else:
+                reporter.message("stopping: finishing uploads in flight (press Ctrl-C again to abort)")
+            control.stop()
+
+
+async def upload_with_signals(options: UploadOptions, reporter: Reporter) -> RunSummary:
+    """Run the upload; the first SIGINT/SIGTERM lets rows in flight finish, the second aborts."""
+    control = RunControl()
+    error: BulkUploadError | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(_watch_signals, control, reporter)
+        try:
+            summary = await run_upload(options, reporter, control)
+        except BulkUploadError as exc:
+            error = exc  # raised outside the group, so it is not wrapped in an ExceptionGroup
+        finally:
+            group.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return summary
+
+
+def _run_event_loop(main: Coroutine[Any, Any, RunSummary], event_loop: EventLoop) -> RunSummary:
+    """Run the upload on uvloop where it is installed and asked for, else on asyncio's own loop.
+
+    uvloop turns the loop faster, which counts with many small files; benchmarks/RESULTS.md
+    holds the figures measured with it. It is a dependency where it builds (not on Windows).
+    """
+    if event_loop is EventLoop.uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
+
+
+def warnings_for(options: UploadOptions) -> list[str]:
+    """Things worth saying before a run starts."""
+    out = []
+    if options.insecure and options.credentials is not None and not is_loopback(options.endpoint):
+        out.append(f"sending credentials in plaintext to {options.endpoint} (--insecure)")
+    return out
+
+
+def run_cli_upload(options: UploadOptions, reporter: Reporter, retry_command: str | None,
+                   event_loop: EventLoop = EventLoop.uvloop) -> int:
+    """Run an upload to its end and print the summary; returns the exit status.
+
+    retry_command is printed when rows are left to do; None prints none.
+    """
+    if not options.dry_run:  # a dry run sends nothing; the setting is process-wide, so the command line makes it
+        keep_big_buffers()
+    for warning in warnings_for(options):
+        reporter.message(f"warning: {warning}")
+    try:
+        summary = _run_event_loop(upload_with_signals(options, reporter), event_loop)
+    except BulkUploadError as exc:
+        reporter.message(f"bulk-upload: {exc}")
+        return EXIT_USAGE
+    reporter.summary(summary.lines(retry_command))
+    return summary.exit_code
+
+
+def _shown_args(args: Sequence[str]) -> list[str]:
+    """argv fit to print: a token command may hold a secret expanded by the shell, so it is elided."""
+    shown, hide_next = [], False
+    for arg in args:
+        if hide_next:
+            shown.append("<same command>")
+            hide_next = False
+        elif arg == "--iam-token-command":
+            shown.append(arg)
+            hide_next = True
+        elif arg.startswith("--iam-token-command="):
+            shown.append("--iam-token-command=<same command>")
+        else:
+            shown.append(arg)
+    return shown
+
+
+def retry_command(argv: Sequence[str]) -> str:
+    """`bulk-upload ARGV` to print, without a leading `upload` (the default command)."""
+    args = list(argv)
+    if args[:1] == ["upload"]:
+        args = args[1:]
+    return "bulk-upload " + shlex.join(_shown_args(args))

@@ -1,0 +1,101 @@
+"""`bulk-upload upload MANIFEST`, the default command: its option groups turned into checked
+UploadOptions and the run started; the command reads the environment (credentials, the shard a
+scheduler assigned) and the arguments `main` ran with, and hands both down.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import tzinfo
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bulk_uploader.chat import parse_timezone
+from bulk_uploader.cli.application import app, fail, invoked_argv
+from bulk_uploader.cli.arggroups import grouped_command
+from bulk_uploader.cli.credentials import choose_credentials
+from bulk_uploader.cli.runtime import retry_command, run_cli_upload
+from bulk_uploader.cli.upload_args import (
+    AuthArgs,
+    DestinationArgs,
+    ExactlyOnceArgs,
+    MigrationArgs,
+    OutputArgs,
+    SpeedArgs,
+)
+from bulk_uploader.errors import ConfigError, SchemaError
+from bulk_uploader.mapping import load_mapping
+from bulk_uploader.options import SearchScope, UploadOptions
+from bulk_uploader.progress import make_reporter
+from bulk_uploader.schema import load_schemas
+from bulk_uploader.shard import parse_shard, shard_from_environment
+
+
+def _timezone(text: str | None) -> tzinfo | None:
+    if text is None:
+        return None
+    try:
+        return parse_timezone(text)
+    except ValueError as exc:
+        raise ConfigError(f"--assume-timezone: {exc}") from None
+
+
+def upload_options(manifest: Path, env: Mapping[str, str], *, destination: DestinationArgs, auth: AuthArgs,
+                   speed: SpeedArgs, once: ExactlyOnceArgs, migration: MigrationArgs,
+                   output: OutputArgs) -> UploadOptions:
+    """The run's options, checked; ConfigError or SchemaError names the first thing wrong."""
+    column_mapping = load_mapping(migration.mapping) if migration.mapping else None
+    credentials = choose_credentials(auth, destination.insecure, env)
+    return UploadOptions(
+        manifest=manifest,
+        results=output.results,
+        endpoint=destination.endpoint,
+        insecure=destination.insecure,
+        credentials=credentials,
+        connection_id=destination.connection_id,
+        chat_connection_id=destination.chat_connection_id,
+        assume_timezone=_timezone(migration.assume_timezone),
+        schemas=tuple(load_schemas(destination.connection_schema)) if destination.connection_schema else (),
+        concurrency=speed.concurrency,
+        retries=speed.retries,
+        timeout=speed.timeout,
+        chunk_size=speed.chunk_size_kib * 1024,
+        stream_threshold=int(speed.stream_threshold_mib * 1024 * 1024),
+        dry_run=migration.dry_run,
+        estimate_rate=migration.estimate_rate,
+        grace=output.grace,
+        dedupe_key=once.dedupe_key or (column_mapping.dedupe_key if column_mapping else None),
+        search_scope=SearchScope(once.organization_id, once.space_id, once.project_id),
+        search_user_prefix=once.search_user_prefix,
+        rps=speed.rps,
+        max_mbps=speed.max_mbps,
+        shard=parse_shard(migration.shard) if migration.shard else shard_from_environment(env, migration.shard_count),
+        mapping=column_mapping,
+    )
+
+
+@app.command("upload")
+@grouped_command
+def upload(
+    ctx: typer.Context,
+    manifest: Annotated[Path, typer.Argument(help="Manifest: .jsonl or .csv")],
+    destination: DestinationArgs,
+    auth: AuthArgs,
+    speed: SpeedArgs,
+    once: ExactlyOnceArgs,
+    migration: MigrationArgs,
+    output: OutputArgs,
+) -> None:
+    """Upload every row of MANIFEST not uploaded before; results go to the results file."""
+    try:
+        options = upload_options(manifest, os.environ, destination=destination, auth=auth, speed=speed,
+                                 once=once, migration=migration, output=output)
+    except (ConfigError, SchemaError) as exc:
+        raise fail(str(exc)) from None
+    reporter = make_reporter(quiet=output.quiet)
+    argv = invoked_argv(ctx)
+    shown = retry_command(argv) if argv is not None else None
+    raise typer.Exit(run_cli_upload(options, reporter, shown, speed.event_loop))

@@ -1,0 +1,123 @@
+"""The options of `bulk-upload upload`, in groups: where to send, credentials, speed, exactly once,
+migration and output. Each group is one frozen dataclass; its fields are the options, with the
+names, defaults and help text the command line has always had.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from bulk_uploader.auth import DEFAULT_TOKEN_REFRESH
+from bulk_uploader.cli.arggroups import OptionGroup
+from bulk_uploader.cli.runtime import EventLoop
+from bulk_uploader.options import DEFAULT_ENDPOINT
+from bulk_uploader.transport import DEFAULT_IAM_ENDPOINT
+
+
+@dataclass(frozen=True)
+class DestinationArgs(OptionGroup):
+    """Where the talks go: the service, the transport, the connections and their keys."""
+
+    panel = "Where to send"
+    endpoint: Annotated[str, typer.Option(help="SpeechSense gRPC endpoint HOST:PORT")] = DEFAULT_ENDPOINT
+    insecure: Annotated[bool, typer.Option(help="Plaintext gRPC (the emulator); TLS otherwise")] = False
+    connection_id: Annotated[Optional[str], typer.Option(help="Connection for rows that name none")] = None
+    chat_connection_id: Annotated[
+        Optional[str], typer.Option(help="Connection for chat rows that name none [default: --connection-id]")
+    ] = None
+    connection_schema: Annotated[
+        Optional[Path], typer.Option(help="TOML file describing the connections' keys")
+    ] = None
+
+
+@dataclass(frozen=True)
+class AuthArgs(OptionGroup):
+    """Where the credentials come from; with none of these, env API_KEY or IAM_TOKEN."""
+
+    panel = "Credentials"
+    api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key (else env API_KEY)")] = None
+    iam_token_file: Annotated[
+        Optional[Path], typer.Option(help="File holding an IAM token (else env IAM_TOKEN)")
+    ] = None
+    iam_token_command: Annotated[
+        Optional[str], typer.Option(help="Command printing a fresh IAM token; re-run before expiry and when refused")
+    ] = None
+    token_refresh_seconds: Annotated[
+        float, typer.Option(help="Renew the IAM token of --iam-token-command or --sa-key this often (sooner if it expires)")
+    ] = DEFAULT_TOKEN_REFRESH
+    sa_key: Annotated[
+        Optional[Path], typer.Option(help="Service account key file (`yc iam key create` JSON), exchanged for IAM tokens")
+    ] = None
+    iam_endpoint: Annotated[
+        str, typer.Option(help="IAM token service HOST:PORT, for --sa-key (plaintext with --insecure)")
+    ] = DEFAULT_IAM_ENDPOINT
+
+
+@dataclass(frozen=True)
+class SpeedArgs(OptionGroup):
+    """How fast and how hard: parallelism, caps, message sizes, deadlines, retries, the event loop."""
+
+    panel = "Speed"
+    concurrency: Annotated[int, typer.Option(help="Rows uploaded at once")] = 8
+    rps: Annotated[float, typer.Option(help="Cap on requests per second (0: none)")] = 0.0
+    max_mbps: Annotated[float, typer.Option(help="Cap on audio bandwidth, megabits per second (0: none)")] = 0.0
+    chunk_size_kib: Annotated[int, typer.Option(help="UploadAsStream chunk size, KiB")] = 1024
+    stream_threshold_mib: Annotated[float, typer.Option(help="Files above this many MiB are streamed")] = 4.0
+    timeout: Annotated[float, typer.Option(help="Seconds per attempt (grows with file size)")] = 60.0
+    retries: Annotated[int, typer.Option(help="Further attempts after a transient error")] = 10
+    event_loop: Annotated[
+        EventLoop, typer.Option(help="uvloop (where installed) or asyncio's own")
+    ] = EventLoop.uvloop
+
+
+@dataclass(frozen=True)
+class ExactlyOnceArgs(OptionGroup):
+    """The key that makes a re-send safe after an unknown outcome, and where Search looks for it."""
+
+    panel = "Exactly once"
+    dedupe_key: Annotated[
+        Optional[str], typer.Option(help="Metadata key unique per row; Search for it before re-sending after an unknown outcome")
+    ] = None
+    organization_id: Annotated[str, typer.Option(help="Search scope: organization id")] = ""
+    space_id: Annotated[str, typer.Option(help="Search scope: space id")] = ""
+    project_id: Annotated[str, typer.Option(help="Search scope: project id")] = ""
+    search_user_prefix: Annotated[str, typer.Option(help="How Search names user metadata keys")] = "user."
+
+
+@dataclass(frozen=True)
+class MigrationArgs(OptionGroup):
+    """Moving a whole archive: another vendor's columns, shards, time zones, the rehearsal."""
+
+    panel = "Migration"
+    mapping: Annotated[
+        Optional[Path], typer.Option(help="TOML mapping from another vendor's columns (see bulk-upload manifest)")
+    ] = None
+    shard: Annotated[
+        Optional[str], typer.Option(help="Only shard K/N of the rows [default: from Slurm or Kubernetes, if set]")
+    ] = None
+    shard_count: Annotated[
+        Optional[int], typer.Option(help="Number of shards, with a Kubernetes Indexed Job's JOB_COMPLETION_INDEX")
+    ] = None
+    assume_timezone: Annotated[
+        Optional[str], typer.Option(help="Zone for chat timestamps without one (Europe/Moscow, +03:00)")
+    ] = None
+    estimate_rate: Annotated[
+        float, typer.Option(help="Files/s for the dry run's time estimate [default: measured by earlier runs]")
+    ] = 0.0
+    dry_run: Annotated[
+        bool, typer.Option(help="Check every row and the files' first bytes, send nothing; report and estimate")
+    ] = False
+
+
+@dataclass(frozen=True)
+class OutputArgs(OptionGroup):
+    """Where outcomes are written, what is shown while it runs, and how a Ctrl-C ends it."""
+
+    panel = "Output"
+    results: Annotated[Optional[Path], typer.Option(help="Results file [default: MANIFEST.results.jsonl]")] = None
+    quiet: Annotated[bool, typer.Option(help="No progress display")] = False
+    grace: Annotated[float, typer.Option(help="Seconds uploads in flight get after the first Ctrl-C")] = 10.0
