@@ -71,6 +71,7 @@ class CallFailure(Exception):
     request_complete: bool = True  # the whole request had left (False: a stream cut short)
     auth_header: str = ""  # the credential the call carried (to refresh exactly that one)
     sent_at: float = 0.0  # monotonic time the call started (a pushback counts from about then)
+    status_lost: bool = False  # the server ended an unfinished stream, and gRPC lost its answer
 
     @property
     def outcome_unknown(self) -> bool:

@@ -7,6 +7,8 @@ an `Attempts` from the run's RetryPolicy and, after each failed call, awaits
 - UNAUTHENTICATED: the credentials are refreshed (at most twice per operation) and the
   call goes again at once;
 - a refusal of the credentials or any answer that is not transient: raised;
+- a stream the server ended whose answer gRPC lost (grpc#36066): again soon, not counted,
+  at most MAX_LOST_STATUSES times;
 - RESOURCE_EXHAUSTED: the limiter is told (it halves the calls in flight and holds new
   ones for the server's pushback); it does not use up the retries, and is raised only
   when nothing at all has gone through for `throttle_patience` seconds;
@@ -26,6 +28,7 @@ from bulk_uploader.flow import AdaptiveLimiter
 from bulk_uploader.stats import RunStats
 
 MAX_REFRESHES = 2  # credential refreshes per operation: a third refusal means the new credential is refused too
+MAX_LOST_STATUSES = 10  # tries of a stream whose answer gRPC lost (grpc#36066), beyond the retries
 
 
 @dataclass(kw_only=True)
@@ -74,12 +77,13 @@ class RetryPolicy:
 class Attempts:
     """One operation's count of failures and credential refreshes."""
 
-    __slots__ = ("policy", "failures", "refreshes")
+    __slots__ = ("policy", "failures", "refreshes", "lost")
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
         self.failures = 0
         self.refreshes = 0
+        self.lost = 0
 
     async def after(self, failure: CallFailure) -> None:
         """Wait before the next try as `failure` asks, or raise it when the operation should stop."""
@@ -99,6 +103,10 @@ class Attempts:
                 return 0.0
         if failure.auth or not failure.transient:
             raise failure
+        if failure.status_lost and self.lost < MAX_LOST_STATUSES:
+            # Nothing was stored and the server's real answer comes on the next try.
+            self.lost += 1
+            return policy.backoff(1)
         if failure.code == "RESOURCE_EXHAUSTED" and policy.limiter is not None:
             policy._throttled(failure)
             if policy.clock.monotonic() - policy.last_progress > policy.throttle_patience:

@@ -29,6 +29,8 @@ from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
 from bulk_uploader.retry import RetryPolicy
 
 PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
+LOST_STATUS = "Internal error from Core"  # what grpc.aio reports in place of a status it lost
+CAUTIOUS_WAIT = 1.0  # seconds a stream retried after a lost answer waits for an early one
 IDEMPOTENCY_HEADER = "idempotency-key"
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f3c1a52-43c8-4f0e-9d59-3f0b8d7f2a11")
 
@@ -104,6 +106,27 @@ def _chunk_message(chunk: bytes) -> pb.StreamTalkRequest:
     message = pb.StreamTalkRequest()
     message.audio.chunk.data = chunk
     return message
+
+
+async def _stream_messages(job: Job, info: AudioInfo, chunks: AsyncIterator[bytes]
+                           ) -> AsyncIterator[tuple[pb.StreamTalkRequest, int]]:
+    """An UploadAsStream's messages in order, each with the audio bytes it carries."""
+    yield pb.StreamTalkRequest(metadata=talk_metadata(job)), 0
+    yield pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(audio_metadata=audio_metadata(info))), 0
+    async for chunk in chunks:
+        yield _chunk_message(chunk), len(chunk)
+
+
+async def _early_answer(call: aio.StreamUnaryCall, seconds: float) -> None:
+    """Wait up to `seconds` for the server to end the call (it may not: then go on)."""
+    if call.done():
+        return
+    ended = asyncio.Event()
+    call.add_done_callback(lambda _: ended.set())
+    try:
+        await asyncio.wait_for(ended.wait(), seconds)
+    except TimeoutError:
+        pass
 
 
 class Transport:
@@ -193,37 +216,48 @@ class Transport:
         chunks: AsyncIterator[bytes],
         timeout: float,
         on_bytes: Callable[[int], None],
+        *,
+        cautious: bool = False,
     ) -> str:
-        """Stream a file: talk metadata, audio metadata, then chunks, driving the call by hand."""
+        """Stream a file: talk metadata, audio metadata, then chunks, driving the call by hand.
+
+        `cautious` (after an attempt whose answer gRPC lost): pause after the metadata and
+        after the first chunk for an early answer, so a refusal arrives while no write is
+        in flight and its status is not lost again.
+        """
         headers, auth = self._metadata(job)
         call = self._stub.UploadAsStream(metadata=headers, timeout=timeout)
         complete = False
         try:
             try:
-                await call.write(pb.StreamTalkRequest(metadata=talk_metadata(job)))
-                await call.write(
-                    pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(audio_metadata=audio_metadata(info)))
-                )
-                async for chunk in chunks:
+                written = 0
+                async for message, audio_bytes in _stream_messages(job, info, chunks):
+                    if cautious and 0 < written <= 3:  # after the metadata, the audio metadata, the first chunk
+                        await _early_answer(call, CAUTIOUS_WAIT)
                     if call.done():
                         break  # the server has answered early (a rejection): stop writing, read its status
-                    await call.write(_chunk_message(chunk))
-                    on_bytes(len(chunk))
+                    await call.write(message)
+                    written += 1
+                    if audio_bytes:
+                        on_bytes(audio_bytes)
                 else:
                     await call.done_writing()
                     complete = True
                 response = await call
             except (aio.AioRpcError, asyncio.InvalidStateError, aio.UsageError) as exc:
                 # A write fails once the server has ended the call; the call's own status
-                # says why. grpc.aio may still report "INTERNAL: Internal error from Core"
+                # says why. grpc.aio may instead report "INTERNAL: Internal error from Core"
                 # when the failed write is processed after the status arrived (grpc#36066):
-                # that reads as transient, so the row is tried once more and the server's
-                # real answer comes on that attempt.
+                # the server's answer is lost, and the stream was not finished, so nothing
+                # was stored. The policy tries such a row again without counting it.
                 try:
                     await call
                 except aio.AioRpcError as status:
-                    raise classify(status, request_complete=complete, auth_header=auth) from None
-                raise classify(exc, request_complete=complete, auth_header=auth) from None
+                    failure = classify(status, request_complete=complete, auth_header=auth)
+                else:
+                    failure = classify(exc, request_complete=complete, auth_header=auth)
+                failure.status_lost = not complete and failure.code == "INTERNAL" and LOST_STATUS in failure.message
+                raise failure from None
             return str(response.talk_id)
         finally:
             if not call.done():

@@ -37,6 +37,7 @@ class _Payload:
     data: bytes | None = None
     info: AudioInfo | None = None
     messages: tuple[ChatMessage, ...] = ()
+    cautious: bool = False  # a stream whose last answer gRPC lost: give the server time to answer early
 
 
 class Sender:
@@ -117,6 +118,7 @@ class Sender:
             except CallFailure as failure:
                 if failure.outcome_unknown:
                     result.unknown_outcomes += 1
+                payload.cautious = payload.cautious or failure.status_lost
                 await attempts.after(failure)
 
     async def attempt(self, job: Job, result: RowResult, payload: _Payload) -> str:
@@ -149,7 +151,8 @@ class Sender:
             self.stats.bytes_sent += len(payload.data)
             return talk_id
         chunks = self._paced(reader.read_chunks(job, options.chunk_size))
-        return await transport.upload_stream(job, payload.info, chunks, timeout, self._count_bytes)
+        return await transport.upload_stream(job, payload.info, chunks, timeout, self._count_bytes,
+                                             cautious=payload.cautious)
 
     async def _paced(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """Chunks at no more than --max-mbps."""
