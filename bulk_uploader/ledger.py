@@ -13,8 +13,8 @@ order read, files in the order given, and keeps per row key:
 - an `ambiguous` outcome carries its `unknown_outcomes` (at least 1).
 
 Memory grows with the row keys, not the lines: an uploaded row is 8 bytes of hash in a
-KeySet plus its finish time in an array of floats; a row not uploaded keeps its key and one
-(status, code, unknown) tuple shared by every row in the same state. Sharing KeySet's hashes
+KeySet plus (for a report) its finish time in an array of floats; a row not uploaded keeps
+its key and one (status, code, unknown) tuple shared by every row in the same state. Sharing KeySet's hashes
 means a row whose key's 64-bit hash equals an uploaded row's reads as uploaded, the chance
 resume has always accepted (about 1 in 10^7 for a million keys).
 """
@@ -42,40 +42,63 @@ UNKNOWN_OUTCOME = "UNKNOWN_OUTCOME"  # the code of a row whose last attempt has 
 
 
 class Line(NamedTuple):
-    """One readable line of a results file."""
+    """One readable line of a results file: its row key, its status, and the whole line as parsed.
+
+    The other fields are read only where the fold needs them (most lines need none).
+    """
 
     key: str
     status: str
-    code: str | None
-    # Attempts that may have stored a talk: on a `sending` line the ones before it plus
-    # itself (`unknown_before` + 1); on an outcome line its `unknown_outcomes`.
-    unknown: int
-    bytes: int
-    finished_at: str | None
-    record: dict[str, Any]  # the whole line, as parsed
+    record: dict[str, Any]
+
+    @property
+    def code(self) -> str | None:
+        code = self.record.get("code")
+        return str(code) if code else None
+
+    @property
+    def unknown(self) -> int:
+        """Attempts that may have stored a talk: on a `sending` line the ones before it plus
+        itself (`unknown_before` + 1); on an outcome line its `unknown_outcomes`."""
+        if self.status == SENDING:
+            return _count(self.record.get("unknown_before")) + 1
+        return _count(self.record.get("unknown_outcomes"))
+
+    @property
+    def bytes(self) -> int:
+        return _count(self.record.get("bytes"))
+
+    @property
+    def finished_at(self) -> float | None:
+        """When the row finished, in POSIX seconds (None: not recorded, or not a time)."""
+        stamp = self.record.get("finished_at")
+        try:
+            return datetime.fromisoformat(stamp).timestamp() if isinstance(stamp, str) else None
+        except ValueError:
+            return None
 
 
 def _count(value: Any) -> int:
     """A line's numeric field, 0 when absent or not a number: it must not make the line unreadable."""
+    if type(value) is int:
+        return value
     try:
         return int(value or 0)
     except (TypeError, ValueError, OverflowError):
         return 0
 
 
+_decode = json.JSONDecoder().decode  # made once; lines are UTF-8, as written (json.loads(bytes) sniffs each)
+
+
 def parse_line(raw: bytes) -> Line | None:
     """One results line, or None when it has no usable `id` and `status` (a torn write)."""
     try:
-        record = json.loads(raw)
+        record = _decode(raw.decode())
         key, status = str(record["id"]), record["status"]
     except (ValueError, KeyError, TypeError):
         return None
-    if not isinstance(status, str):
-        return None
-    unknown = _count(record.get("unknown_before")) + 1 if status == SENDING else _count(record.get("unknown_outcomes"))
-    code, finished = record.get("code"), record.get("finished_at")
-    return Line(key, status, str(code) if code else None, unknown, _count(record.get("bytes")),
-                finished if isinstance(finished, str) and finished else None, record)
+    return Line(key, status, record) if type(status) is str else None
 
 
 def scan(path: Path) -> Iterator[Line | None]:
@@ -100,16 +123,6 @@ def scan(path: Path) -> Iterator[Line | None]:
             raise ResultsFileError(f"cannot read results file {path}: {exc.strerror}") from None
 
 
-def _seconds(stamp: str | None) -> float | None:
-    """An ISO time as POSIX seconds (None: absent or not a time)."""
-    if stamp is None:
-        return None
-    try:
-        return datetime.fromisoformat(stamp).timestamp()
-    except ValueError:
-        return None
-
-
 class RowState(NamedTuple):
     """Where a row not uploaded stands: shared by every row in the same state."""
 
@@ -121,12 +134,15 @@ class RowState(NamedTuple):
 class Ledger:
     """Every row key's outcome, folded over the lines of results files in the order read."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_rate: bool = True) -> None:
+        # What an upload rate needs (uploaded rows' sizes and finish times): resume needs
+        # none, and reading them costs a time parsed per uploaded row.
+        self.keep_rate = keep_rate
         self.uploaded = KeySet()
         self.uploaded_bytes = 0
         self.finished = array("d")  # uploaded rows' finished_at, POSIX seconds, in the order read
         self._open: dict[str, RowState] = {}  # rows not uploaded (so far): their latest state
-        self._states: dict[RowState, RowState] = {}
+        self._states: dict[tuple[str, str | None, int], RowState] = {}  # each state once, for rows to share
         self.files = 0
         self.lines = 0
         self.torn = 0  # lines that could not be read
@@ -134,39 +150,47 @@ class Ledger:
     def read(self, path: Path) -> None:
         """Fold in one results file (raises as scan() does)."""
         self.files += 1
-        for line in scan(path):
-            self.lines += 1
-            if line is None:
-                self.torn += 1
-            else:
-                self.add(line)
+        add, lines, torn = self.add, 0, 0  # locals: this loop runs once a line
+        try:
+            for line in scan(path):
+                lines += 1
+                if line is None:
+                    torn += 1
+                else:
+                    add(line)
+        finally:
+            self.lines += lines
+            self.torn += torn
 
     def add(self, line: Line) -> None:
         """Fold in one line."""
         key, status = line.key, line.status
         if status == UPLOADED:
-            if self.uploaded.add(key):  # the first `uploaded` line decides: its time and size count
-                self._open.pop(key, None)
+            if self.uploaded.add(key) and self.keep_rate:  # the first `uploaded` line's time and size count
                 self.uploaded_bytes += line.bytes
-                seconds = _seconds(line.finished_at)
+                seconds = line.finished_at
                 if seconds is not None:
                     self.finished.append(seconds)
+            self._open.pop(key, None)
             return
-        if key in self.uploaded:
-            return
+        # A line after the row's `uploaded` one is kept here too, and left out when read
+        # (not_uploaded): looking the key up in `uploaded` here would cost more, once a line.
         if status == SENDING:
-            state = RowState(AMBIGUOUS, UNKNOWN_OUTCOME, line.unknown)
+            state = (AMBIGUOUS, UNKNOWN_OUTCOME, line.unknown)
         elif status == AMBIGUOUS:
-            state = RowState(AMBIGUOUS, line.code, line.unknown or 1)
+            state = (AMBIGUOUS, line.code, line.unknown or 1)
         else:
-            state = RowState(status, line.code, 0)
-        self._open[key] = self._states.setdefault(state, state)
+            state = (status, line.code, 0)
+        shared = self._states.get(state)
+        if shared is None:
+            shared = self._states[state] = RowState(*state)
+        self._open[key] = shared
 
     def not_uploaded(self) -> Iterator[tuple[str, RowState]]:
         """Each row whose outcome is not `uploaded`, with its state."""
         uploaded = self.uploaded
         for key, state in self._open.items():
-            if key not in uploaded:  # only a hash shared with an uploaded key: it reads as uploaded
+            if key not in uploaded:
                 yield key, state
 
     def __len__(self) -> int:
@@ -205,7 +229,7 @@ class PreviousResults:
 
 def load_results(path: Path) -> PreviousResults:
     """What resume needs of a results file (missing: empty); unreadable lines (a torn write) are counted."""
-    ledger = Ledger()
+    ledger = Ledger(keep_rate=False)
     try:
         ledger.read(path)
     except FileNotFoundError:
