@@ -219,7 +219,8 @@ def test_upload_applies_a_mapping_while_reading(tmp_path: Path, vendor_served: T
     report = run_cli("report", str(tmp_path / "vendor.csv.results.jsonl"), "--manifest", str(manifest),
                      "--mapping", str(mapping))
     assert report.returncode == 1
-    assert "0 row(s) to retry written" in report.stdout and "1 row(s) could not be written" in report.stdout
+    assert "0 row(s) to retry" in report.stdout and "1 row(s) cannot be retried as they are" in report.stdout
+    assert not manifest.with_name(manifest.stem + ".retry.jsonl").exists()  # no empty retry file
 
 
 @pytest.mark.parametrize(

@@ -198,20 +198,25 @@ def report(
     summary = summarize(results)
     for line in summary.lines_out():
         typer.echo(line)
-    todo = summary.to_retry()
-    if manifest is not None:
-        if not manifest.is_file():
-            raise fail(f"{manifest}: manifest not found")
-        out = retry_manifest or manifest.with_name(manifest.stem + ".retry.jsonl")
-        written = write_retry_manifest(manifest, todo, out, column_mapping)
+    if manifest is None:
+        todo = summary.to_retry()
+        if todo:
+            typer.echo(f"{len(todo)} row(s) recorded but not uploaded; pass --manifest to write every row "
+                       "still to do (rows with no results line too)")
+        raise typer.Exit(EXIT_ROWS if todo else EXIT_OK)
+    if not manifest.is_file():
+        raise fail(f"{manifest}: manifest not found")
+    out = retry_manifest or manifest.with_name(manifest.stem + ".retry.jsonl")
+    written, unusable = write_retry_manifest(manifest, summary.ledger.uploaded, out, column_mapping)
+    if written:
         typer.echo(f"{written} row(s) to retry written to {out}")
-        if written < len(todo):
-            typer.echo(f"{len(todo) - written} row(s) could not be written: malformed or no longer in the manifest")
         same = "the same options, without --mapping: its rows are mapped" if mapping else "the same options"
         typer.echo(f"retry with: bulk-upload {shlex.quote(str(out))} ({same})")
-    elif todo:
-        typer.echo(f"{len(todo)} row(s) to retry; pass --manifest to write them out")
-    raise typer.Exit(EXIT_ROWS if todo else EXIT_OK)
+    else:
+        typer.echo("0 row(s) to retry: every row of the manifest that can be sent is uploaded")
+    if unusable:
+        typer.echo(f"{unusable} row(s) cannot be retried as they are: malformed or repeated ids in the manifest")
+    raise typer.Exit(EXIT_ROWS if written or unusable else EXIT_OK)
 
 
 @app.command("manifest")
