@@ -165,3 +165,25 @@ def test_a_second_ctrl_c_says_how_many_rows_it_cut_off(tmp_path: Path) -> None:
         assert len(load_results(manifest.with_name("manifest.jsonl.results.jsonl")).uploaded) == rows
     finally:
         server.close()
+
+
+def test_credentials_lost_mid_run_print_the_summary_and_the_retry_command(tmp_path: Path) -> None:
+    secret = "emulator-token-secret"  # the emulator's test secret, not a credential
+    server = ThreadedEmulator(EmulatorOptions(token_secret=secret, faults=FaultOptions(latency_ms=20)))
+    try:
+        manifest = samples.write_dataset(tmp_path, 400, sizes=(1000,))
+        once = tmp_path / "issued"
+        # Prints one token, then fails: the session behind it has ended.
+        command = (f"if [ -e {once} ]; then echo 'session expired' >&2; exit 4; fi; touch {once}; "
+                   f"{sys.executable} {Path(__file__).with_name('token_command.py')} 60")
+        proc = subprocess.run([*upload_argv(server.target, manifest, "--iam-token-command", command,
+                                            "--token-refresh-seconds", "0.5", "--concurrency", "2")],
+                              capture_output=True, text=True, timeout=120,
+                              env=cli_env(EMULATOR_TOKEN_SECRET=secret))
+        assert proc.returncode == 3, proc.stderr
+        assert "stopped: --iam-token-command exited with status 4: session expired" in proc.stderr
+        assert "Stopped in" in proc.stderr and "to try the rest again, run the same command: bulk-upload" in proc.stderr
+        assert "<same command>" in proc.stderr  # the command itself is not repeated
+        assert 0 < server.emulator.store.count() < 400
+    finally:
+        server.close()
