@@ -5,8 +5,12 @@ it is a result written to the results file. Exceptions that leave run_upload sto
     ├── ConfigError            options, credentials or a file of settings make no sense (exit 2)
     │   ├── MappingError       a mapping file is unusable (names its line and key)
     │   └── SchemaError        a connection schema file is unusable
-    ├── AuthError              the service refused the credentials (exit 2, run stopped at once)
-    └── ResultsFileError       the results file cannot be read or written (exit 2)
+    ├── AuthError              the service refused the credentials
+    ├── ResultsFileError       the results file cannot be read or written
+    └── ServiceUnreachable     the service could not be reached for longer than the outage patience
+
+Raised before anything is sent they exit 2; once rows are being sent, AuthError,
+ResultsFileError and ServiceUnreachable stop the run with its summary (exit 3).
 
 Two more are raised and caught inside a run, one row at a time, and end as that row's
 results line; they never reach a caller:
@@ -53,6 +57,10 @@ class ResultsFileError(BulkUploadError):
     """Raised when the results file cannot be read or appended to."""
 
 
+class ServiceUnreachable(BulkUploadError):
+    """Raised when the service stays unreachable for longer than the outage patience."""
+
+
 class RowInvalid(ValueError):
     """Raised when a row cannot be sent; `code` is a short kind for the results file."""
 
@@ -72,11 +80,12 @@ class CallFailure(Exception):
     auth_header: str = ""  # the credential the call carried (to refresh exactly that one)
     sent_at: float = 0.0  # monotonic time the call started (a pushback counts from about then)
     status_lost: bool = False  # the server ended an unfinished stream, and gRPC lost its answer
+    not_sent: bool = False  # the call never reached the service (no connection, a refused stream)
 
     @property
     def outcome_unknown(self) -> bool:
         """The service may have stored the talk although the call failed."""
-        return self.request_complete and self.code in UNKNOWN_OUTCOME_CODES
+        return self.request_complete and not self.not_sent and self.code in UNKNOWN_OUTCOME_CODES
 
     @property
     def transient(self) -> bool:

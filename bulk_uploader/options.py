@@ -35,6 +35,17 @@ def results_path_for(manifest: Path) -> Path:
     return manifest.with_name(manifest.name + ".results.jsonl")
 
 
+def check_endpoint(endpoint: str, option: str = "--endpoint") -> None:
+    """Raise ConfigError unless `endpoint` is HOST:PORT (a URL such as https://host:443 is not)."""
+    if "://" in endpoint:
+        host_port = endpoint.split("://", 1)[1].rstrip("/")
+        raise ConfigError(f"{option} takes HOST:PORT, not a URL: {option} {host_port} (TLS is the default; "
+                          "--insecure for a plaintext server such as the emulator)")
+    host, _, port = endpoint.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{option} must be HOST:PORT (e.g. api.speechsense.yandexcloud.net:443), not {endpoint!r}")
+
+
 def is_loopback(endpoint: str) -> bool:
     """Whether host:port names this machine."""
     host = endpoint.rsplit(":", 1)[0].strip("[]")
@@ -86,6 +97,9 @@ class UploadOptions:
     rps: float = 0.0  # requests per second cap (0: none)
     max_mbps: float = 0.0  # audio bandwidth cap in megabits per second (0: none)
     throttle_patience: float = 600.0  # seconds of nothing but RESOURCE_EXHAUSTED before rows fail
+    outage_patience: float = 900.0  # seconds the service may be unreachable before the run stops (exit 3)
+    stall_seconds: float = 30.0  # calls in flight and nothing moving this long: open a new connection
+    preflight_timeout: float = 15.0  # seconds to connect before the first row
     shard: Shard | None = None  # only the rows whose key hashes to this shard
     mapping: ColumnMapping | None = None  # --mapping: the manifest is another vendor's export
 
@@ -102,8 +116,9 @@ class UploadOptions:
             raise ConfigError(f"{self.manifest}: manifest must end in .jsonl or .csv")
         if not self.manifest.is_file():
             raise ConfigError(f"{self.manifest}: manifest not found")
-        if ":" not in self.endpoint:
-            raise ConfigError(f"--endpoint must be HOST:PORT, not {self.endpoint!r}")
+        check_endpoint(self.endpoint)
+        if self.outage_patience <= 0 or self.stall_seconds <= 0 or self.preflight_timeout <= 0:
+            raise ConfigError("--outage-patience, --stall-seconds and the preflight timeout must be positive")
         if self.rps < 0 or self.max_mbps < 0 or self.estimate_rate < 0:
             raise ConfigError("--rps, --max-mbps and --estimate-rate must not be negative")
         if self.dedupe_key is not None and not self.dedupe_key.strip():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from bulk_uploader.model import RowResult
@@ -75,6 +76,8 @@ def status_line(stats: RunStats) -> str:
     ]
     if stats.valid:
         parts.insert(1, f"valid {stats.valid}")
+    if stats.unreachable_since is not None:
+        parts.insert(0, f"service unreachable for {time.monotonic() - stats.unreachable_since:.0f} s, waiting")
     return " | ".join(parts)
 
 

@@ -7,6 +7,9 @@ an `Attempts` from the run's RetryPolicy and, after each failed call, awaits
 - UNAUTHENTICATED: the credentials are refreshed (at most twice per operation) and the
   call goes again at once;
 - a refusal of the credentials or any answer that is not transient: raised;
+- a call that never reached the service (no connection, a refused stream): nothing was
+  stored, so it does not count; the run's Outage holds every new call and probes until
+  the service answers again, and gives up only after `outage_patience` seconds;
 - a stream the server ended whose answer gRPC lost (grpc#36066): again soon, not counted,
   at most MAX_LOST_STATUSES times;
 - RESOURCE_EXHAUSTED: the limiter is told (it halves the calls in flight and holds new
@@ -19,15 +22,19 @@ an `Attempts` from the run's RetryPolicy and, after each failed call, awaits
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+import anyio
 
 from bulk_uploader.auth import AuthProvider
 from bulk_uploader.clock import SYSTEM_CLOCK, Clock
-from bulk_uploader.errors import CallFailure
+from bulk_uploader.errors import CallFailure, ServiceUnreachable
 from bulk_uploader.flow import AdaptiveLimiter
 from bulk_uploader.stats import RunStats
 
 MAX_REFRESHES = 2  # credential refreshes per operation: a third refusal means the new credential is refused too
+PROBE_SECONDS = 5.0  # one probe's wait for the service to answer again
 MAX_LOST_STATUSES = 10  # tries of a stream whose answer gRPC lost (grpc#36066), beyond the retries
 
 
@@ -43,6 +50,7 @@ class RetryPolicy:
     limiter: AdaptiveLimiter | None = None  # told of throttling; None: throttling is an ordinary transient failure
     stats: RunStats | None = None  # counts retries, throttling and token refreshes
     clock: Clock = SYSTEM_CLOCK
+    outage: Outage | None = None  # holds calls while the service cannot be reached; None: such failures count
     random: random.Random = field(default_factory=random.Random)
     last_progress: float = field(default=0.0)  # when a call last went through
 
@@ -103,6 +111,10 @@ class Attempts:
                 return 0.0
         if failure.auth or not failure.transient:
             raise failure
+        if failure.not_sent and policy.outage is not None:
+            policy.outage.lost()
+            await policy.outage.wait(failure)
+            return 0.0
         if failure.status_lost and self.lost < MAX_LOST_STATUSES:
             # Nothing was stored and the server's real answer comes on the next try.
             self.lost += 1
@@ -117,3 +129,48 @@ class Attempts:
             raise failure
         self.failures += 1
         return failure.pushback if failure.pushback is not None else policy.backoff(self.failures)
+
+
+class Outage:
+    """The service cannot be reached: every call waits here, one probe at a time, until it answers.
+
+    `probe(seconds)` says whether the service answers within that time (a channel that
+    connects). While an outage lasts, stats.unreachable_since says since when, for the display.
+    """
+
+    def __init__(self, probe: Callable[[float], Awaitable[bool]], *, patience: float, clock: Clock = SYSTEM_CLOCK,
+                 stats: RunStats | None = None) -> None:
+        self.probe = probe
+        self.patience = patience
+        self.clock = clock
+        self.stats = stats
+        self.since: float | None = None
+        self.last = "no answer"  # what the last call that found no service was told
+        self._lock = anyio.Lock()
+
+    def lost(self) -> None:
+        """A call found no service."""
+        if self.since is None:
+            self.since = self.clock.monotonic()
+            if self.stats is not None:
+                self.stats.outages += 1
+                self.stats.unreachable_since = self.since
+
+    def found(self) -> None:
+        """The service answers again."""
+        if self.since is not None and self.stats is not None:
+            self.stats.outage_seconds += self.clock.monotonic() - self.since
+            self.stats.unreachable_since = None
+        self.since = None
+
+    async def wait(self, failure: CallFailure | None = None) -> None:
+        """Return once the service answers; raise ServiceUnreachable after `patience` seconds of outage."""
+        while self.since is not None:
+            waited = self.clock.monotonic() - self.since
+            if waited > self.patience:
+                self.last = failure.message if failure is not None else self.last
+                raise ServiceUnreachable(f"the service was unreachable for {waited:.0f} s, longer than the outage "
+                                         f"patience ({self.patience:.0f} s): {self.last}")
+            async with self._lock:  # one probe at a time; the others find the outage over, or probe next
+                if self.since is not None and await self.probe(min(PROBE_SECONDS, self.patience)):
+                    self.found()

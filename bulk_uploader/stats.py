@@ -31,6 +31,13 @@ class RunStats:
     resent_after_unknown: int = 0  # rows uploaded again after an unknown outcome, no dedupe key
     possible_duplicates: int = 0  # talks those re-sends may have duplicated
     token_refreshes: int = 0
+    outages: int = 0  # times the service could not be reached
+    outage_seconds: float = 0.0  # how long, in all
+    unreachable_since: float | None = None  # monotonic time the current outage began
+    progress_at: float = 0.0  # monotonic time a call last ended or a stream last sent bytes
+    reconnects: int = 0  # new connections opened because the old one stalled
+    blocked: dict[str, str] = field(default_factory=dict)  # connection -> the refusal that stopped its rows
+    not_sent: int = 0  # rows left unsent (and unrecorded) because their connection was refused alike
     cut_off: int = 0  # rows whose calls were cancelled by an abort (second Ctrl-C, grace over, a run-wide failure)
     codes: Counter[str] = field(default_factory=Counter)  # failed and invalid rows by code
     started: float = field(default_factory=time.monotonic)

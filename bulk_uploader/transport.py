@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -20,7 +22,7 @@ from grpc import aio
 from bulk_uploader.audio import AudioFormat, AudioInfo
 from bulk_uploader.auth import AuthProvider
 from bulk_uploader.chat import ChatMessage
-from bulk_uploader.errors import AuthError, CallFailure
+from bulk_uploader.errors import AuthError, CallFailure, ConfigError
 from bulk_uploader.model import Job
 from bulk_uploader.options import SearchScope
 from bulk_uploader.proto import iam_pb2, iam_pb2_grpc
@@ -29,6 +31,11 @@ from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
 from bulk_uploader.retry import RetryPolicy
 
 PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
+# What gRPC says of a call that never reached the service: no connection (refused, DNS, a
+# TLS handshake that failed) or a stream the server refused (HTTP/2 REFUSED_STREAM, code 7).
+NOT_SENT = re.compile(r"failed to connect to all addresses|errors resolving|DNS resolution failed|"
+                      r"name resolution|empty address list|REFUSED_STREAM|RST_STREAM with error code 7|"
+                      r"[Ss]tream refused", re.IGNORECASE)
 LOST_STATUS = "Internal error from Core"  # what grpc.aio reports in place of a status it lost
 CAUTIOUS_WAIT = 1.0  # seconds a stream retried after a lost answer waits for an early one
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -58,7 +65,10 @@ def _classify(exc: BaseException) -> CallFailure:
                     pushback = max(0.0, int(value) / 1000.0)
                 except ValueError:
                     pass
-        return CallFailure(exc.code().name, exc.details() or exc.code().name, pushback)
+        details = exc.details() or exc.code().name
+        failure = CallFailure(exc.code().name, details, pushback)
+        failure.not_sent = exc.code() == grpc.StatusCode.UNAVAILABLE and NOT_SENT.search(details) is not None
+        return failure
     return CallFailure("UNAVAILABLE", f"{type(exc).__name__}: {exc}")
 
 
@@ -129,6 +139,34 @@ async def _early_answer(call: aio.StreamUnaryCall, seconds: float) -> None:
         pass
 
 
+async def _diagnose(endpoint: str, insecure: bool) -> str:
+    """Why a channel to `endpoint` does not connect, as a user can act on it."""
+    host, _, port = endpoint.rpartition(":")
+    try:
+        await asyncio.wait_for(asyncio.to_thread(_tcp_connect, host.strip("[]"), int(port)), 6)
+    except socket.gaierror:
+        return f"the name {host} does not resolve (DNS)"
+    except ConnectionRefusedError:
+        return "nothing is listening there (connection refused)"
+    except (OSError, TimeoutError) as exc:
+        return f"no connection ({getattr(exc, 'strerror', None) or type(exc).__name__})"
+    other = aio.insecure_channel(endpoint) if not insecure else aio.secure_channel(endpoint, grpc.ssl_channel_credentials())
+    try:
+        await asyncio.wait_for(other.channel_ready(), 3)
+        if insecure:
+            return "the server speaks TLS: leave out --insecure"
+        return "the server speaks plaintext, not TLS: for the emulator add --insecure"
+    except TimeoutError:
+        return "a TCP connection opens, but no gRPC connection does (TLS or HTTP/2 fails)"
+    finally:
+        await other.close()
+
+
+def _tcp_connect(host: str, port: int) -> None:
+    with socket.create_connection((host, port), timeout=5):
+        pass
+
+
 class Transport:
     """One gRPC channel to the service and the calls the pipeline makes on it."""
 
@@ -141,21 +179,58 @@ class Transport:
         max_message_bytes: int,
     ) -> None:
         self._credentials = credentials
-        options = [
+        self.endpoint = endpoint
+        self.insecure = insecure
+        self._options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.enable_retries", 0),  # retries are ours: grpc's never apply past its 256 KiB buffer
+            # After an outage, try to connect again within seconds, not grpc's default of up to 2 minutes.
+            ("grpc.initial_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 4000),
         ]
+        self._closing: set[asyncio.Task[None]] = set()
+        self._channel, self._stub = self._open(insecure)
+        self.reconnects = 0
+
+    def _open(self, insecure: bool) -> tuple[aio.Channel, pb_grpc.TalkServiceStub]:
         if insecure:
-            self._channel = aio.insecure_channel(endpoint, options=options)
+            channel = aio.insecure_channel(self.endpoint, options=self._options)
         else:
-            self._channel = aio.secure_channel(endpoint, grpc.ssl_channel_credentials(), options=options)
-        self._stub = pb_grpc.TalkServiceStub(self._channel)
-        self._channel.get_state(try_to_connect=True)  # connect now, not on the first call
+            channel = aio.secure_channel(self.endpoint, grpc.ssl_channel_credentials(), options=self._options)
+        channel.get_state(try_to_connect=True)  # connect now, not on the first call
+        return channel, pb_grpc.TalkServiceStub(channel)
 
     async def close(self) -> None:
         """Close the channel, cancelling calls still in flight."""
         await self._channel.close()
+        for task in list(self._closing):
+            await task
+
+    def reconnect(self) -> None:
+        """Send new calls over a new connection; the old one (stalled, or half dead) is closed,
+        which ends the calls still on it."""
+        old = self._channel
+        self._channel, self._stub = self._open(self.insecure)
+        self.reconnects += 1
+        task = asyncio.get_running_loop().create_task(old.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Whether the channel connects within `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def preflight(self, timeout: float) -> None:
+        """Connect before the first row; raise ConfigError saying why the service cannot be reached."""
+        if await self.wait_ready(timeout):
+            return
+        reason = await _diagnose(self.endpoint, self.insecure)
+        raise ConfigError(f"cannot reach the service at {self.endpoint}: {reason}; nothing was sent")
 
     def _metadata(self, job: Job | None = None) -> tuple[tuple[tuple[str, str], ...], str]:
         """Request headers and the authorization value among them."""

@@ -29,7 +29,7 @@ from bulk_uploader.pipeline.summary import RunSummary
 from bulk_uploader.progress import Reporter
 from bulk_uploader.report import measured_rate
 from bulk_uploader.results import Destination, LedgerLock, PreviousResults, check_ledger, load_results
-from bulk_uploader.retry import RetryPolicy
+from bulk_uploader.retry import Outage, RetryPolicy
 from bulk_uploader.stats import RunStats
 from bulk_uploader.transport import Transport
 from bulk_uploader.validation import Validator
@@ -57,6 +57,7 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
     try:
         previous = await _prepare(options, stats, lock)
         if transport is not None:
+            await transport.preflight(options.preflight_timeout)
             if options.credentials is not None:
                 await options.credentials.start()
             recorder.open(options.results_path, on_error=control.fail, header=destination(options).header())
@@ -126,6 +127,7 @@ def _workers(options: UploadOptions, transport: Transport | None, validator: Val
         retries=options.retries, backoff_base=options.backoff_base, backoff_max=options.backoff_max,
         throttle_patience=options.throttle_patience, credentials=options.credentials, limiter=limiter,
         stats=stats, clock=clock,
+        outage=Outage(transport.wait_ready, patience=options.outage_patience, clock=clock, stats=stats),
     )
     return Sender(options, transport, validator, recorder, stats, policy, limiter, control, clock)
 
@@ -141,6 +143,8 @@ async def _run(options: UploadOptions, control: RunControl, sender: Sender | Ins
             outer.start_soon(_enforce, control, feeder_scope, run_scope, options.grace, stats)
             if options.credentials is not None and not options.dry_run:
                 outer.start_soon(_keep_fresh, options.credentials, control)
+            if isinstance(sender, Sender):
+                outer.start_soon(_watch_stalls, sender, options.stall_seconds)
             async with anyio.create_task_group() as group:
                 jobs = JobQueue(options.concurrency, reader.READ_AHEAD_BYTES)
                 group.start_soon(_feed, feeder, jobs, feeder_scope, control)
@@ -186,6 +190,22 @@ async def _enforce(control: RunControl, feeder: anyio.CancelScope, run: anyio.Ca
     control.abort()
     stats.cut_off = stats.in_flight  # rows whose calls are cancelled now: they may be stored
     run.cancel()
+
+
+async def _watch_stalls(sender: Sender, stall_seconds: float) -> None:
+    """Open a new connection when calls are in flight and nothing has moved for `stall_seconds`:
+    a connection the network has silently dropped (half dead) never fails a call by itself."""
+    clock, stats, limiter = sender.clock, sender.stats, sender.limiter
+    stats.progress_at = clock.monotonic()
+    while True:
+        await clock.sleep(min(1.0, stall_seconds / 4))
+        now = clock.monotonic()
+        if limiter.in_use == 0:
+            stats.progress_at = now  # nothing to wait for is no stall
+        elif now - stats.progress_at > stall_seconds:
+            sender.transport.reconnect()
+            stats.reconnects += 1
+            stats.progress_at = now
 
 
 async def _keep_fresh(credentials: AuthProvider, control: RunControl) -> None:

@@ -16,7 +16,7 @@ from bulk_uploader import reader
 from bulk_uploader.audio import AudioInfo
 from bulk_uploader.chat import ChatMessage, encoded_size
 from bulk_uploader.clock import Clock
-from bulk_uploader.errors import AuthError, CallFailure, RowInvalid
+from bulk_uploader.errors import AuthError, CallFailure, RowInvalid, ServiceUnreachable
 from bulk_uploader.flow import AdaptiveLimiter, Pacer
 from bulk_uploader.model import Job, RowResult
 from bulk_uploader.options import UploadOptions
@@ -80,7 +80,7 @@ class Sender:
                 # It may be stored: never call that "failed". The next run reconciles or re-sends it.
                 result.status = "ambiguous"
                 result.error = f"outcome unknown after {result.unknown_outcomes} attempt(s); last: {failure}"
-        except AuthError as exc:
+        except (AuthError, ServiceUnreachable) as exc:
             self.control.fail(exc)
             return None
         result.seconds = self.clock.monotonic() - started
@@ -123,6 +123,9 @@ class Sender:
 
     async def attempt(self, job: Job, result: RowResult, payload: _Payload) -> str:
         """One call, within the in-flight limit and the rate caps, journaled just before it leaves."""
+        outage = self.policy.outage
+        if outage is not None and outage.since is not None:
+            await outage.wait()  # no new call while the service cannot be reached
         async with self.limiter.slot():
             if self.request_pacer is not None:
                 await self.request_pacer.take()
@@ -133,6 +136,8 @@ class Sender:
             except CallFailure as failure:
                 failure.sent_at = sent_at
                 raise
+            finally:
+                self.stats.progress_at = self.clock.monotonic()
             self.policy.succeeded(sent_at)
             return talk_id
 
@@ -156,6 +161,7 @@ class Sender:
         def sent(n: int) -> None:
             result.bytes += n
             self.stats.bytes_sent += n
+            self.stats.progress_at = self.clock.monotonic()
 
         return await transport.upload_stream(job, payload.info, chunks, timeout, sent, cautious=payload.cautious)
 

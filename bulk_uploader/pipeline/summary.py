@@ -67,6 +67,16 @@ class RunSummary:
         if s.reconciled or s.searches:
             out.append(f"found already stored by Search after an unknown outcome (not re-sent): {s.reconciled} "
                        f"of {s.searches} Search call(s)")
+        if s.outages:
+            out.append(f"service unreachable {s.outages} time(s), {s.outage_seconds:.0f} s in all: rows waited, "
+                       "none failed for it")
+        if s.reconnects:
+            out.append(f"a connection stalled with calls in flight: opened a new one {s.reconnects} time(s)")
+        for connection, refusal in s.blocked.items():
+            out.append(f"connection {connection}: the service refused its rows alike ({refusal}); "
+                       "its other rows were not sent and have no outcome line: fix that, then run again")
+        if s.not_sent:
+            out.append(f"not sent: {s.not_sent} row(s) of refused connections (the next run takes them)")
         if s.token_refreshes:
             out.append(f"IAM token refreshed after a refusal: {s.token_refreshes} time(s)")
         if s.resent_after_unknown:
