@@ -16,6 +16,7 @@ from bulk_uploader.errors import ConfigError
 from bulk_uploader.mapping import ColumnMapping
 from bulk_uploader.schema import ConnectionSchema
 from bulk_uploader.shard import Shard
+from bulk_uploader.textfile import DELIMITED_SUFFIXES, TextFormat
 
 DEFAULT_ENDPOINT = "api.speechsense.yandexcloud.net:443"
 MiB = 1024 * 1024
@@ -88,6 +89,7 @@ class UploadOptions:
     throttle_patience: float = 600.0  # seconds of nothing but RESOURCE_EXHAUSTED before rows fail
     shard: Shard | None = None  # only the rows whose key hashes to this shard
     mapping: ColumnMapping | None = None  # --mapping: the manifest is another vendor's export
+    text_format: TextFormat | None = None  # the manifest's encoding and delimiter (None: detected)
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 4096:
@@ -98,8 +100,8 @@ class UploadOptions:
             raise ConfigError("--timeout must be positive")
         if self.chunk_size < 1024 or self.stream_threshold < self.chunk_size:
             raise ConfigError("chunk size must be at least 1 KiB and not above the stream threshold")
-        if self.manifest.suffix.lower() not in (".jsonl", ".csv", ".ndjson"):
-            raise ConfigError(f"{self.manifest}: manifest must end in .jsonl or .csv")
+        if self.manifest.suffix.lower() not in (".jsonl", ".ndjson", *DELIMITED_SUFFIXES):
+            raise ConfigError(f"{self.manifest}: manifest must end in .jsonl, or .csv (.tsv, .txt)")
         if not self.manifest.is_file():
             raise ConfigError(f"{self.manifest}: manifest not found")
         if ":" not in self.endpoint:

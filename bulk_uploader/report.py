@@ -19,6 +19,7 @@ from typing import Any
 from bulk_uploader.manifest import read_manifest
 from bulk_uploader.mapping import ColumnMapping
 from bulk_uploader.results import SENDING
+from bulk_uploader.textfile import TextFormat
 
 IDLE_GAP = 60.0  # seconds between two uploads that count as a pause (runs days apart), not upload time
 
@@ -133,7 +134,8 @@ def summarize(paths: Iterable[Path]) -> Report:
     return report
 
 
-def write_retry_manifest(manifest: Path, keys: set[str], out: Path, mapping: ColumnMapping | None = None) -> int:
+def write_retry_manifest(manifest: Path, keys: set[str], out: Path, mapping: ColumnMapping | None = None,
+                         fmt: TextFormat | None = None) -> int:
     """Write the manifest rows with these keys to `out` (JSONL); returns how many were written.
 
     Paths stay relative when `out` is beside the manifest, and are made absolute otherwise.
@@ -142,7 +144,7 @@ def write_retry_manifest(manifest: Path, keys: set[str], out: Path, mapping: Col
     same_folder = out.resolve().parent == manifest.resolve().parent
     written = 0
     with out.open("w", encoding="utf-8") as f:
-        for row in read_manifest(manifest, mapping):
+        for row in read_manifest(manifest, mapping, fmt):
             if row.key not in keys or row.problem is not None:
                 continue
             data = dict(row.data)

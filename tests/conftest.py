@@ -38,7 +38,7 @@ async def stub(emulator: Emulator) -> AsyncIterator[pb_grpc.TalkServiceStub]:
 def cli_env(**extra: str) -> dict[str, str]:
     """Environment for a CLI subprocess: no inherited credentials, plain output."""
     env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "IAM_TOKEN")}
-    env.update(PYTHONUNBUFFERED="1", COLUMNS="200", **extra)
+    env.update({"PYTHONUNBUFFERED": "1", "COLUMNS": "200", **extra})
     return env
 
 

@@ -17,7 +17,7 @@ import anyio
 from bulk_uploader import reader
 from bulk_uploader.auth import AuthProvider
 from bulk_uploader.clock import SYSTEM_CLOCK, Clock
-from bulk_uploader.errors import AuthError, ResultsFileError
+from bulk_uploader.errors import AuthError, ConfigError, ResultsFileError
 from bulk_uploader.flow import AdaptiveLimiter
 from bulk_uploader.manifest import count_rows
 from bulk_uploader.options import UploadOptions
@@ -86,7 +86,7 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
 async def _prepare(options: UploadOptions, stats: RunStats) -> PreviousResults:
     """What earlier runs recorded, and about how many rows this run has."""
     previous = await anyio.to_thread.run_sync(load_results, options.results_path)
-    rows = await anyio.to_thread.run_sync(count_rows, options.manifest)
+    rows = await anyio.to_thread.run_sync(count_rows, options.manifest, options.text_format, options.mapping)
     stats.total_rows = rows // options.shard.count if options.shard else rows
     return previous
 
@@ -137,7 +137,7 @@ async def _feed(feeder: Feeder, jobs: JobQueue, scope: anyio.CancelScope, contro
     with scope:
         try:
             await feeder.feed(jobs)
-        except ResultsFileError as exc:
+        except (ResultsFileError, ConfigError) as exc:  # ConfigError: the manifest changed since it was counted
             control.fail(exc)
 
 
