@@ -43,6 +43,7 @@ DATA = HERE / ".data"
 PY = sys.executable
 KEY = "benchmark-key"  # accepted by the benchmark's own emulator only
 BASELINE: Path | None = None  # --baseline: another checkout's bulk-upload, run side by side
+ONLY_CONTENDERS: tuple[str, ...] = ()  # --contenders: run only these (bulk-upload always runs)
 MiB = 1024 * 1024
 
 
@@ -180,6 +181,8 @@ def median(measures: list[Measure]) -> dict[str, float]:
 def upload_scenario(name: str, title: str, manifest: Path, concurrency: int, runs: int, latency_ms: float = 0,
                     contenders: tuple[str, ...] = ("bulk-upload", "ideal", "threadpool"), xargs_files: int = 0) -> dict[str, Any]:
     emulator = EmulatorProcess(*(["--latency-ms", str(latency_ms)] if latency_ms else []))
+    if ONLY_CONTENDERS:
+        contenders = tuple(c for c in contenders if c in ONLY_CONTENDERS)
     if BASELINE is not None:
         contenders = ("bulk-upload", "baseline", *contenders[1:])
     table: dict[str, Any] = {"title": title, "concurrency": concurrency, "rows": {}, "pairs": [], "ab": []}
@@ -328,8 +331,11 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=["small", "1mib", "64mib", "latency", "million"])
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     parser.add_argument("--baseline", type=Path, help="a checkout of another version to run side by side")
+    parser.add_argument("--contenders", nargs="*", default=["ideal", "threadpool", "xargs"],
+                        help="which of ideal, threadpool, xargs run beside bulk-upload")
     args = parser.parse_args()
-    global BASELINE
+    global BASELINE, ONLY_CONTENDERS
+    ONLY_CONTENDERS = ("bulk-upload", *args.contenders)
     if args.baseline is not None:
         BASELINE = args.baseline.resolve()
         compileall.compile_dir(BASELINE / "bulk_uploader", quiet=1)

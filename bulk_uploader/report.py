@@ -1,24 +1,24 @@
 """`bulk-upload report`: one summary over one or more results files (shards, reruns), and
 the rows still to do written out as a manifest ready to retry.
 
-A row's outcome is its best across files: `uploaded` anywhere wins; otherwise its latest
-line. Journal lines (`sending`) count as `ambiguous` when no outcome follows them.
+The files are folded by bulk_uploader.ledger, as resume reads them: `uploaded` anywhere
+wins; otherwise a row's latest line decides, and a `sending` line with no outcome after it
+counts as `ambiguous` (UNKNOWN_OUTCOME).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
+from bulk_uploader.errors import ResultsFileError
+from bulk_uploader.ledger import Ledger
 from bulk_uploader.manifest import read_manifest
 from bulk_uploader.mapping import ColumnMapping
-from bulk_uploader.results import SENDING
 from bulk_uploader.textfile import TextFormat
 
 IDLE_GAP = 60.0  # seconds between two uploads that count as a pause (runs days apart), not upload time
@@ -43,94 +43,77 @@ class UploadRate:
     @classmethod
     def of(cls, stamps: Iterable[str], total_bytes: int) -> UploadRate | None:
         """The rate of uploads finished at these ISO times (any order), or None with too few to tell."""
-        times = sorted(datetime.fromisoformat(s).timestamp() for s in stamps)
+        return cls.of_times((datetime.fromisoformat(s).timestamp() for s in stamps), total_bytes)
+
+    @classmethod
+    def of_times(cls, seconds: Iterable[float], total_bytes: int) -> UploadRate | None:
+        """The rate of uploads finished at these POSIX times (any order), or None with too few to tell."""
+        times = sorted(seconds)
         active = sum(b - a for a, b in itertools.pairwise(times) if b - a < IDLE_GAP)
         if len(times) < 2 or active <= 0:
             return None
         return cls(len(times), total_bytes, active)
 
 
+def _rate(ledger: Ledger) -> UploadRate | None:
+    return UploadRate.of_times(ledger.finished, ledger.uploaded_bytes)
+
+
 def measured_rate(results: Path) -> UploadRate | None:
-    """The upload rate an earlier run recorded in a results file (None: nothing to measure)."""
-    stamps, total = [], 0
+    """The upload rate earlier runs recorded in a results file (None: nothing to measure)."""
+    ledger = Ledger()
     try:
-        with results.open("rb") as f:
-            for raw in f:
-                if b'"uploaded"' not in raw:
-                    continue
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    continue
-                if record.get("status") == "uploaded" and record.get("finished_at"):
-                    stamps.append(record["finished_at"])
-                    total += int(record.get("bytes") or 0)
-    except OSError:
+        ledger.read(results)
+    except (OSError, ResultsFileError):
         return None
-    return UploadRate.of(stamps, total)
+    return _rate(ledger)
 
 
 @dataclass
 class Report:
     """What the results files say, row by row."""
 
-    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> deciding record
-    files: int = 0
-    lines: int = 0
-    unreadable: int = 0
+    ledger: Ledger = field(default_factory=Ledger)
 
     @property
-    def statuses(self) -> Counter[str]:
-        return Counter(r["status"] for r in self.outcomes.values())
+    def files(self) -> int:
+        return self.ledger.files
 
     @property
-    def codes(self) -> Counter[str]:
-        return Counter(r.get("code") or "?" for r in self.outcomes.values() if r["status"] != "uploaded")
+    def lines(self) -> int:
+        return self.ledger.lines
+
+    @property
+    def unreadable(self) -> int:
+        return self.ledger.torn
 
     def to_retry(self) -> set[str]:
-        """Keys whose best outcome is not `uploaded`."""
-        return {key for key, record in self.outcomes.items() if record["status"] != "uploaded"}
+        """Keys whose outcome is not `uploaded`."""
+        return self.ledger.to_retry()
 
     def lines_out(self) -> list[str]:
-        uploaded = [r for r in self.outcomes.values() if r["status"] == "uploaded"]
-        stamps = [r["finished_at"] for r in uploaded if r.get("finished_at")]
-        out = [f"{self.files} results file(s), {self.lines} lines, {len(self.outcomes)} rows"]
-        out.append("by status: " + ", ".join(f"{s} {n}" for s, n in sorted(self.statuses.items())))
-        if self.codes:
-            out.append("problems by code: " + ", ".join(f"{c} {n}" for c, n in self.codes.most_common()))
-        total = sum(int(r.get("bytes") or 0) for r in uploaded)
-        rate = UploadRate.of(stamps, total)
+        ledger = self.ledger
+        statuses, codes = ledger.statuses(), ledger.codes()
+        out = [f"{self.files} results file(s), {self.lines} lines, {statuses.total()} rows"]
+        out.append("by status: " + ", ".join(f"{s} {n}" for s, n in sorted(statuses.items())))
+        if codes:
+            ranked = sorted(codes.items(), key=lambda item: (-item[1], item[0]))
+            out.append("problems by code: " + ", ".join(f"{c} {n}" for c, n in ranked))
+        rate = _rate(ledger)
         if rate is not None:
             out.append(f"throughput: {rate.files_per_s:.1f} files/s, {rate.bytes_per_s / 1e6:.2f} MB/s "
                        f"over {rate.seconds:.1f} s of uploads (pauses over {IDLE_GAP:.0f} s left out)")
-        out.append(f"uploaded bytes: {total / 1e6:.1f} MB")
+        out.append(f"uploaded bytes: {ledger.uploaded_bytes / 1e6:.1f} MB")
         if self.unreadable:
             out.append(f"{self.unreadable} unreadable line(s) skipped")
         return out
 
 
 def summarize(paths: Iterable[Path]) -> Report:
-    """Merge results files into one Report."""
+    """Fold results files, in the order given, into one Report."""
     report = Report()
     for path in paths:
-        report.files += 1
-        with path.open("rb") as f:
-            for raw in f:
-                report.lines += 1
-                try:
-                    record = json.loads(raw)
-                    key, status = str(record["id"]), record["status"]
-                except (ValueError, KeyError, TypeError):
-                    report.unreadable += 1
-                    continue
-                current = report.outcomes.get(key)
-                if current is not None and current["status"] == "uploaded":
-                    continue
-                if status == SENDING:
-                    if current is None or current["status"] == SENDING or current["status"] == "ambiguous":
-                        report.outcomes[key] = {**record, "status": "ambiguous", "code": "UNKNOWN_OUTCOME"}
-                    continue
-                report.outcomes[key] = record
+        report.ledger.read(path)
     return report
 
 

@@ -12,23 +12,22 @@ write or the end of the event loop's turn, whichever comes first (a fraction of 
 millisecond), so most rows cost one system call rather than two. A kill in that moment
 leaves the row as after a kill during its call: the next run treats it as possibly stored.
 A row counts as done when any line records it `uploaded`: a rerun skips it and tries
-every other row again.
+every other row again. Reading the file back (resume, report) is bulk_uploader.ledger.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import stat
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from bulk_uploader.errors import ResultsFileError
-from bulk_uploader.model import KeySet, RowResult, encode_json
+from bulk_uploader.ledger import SENDING, PreviousResults, load_results, read_records
+from bulk_uploader.model import RowResult, encode_json
 
-SENDING = "sending"  # journal line: an attempt is about to be sent
+# Reading lives in bulk_uploader.ledger; these names stay importable from here.
+__all__ = ["SENDING", "PreviousResults", "ResultsWriter", "attempt_line", "load_results", "read_records"]
 
 
 def attempt_line(key: str, line: int, attempt: int, unknown_before: int) -> bytes:
@@ -37,52 +36,6 @@ def attempt_line(key: str, line: int, attempt: int, unknown_before: int) -> byte
         f'{{"id": {encode_json(key)}, "status": "{SENDING}", "attempt": {attempt:d}, "line": {line:d}, '
         f'"unknown_before": {unknown_before:d}}}\n'
     ).encode("utf-8")
-
-
-@dataclass(slots=True)
-class PreviousResults:
-    """What earlier runs recorded: the keys already uploaded, and how the file looked."""
-
-    uploaded: KeySet = field(default_factory=KeySet)
-    # Rows not uploaded whose attempts may have stored a talk: key -> how many such attempts
-    # (a `sending` line with no outcome after it, i.e. the process died, or an `ambiguous` outcome).
-    unknown: dict[str, int] = field(default_factory=dict)
-    torn_lines: int = 0
-
-
-def load_results(path: Path) -> PreviousResults:
-    """Read a results file (missing: empty); unreadable lines (a torn write) are skipped and counted."""
-    previous = PreviousResults()
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: a FIFO would block, a device never end
-            raise ResultsFileError(f"results file {path} is not a regular file")
-        f = path.open("rb")
-    except FileNotFoundError:
-        return previous
-    except OSError as exc:
-        raise ResultsFileError(f"cannot read results file {path}: {exc.strerror}") from None
-    with f:
-        for raw in f:
-            try:
-                record = json.loads(raw)
-                key, status = record["id"], record["status"]
-            except (ValueError, KeyError, TypeError):
-                previous.torn_lines += 1
-                continue
-            key = str(key)
-            if status == SENDING:
-                previous.unknown[key] = int(record.get("unknown_before") or 0) + 1
-                continue
-            if status == "uploaded":
-                previous.uploaded.add(key)
-                previous.unknown.pop(key, None)
-            elif status == "ambiguous":
-                previous.unknown[key] = int(record.get("unknown_outcomes") or 1)
-            else:
-                previous.unknown.pop(key, None)
-    for key in [k for k in previous.unknown if k in previous.uploaded]:
-        del previous.unknown[key]
-    return previous
 
 
 class ResultsWriter:
@@ -158,16 +111,3 @@ class ResultsWriter:
                 pass
             os.close(self._fd)
 
-
-def read_records(path: Path, *, journal: bool = False) -> list[dict[str, Any]]:
-    """Every readable outcome record of a results file (with `journal`, the `sending` lines too)."""
-    records = []
-    with path.open("rb") as f:
-        for raw in f:
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
-            if journal or record.get("status") != SENDING:
-                records.append(record)
-    return records

@@ -19,7 +19,7 @@ from grpc import aio
 from bulk_uploader.emulator.checks import Rejected, reject
 
 if TYPE_CHECKING:
-    from bulk_uploader.emulator.server import Emulator
+    from bulk_uploader.emulator.state import EmulatorState
 
 
 async def _sleep_until(deadline: float) -> None:
@@ -29,7 +29,7 @@ async def _sleep_until(deadline: float) -> None:
 
 
 @contextlib.asynccontextmanager
-async def guarded(emu: Emulator, context: aio.ServicerContext) -> AsyncIterator[None]:
+async def guarded(emu: EmulatorState, context: aio.ServicerContext) -> AsyncIterator[None]:
     """Authenticate, admit and time one call; turn Rejected into a gRPC status.
 
     Latency is response time: the call is handled at once and answered `delay` after it

@@ -16,13 +16,13 @@ from bulk_uploader.proto import iam_pb2, iam_pb2_grpc
 from bulk_uploader.sakey import check_jwt
 
 if TYPE_CHECKING:
-    from bulk_uploader.emulator.server import Emulator
+    from bulk_uploader.emulator.state import EmulatorState
 
 
 class IamTokenServicer(iam_pb2_grpc.IamTokenServiceServicer):
     """IamTokenService.Create for service account keys: checks the JWT, answers an IAM token."""
 
-    def __init__(self, emulator: Emulator) -> None:
+    def __init__(self, emulator: EmulatorState) -> None:
         self.emu = emulator
         self.keys = {key.key_id: key for key in emulator.options.service_account_keys}
 

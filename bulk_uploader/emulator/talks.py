@@ -23,7 +23,7 @@ from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
 from bulk_uploader.schema import ConnectionSchema
 
 if TYPE_CHECKING:
-    from bulk_uploader.emulator.server import Emulator
+    from bulk_uploader.emulator.state import EmulatorState
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 
@@ -31,7 +31,7 @@ IDEMPOTENCY_HEADER = "idempotency-key"
 class TalkServicer(pb_grpc.TalkServiceServicer):
     """TalkService over one Emulator's connections, store and faults."""
 
-    def __init__(self, emulator: Emulator) -> None:
+    def __init__(self, emulator: EmulatorState) -> None:
         self.emu = emulator
 
     # --- shared steps ----------------------------------------------------------------
