@@ -24,6 +24,7 @@ from typing import NamedTuple, TextIO
 from bulk_uploader.errors import ConfigError
 
 DELIMITED_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
+MANIFEST_SUFFIXES = DELIMITED_SUFFIXES | {".jsonl", ".ndjson"}
 DELIMITERS = (",", ";", "\t", "|")  # in order of preference when two split the header alike
 _BOMS = (  # UTF-32 first: its little-endian mark begins like UTF-16's
     (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -301,19 +302,47 @@ async def _demo(folder: Path, rows: int, concurrency: int, reporter: Reporter) -
         return summary, emu.store.count()
 
 
+NEXT_STEPS = (
+    "next, your own recordings: list them in a manifest (JSONL, or CSV from Excel: id, audio_path and your "
+    "connection's metadata keys; README.md, Manifest), then",
+    "  export API_KEY=<your API key>",
+    "  bulk-upload manifest.csv --connection-id <your connection id> --dry-run    # checks every row, sends nothing",
+    "  bulk-upload manifest.csv --connection-id <your connection id>",
+)
+
+
+def _size_of(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
 @app.command("demo")
 def demo(
     rows: Annotated[int, typer.Option(help="Sample rows to make and upload")] = 200,
     concurrency: Annotated[int, typer.Option(help="Rows uploaded at once")] = 16,
-    folder: Annotated[Optional[Path], typer.Option(help="Where to write the sample data \\[default: a temp folder]")] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress display")] = False,
+    folder: Annotated[
+        Optional[Path], typer.Option(help="Where to write the sample data, kept \\[default: a temp folder, removed]")
+    ] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the temp folder's sample data")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress display")] = False,
 ) -> None:
     """Start the emulator in-process, make a sample data set and upload it: a full rehearsal."""
+    remove = folder is None and not keep
     folder = folder or Path(tempfile.mkdtemp(prefix="bulk-upload-demo-"))
     reporter = make_reporter(quiet=quiet)
-    summary, stored = asyncio.run(_demo(folder, rows, concurrency, reporter))
+    try:
+        summary, stored = asyncio.run(_demo(folder, rows, concurrency, reporter))
+        size, store = _size_of(folder), folder / "emulator.sqlite3"
+    finally:
+        if remove:
+            shutil.rmtree(folder, ignore_errors=True)
     lines = summary.lines()
-    lines.append(f"emulator store {folder / 'emulator.sqlite3'} holds {stored} talks; "
-                 f"inspect with: bulk-upload talks {folder / 'emulator.sqlite3'}")
-    reporter.summary(lines)
+    if remove:
+        lines = [line for line in lines if not line.startswith("results: ")]
+        lines.append(f"the emulator stored {stored} talks; the demo's files ({size / 1e6:.1f} MB in {folder}) "
+                     "are removed (--keep keeps them)")
+    else:
+        lines.append(f"emulator store {store} holds {stored} talks; inspect with: bulk-upload talks {store}")
+        lines.append(f"the demo's files: {size / 1e6:.1f} MB in {folder}; remove them with: "
+                     f"rm -r {shlex.quote(str(folder))}")
+    reporter.summary([*lines, *NEXT_STEPS])
     raise typer.Exit(summary.exit_code)

@@ -32,7 +32,7 @@ from bulk_uploader.options import SearchScope, UploadOptions
 from bulk_uploader.progress import make_reporter
 from bulk_uploader.schema import load_schemas
 from bulk_uploader.shard import parse_shard, shard_from_environment
-from bulk_uploader.textfile import detect_format
+from bulk_uploader.textfile import MANIFEST_SUFFIXES, detect_format
 
 
 def _timezone(text: str | None) -> tzinfo | None:
@@ -51,8 +51,9 @@ def upload_options(manifest: Path, env: Mapping[str, str], *, destination: Desti
     column_mapping = load_mapping(migration.mapping) if migration.mapping else None
     credentials = choose_credentials(auth, destination.insecure, env)
     # Detected here, once, so the notice is printed before the run and the run reads the file one way.
+    readable = manifest.is_file() and manifest.suffix.lower() in MANIFEST_SUFFIXES  # else UploadOptions says why
     text_format = detect_format(manifest, encoding=migration.encoding, delimiter=migration.delimiter) \
-        if manifest.is_file() else None
+        if readable else None
     return UploadOptions(
         manifest=manifest,
         results=output.results,

@@ -25,7 +25,7 @@ from bulk_uploader.pipeline.control import RunControl
 from bulk_uploader.pipeline.feeder import Feeder, JobQueue
 from bulk_uploader.pipeline.recorder import Recorder
 from bulk_uploader.pipeline.sender import Inspector, Sender
-from bulk_uploader.pipeline.summary import RunSummary
+from bulk_uploader.pipeline.summary import RunSummary, problems_path
 from bulk_uploader.progress import Reporter
 from bulk_uploader.report import measured_rate
 from bulk_uploader.results import PreviousResults, load_results
@@ -57,6 +57,9 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
             if options.credentials is not None:
                 await options.credentials.start()
             recorder.open(options.results_path, on_error=control.fail)
+        else:  # a dry run's problems go to a file of their own, never to the results file
+            problems_path(options.results_path).unlink(missing_ok=True)
+            recorder.open(problems_path(options.results_path), on_error=control.fail)
     except BaseException:
         if transport is not None:
             with anyio.CancelScope(shield=True):
@@ -80,7 +83,8 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
         raise control.failure
     rate = await anyio.to_thread.run_sync(measured_rate, options.results_path) if options.dry_run else None
     return RunSummary(stats, str(options.results_path), previous, recorder.problems, interrupted=control.stopping,
-                      dry_run=options.dry_run, rate=rate, given_rate=options.estimate_rate)
+                      dry_run=options.dry_run, rate=rate, given_rate=options.estimate_rate,
+                      problems_path=_dry_run_problems(options, stats))
 
 
 async def _prepare(options: UploadOptions, stats: RunStats) -> PreviousResults:
@@ -89,6 +93,17 @@ async def _prepare(options: UploadOptions, stats: RunStats) -> PreviousResults:
     rows = await anyio.to_thread.run_sync(count_rows, options.manifest, options.text_format, options.mapping)
     stats.total_rows = rows // options.shard.count if options.shard else rows
     return previous
+
+
+def _dry_run_problems(options: UploadOptions, stats: RunStats) -> str | None:
+    """Where a dry run wrote its problem rows; None (and no file) when it found none."""
+    if not options.dry_run:
+        return None
+    path = problems_path(options.results_path)
+    if stats.invalid:
+        return str(path)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def _validator(options: UploadOptions) -> Validator:
