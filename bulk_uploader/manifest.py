@@ -190,6 +190,20 @@ def _check_manifest_columns(path: Path) -> HeaderCheck:
     return check
 
 
+_JSON_FIELDS = ROW_COLUMNS | {"metadata", "users"}
+_KNOWN_JSON = {_canonical(name): name for name in _JSON_FIELDS}
+
+
+def _check_json_fields(path: Path, line: int, fields: dict[str, Any]) -> None:
+    """The first object's field names, as a header's: `ID` or `Audio_Path` would fail every row alike."""
+    misses = [(name, _KNOWN_JSON[_canonical(name)]) for name in fields
+              if name not in _JSON_FIELDS and _KNOWN_JSON.get(_canonical(name), name) not in fields]
+    if misses:
+        named = ", ".join(f"{name!r} (meant {meant!r}?)" for name, meant in misses)
+        raise ConfigError(f"{path.name} line {line}: field names are exact, and the first row has {named}: rename "
+                          "them, or read the file through a --mapping")
+
+
 def is_csv(path: Path) -> bool:
     """Whether a manifest or export is delimited text (else JSON lines)."""
     return is_delimited(path)
@@ -218,6 +232,7 @@ def read_manifest(path: Path, mapping: RecordMapping | None = None,
     seen = KeySet()
     delimited = is_delimited(path)
     check = _check_manifest_columns(path) if delimited and mapping is None else None
+    first_object = not delimited and mapping is None
     for line, fields, problem in read_records(path, fmt, check):
         if problem is not None:
             row = ManifestRow(line, f"line:{line}", {}, problem)
@@ -226,6 +241,9 @@ def read_manifest(path: Path, mapping: RecordMapping | None = None,
         elif delimited:
             row = _from_columns(line, fields, None)
         else:
+            if first_object:
+                _check_json_fields(path, line, fields)
+                first_object = False
             row = ManifestRow(line, row_key(fields, line), fields)
         if row.problem is None and not seen.add(row.key):
             row.problem = f"duplicate id {row.key!r}: an earlier row of the manifest has the same key"
@@ -239,6 +257,16 @@ def count_rows(path: Path, fmt: TextFormat | None = None, mapping: RecordMapping
     Raises ConfigError, as reading would, before any row is used."""
     fmt = fmt or detect_format(path)
     if not is_delimited(path):
-        return sum(1 for _ in _jsonl_lines(path, fmt))
+        count = 0
+        for line, raw in _jsonl_lines(path, fmt):
+            if count == 0 and mapping is None:
+                try:
+                    first = json.loads(raw)
+                except json.JSONDecodeError:
+                    first = None  # a malformed line: reading makes it a row with a problem
+                if isinstance(first, dict):
+                    _check_json_fields(path, line, first)
+            count += 1
+        return count
     check = _check_manifest_columns(path) if mapping is None else None
     return max(0, sum(1 for _ in _csv_rows(path, fmt, check)) - 1)

@@ -163,6 +163,18 @@ def test_header_mistakes_are_named_at_once_and_nothing_is_sent(tmp_path: Path, s
     assert_nothing_sent(served, manifest)
 
 
+def test_misspelt_json_fields_are_named_at_once_and_nothing_is_sent(tmp_path: Path, served: ThreadedEmulator) -> None:
+    samples.write_dataset(tmp_path, 10)
+    manifest = tmp_path / "calls.jsonl"
+    manifest.write_text("".join(json.dumps({"ID": f"c{n}", "Audio_Path": f"audio/call-{n:06d}.wav",
+                                            "metadata": samples.metadata(n)}) + "\n" for n in range(10)))
+    code, err = upload(served, manifest)
+    assert code == 2
+    assert ("bulk-upload: calls.jsonl line 1: field names are exact, and the first row has 'ID' (meant 'id'?), "
+            "'Audio_Path' (meant 'audio_path'?)") in err
+    assert_nothing_sent(served, manifest)
+
+
 def test_a_pretty_printed_json_array_saved_as_jsonl_is_one_error(tmp_path: Path, served: ThreadedEmulator) -> None:
     manifest = tmp_path / "calls.jsonl"
     rows = [{"id": f"c{n}", "audio_path": "a.wav", "metadata": samples.metadata(n)} for n in range(20)]
