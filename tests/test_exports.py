@@ -209,3 +209,17 @@ def test_the_builder_reads_an_excel_export_and_names_a_missing_join_column(tmp_p
     rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 30
     assert {(r["metadata"]["Оператор"], r["metadata"]["Клиент"]) for r in rows} == set(zip(OPERATORS, CLIENTS, strict=True))
+
+
+def test_report_writes_the_rows_left_of_an_excel_csv_as_utf8_jsonl(tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = tmp_path / "calls.csv"
+    manifest.write_bytes(excel_text(tmp_path, 20, ";").encode("cp1251"))
+    (tmp_path / "audio" / "call-0003.wav").unlink()
+    code, err = upload(served, manifest)
+    assert code == 1, err
+    results = tmp_path / "calls.csv.results.jsonl"
+    report = run_cli("report", str(results), "--manifest", str(manifest))
+    assert report.returncode == 1, report.stderr
+    assert "1 row(s) to retry written to" in report.stdout
+    (row,) = [json.loads(line) for line in (tmp_path / "calls.retry.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert row["id"] == "call-0003" and row["metadata"] == row_fields(3)
