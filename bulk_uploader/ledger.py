@@ -36,6 +36,7 @@ from bulk_uploader.errors import ResultsFileError
 from bulk_uploader.model import KeySet
 
 SENDING = "sending"  # journal line: an attempt is about to be sent
+HEADER = "bulk_upload_ledger"  # the first line's key: the file is a ledger, and where its rows went
 UPLOADED = "uploaded"
 AMBIGUOUS = "ambiguous"
 UNKNOWN_OUTCOME = "UNKNOWN_OUTCOME"  # the code of a row whose last attempt has no outcome line
@@ -92,13 +93,20 @@ _decode = json.JSONDecoder().decode  # made once; lines are UTF-8, as written (j
 
 
 def parse_line(raw: bytes) -> Line | None:
-    """One results line, or None when it has no usable `id` and `status` (a torn write)."""
+    """One results line, or None when it has no usable `id` and `status` (a torn write).
+
+    The header line (HEADER) comes back with status HEADER and no key."""
     try:
         record = _decode(raw.decode())
-        key, status = str(record["id"]), record["status"]
-    except (ValueError, KeyError, TypeError):
+    except ValueError:
         return None
-    return Line(key, status, record) if type(status) is str else None
+    if not isinstance(record, dict):
+        return None
+    if HEADER in record:
+        return Line("", HEADER, record)
+    if "id" not in record or type(record.get("status")) is not str:
+        return None
+    return Line(str(record["id"]), record["status"], record)
 
 
 def scan(path: Path) -> Iterator[Line | None]:
@@ -146,6 +154,8 @@ class Ledger:
         self.files = 0
         self.lines = 0
         self.torn = 0  # lines that could not be read
+        self.header: dict[str, Any] | None = None  # the first file's header line: where its rows went
+        self.foreign: list[Path] = []  # files whose first line is neither a header nor a results line
 
     def read(self, path: Path) -> None:
         """Fold in one results file (raises as scan() does)."""
@@ -155,7 +165,12 @@ class Ledger:
             for line in scan(path):
                 lines += 1
                 if line is None:
+                    if lines == 1:
+                        self.foreign.append(path)
                     torn += 1
+                elif line.status == HEADER:
+                    if lines == 1 and self.header is None:
+                        self.header = line.record
                 else:
                     add(line)
         finally:
@@ -225,6 +240,8 @@ class PreviousResults:
     # (a `sending` line with no outcome after it, i.e. the process died, or an `ambiguous` outcome).
     unknown: dict[str, int] = field(default_factory=dict)
     torn_lines: int = 0
+    header: dict[str, Any] | None = None  # the file's first line, when it names where its rows went
+    foreign: bool = False  # the file's first line is not a results line: it is not a ledger
 
 
 def load_results(path: Path) -> PreviousResults:
@@ -234,9 +251,10 @@ def load_results(path: Path) -> PreviousResults:
         ledger.read(path)
     except FileNotFoundError:
         return PreviousResults()
-    return PreviousResults(ledger.uploaded, ledger.unknown(), ledger.torn)
+    return PreviousResults(ledger.uploaded, ledger.unknown(), ledger.torn, ledger.header, bool(ledger.foreign))
 
 
 def read_records(path: Path, *, journal: bool = False) -> list[dict[str, Any]]:
     """Every readable outcome record of a results file, in order (with `journal`, the `sending` lines too)."""
-    return [line.record for line in scan(path) if line is not None and (journal or line.status != SENDING)]
+    return [line.record for line in scan(path)
+            if line is not None and line.status != HEADER and (journal or line.status != SENDING)]

@@ -186,6 +186,7 @@ class Job:
     audio_path: str | None = None  # as written in the manifest
     path: Path | None = None  # resolved against the manifest's folder
     size: int = 0
+    mtime_ns: int = 0  # the file's modification time when the row was checked (0: not known)
     format: AudioFormat | None = None  # declared; None: sniffed from the bytes
     sample_rate: int | None = None
     channels: int | None = None

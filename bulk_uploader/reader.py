@@ -33,6 +33,11 @@ def check_head(job: Job, head: bytes) -> AudioInfo:
         raise RowInvalid(f"{job.audio_path}: {exc}", "BAD_AUDIO") from None
 
 
+def _changed(job: Job, exc: FileChanged) -> RowInvalid:
+    return RowInvalid(f"{job.audio_path} {exc}; nothing of it was stored. Run again once the file is complete",
+                      "FILE_CHANGED")
+
+
 def _unreadable(job: Job, exc: OSError) -> RowInvalid:
     return RowInvalid(f"cannot read {job.audio_path}: {exc.strerror or exc}", "FILE_UNREADABLE")
 
@@ -52,29 +57,42 @@ READ_AHEAD_BYTES = 16 * 1024 * 1024
 INLINE_READ_BUDGET = 0.002  # seconds the event loop may spend reading one batch
 
 
-def _read_file(path: str | Path, size: int) -> bytes:
+class FileChanged(OSError):
+    """Raised when a file's size or modification time is not what it was when its row was checked."""
+
+
+def _unchanged(st: os.stat_result, size: int, mtime_ns: int, got: int) -> None:
+    """Raise FileChanged unless `got` bytes and `st` match what the row was checked with (0: not known)."""
+    if got != size or (mtime_ns and st.st_mtime_ns != mtime_ns):
+        raise FileChanged(f"changed since it was checked ({size} bytes then, {got} read"
+                          f"{'' if got != size else ', modified since'})")
+
+
+def _read_file(path: str | Path, size: int, mtime_ns: int = 0) -> bytes:
     """A whole file whose size stat gave: os calls rather than open(), which builds two file
     objects, and a first read of exactly that size, as os.read allocates what it is asked
     for: a buffer much bigger than the file costs page faults on every file, which add up
     over many small files (benchmarks/RESULTS.md has the client's CPU per file). The file
-    is read on to its end in case it grew since."""
+    is read on to its end, and FileChanged raised if it is not the file the row was checked with."""
     fd = os.open(path, os.O_RDONLY)
     try:
         chunks = [os.read(fd, size + 1)]
         while chunk := os.read(fd, 1 << 16 if len(chunks) == 1 else 1 << 20):
             chunks.append(chunk)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        _unchanged(os.fstat(fd), size, mtime_ns, len(data))
     finally:
         os.close(fd)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return data
 
 
-def _read_all(files: list[tuple[str, int]]) -> tuple[list[bytes | None], float]:
+def _read_all(files: list[tuple[str, int, int]]) -> tuple[list[bytes | None], float]:
     """The files' bytes (None where a read failed) and the seconds the reads took."""
     started = time.perf_counter()
     out: list[bytes | None] = []
-    for path, size in files:
+    for path, size, mtime_ns in files:
         try:
-            out.append(_read_file(path, size))
+            out.append(_read_file(path, size, mtime_ns))
         except OSError:
             out.append(None)  # read_whole reads it again and reports the error as the row's
     return out, time.perf_counter() - started
@@ -94,7 +112,7 @@ class Preloader:
     async def __call__(self, jobs: list[Job]) -> list[Job]:
         if not jobs:
             return jobs
-        files = [(str(job.path), job.size) for job in jobs]
+        files = [(str(job.path), job.size, job.mtime_ns) for job in jobs]
         if self.inline:
             datas, seconds = _read_all(files)
         else:
@@ -131,7 +149,9 @@ async def read_whole(job: Job) -> tuple[bytes, AudioInfo]:
     """A whole (small) file, preloaded or read now, and checked."""
     assert job.path is not None
     try:
-        data = job.data if job.data is not None else await _read_bytes(job.path, job.size)
+        data = job.data if job.data is not None else await _read_bytes(job.path, job.size, job.mtime_ns)
+    except FileChanged as exc:
+        raise _changed(job, exc) from None
     except OSError as exc:
         raise _unreadable(job, exc) from None
     if not data:
@@ -155,11 +175,23 @@ async def read_chat(job: Job, validator: Validator) -> tuple[ChatMessage, ...]:
 
 
 async def read_chunks(job: Job, chunk_size: int) -> AsyncIterator[bytes]:
-    """Yield a file in chunk_size pieces; memory stays at one chunk whatever the file's size."""
+    """Yield a file in chunk_size pieces; memory stays at one chunk whatever the file's size.
+
+    Raises RowInvalid (FILE_CHANGED) as soon as more bytes come than the row was checked
+    with, or at the end when fewer came or the file was modified: the caller then cancels
+    its call, so a file cut short or rewritten while it streams is never stored in part.
+    """
     assert job.path is not None
+    read = 0
     try:
         async with aiofiles.open(job.path, "rb") as f:
             while chunk := await f.read(chunk_size):
+                read += len(chunk)
+                if read > job.size:
+                    break
                 yield chunk
+            _unchanged(os.fstat(f.fileno()), job.size, job.mtime_ns, read)
+    except FileChanged as exc:
+        raise _changed(job, exc) from None
     except OSError as exc:
         raise _unreadable(job, exc) from None

@@ -19,6 +19,7 @@ from bulk_uploader.errors import ResultsFileError
 from bulk_uploader.ledger import Ledger
 from bulk_uploader.manifest import read_manifest
 from bulk_uploader.mapping import ColumnMapping
+from bulk_uploader.model import KeySet
 from bulk_uploader.textfile import TextFormat
 
 IDLE_GAP = 60.0  # seconds between two uploads that count as a pause (runs days apart), not upload time
@@ -117,18 +118,25 @@ def summarize(paths: Iterable[Path]) -> Report:
     return report
 
 
-def write_retry_manifest(manifest: Path, keys: set[str], out: Path, mapping: ColumnMapping | None = None,
-                         fmt: TextFormat | None = None) -> int:
-    """Write the manifest rows with these keys to `out` (JSONL); returns how many were written.
+def write_retry_manifest(manifest: Path, uploaded: KeySet, out: Path, mapping: ColumnMapping | None = None,
+                         fmt: TextFormat | None = None) -> tuple[int, int]:
+    """Write every manifest row not uploaded to `out` (JSONL): those that failed, and those that
+    never got a results line (shards that never ran, rows not reached). Returns (rows written,
+    rows that cannot be retried as they are: malformed or duplicated in the manifest).
 
-    Paths stay relative when `out` is beside the manifest, and are made absolute otherwise.
-    Rows read through a mapping are written mapped: the retry manifest needs none.
+    No file is left when there is nothing to retry. Paths stay relative when `out` is beside
+    the manifest, and are made absolute otherwise. Rows read through a mapping are written
+    mapped: the retry manifest needs none.
     """
     same_folder = out.resolve().parent == manifest.resolve().parent
-    written = 0
-    with out.open("w", encoding="utf-8") as f:
+    written = unusable = 0
+    partial = out.with_name(out.name + ".partial")
+    with partial.open("w", encoding="utf-8") as f:
         for row in read_manifest(manifest, mapping, fmt):
-            if row.key not in keys or row.problem is not None:
+            if row.key in uploaded:
+                continue
+            if row.problem is not None:
+                unusable += 1
                 continue
             data = dict(row.data)
             data.setdefault("id", row.key)
@@ -138,4 +146,8 @@ def write_retry_manifest(manifest: Path, keys: set[str], out: Path, mapping: Col
                         data[name] = str((manifest.parent / data[name]).resolve())
             f.write(json.dumps(data, ensure_ascii=False) + "\n")
             written += 1
-    return written
+    if written:
+        partial.replace(out)
+    else:
+        partial.unlink()
+    return written, unusable

@@ -18,16 +18,22 @@ every other row again. Reading the file back (resume, report) is bulk_uploader.l
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from bulk_uploader.errors import ResultsFileError
-from bulk_uploader.ledger import SENDING, PreviousResults, load_results, read_records
+from bulk_uploader.ledger import HEADER, SENDING, PreviousResults, load_results, read_records
 from bulk_uploader.model import RowResult, encode_json
 
 # Reading lives in bulk_uploader.ledger; these names stay importable from here.
-__all__ = ["SENDING", "PreviousResults", "ResultsWriter", "attempt_line", "load_results", "read_records"]
+__all__ = ["SENDING", "Destination", "LedgerLock", "PreviousResults", "ResultsWriter", "attempt_line",
+           "check_ledger", "load_results", "read_records"]
 
 
 def attempt_line(key: str, line: int, attempt: int, unknown_before: int) -> bytes:
@@ -41,7 +47,8 @@ def attempt_line(key: str, line: int, attempt: int, unknown_before: int) -> byte
 class ResultsWriter:
     """Appends RowResults to the results file, each as one atomic line."""
 
-    def __init__(self, path: Path, on_error: Callable[[ResultsFileError], None] | None = None) -> None:
+    def __init__(self, path: Path, on_error: Callable[[ResultsFileError], None] | None = None,
+                 header: bytes = b"") -> None:
         self.path = path
         self.on_error = on_error  # told of a failed write the event loop made (nobody to raise it to)
         self._pending: list[bytes] = []  # outcome lines not yet written
@@ -49,16 +56,21 @@ class ResultsWriter:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            # A file ending in a torn line (killed mid-write) gets a newline, so the
-            # next record starts on a line of its own.
             size = os.fstat(self._fd).st_size
-            if size:
-                with path.open("rb") as f:
-                    f.seek(size - 1)
-                    if f.read(1) != b"\n":
-                        os.write(self._fd, b"\n")
         except OSError as exc:
             raise ResultsFileError(f"cannot write results file {path}: {exc.strerror}") from None
+        if not size:
+            self._write(header)  # a new ledger starts by saying where its rows go
+        elif self._ends_torn(size):
+            self._write(b"\n")  # a line torn by a kill: the next record starts on a line of its own
+
+    def _ends_torn(self, size: int) -> bool:
+        try:
+            return os.pread(self._fd, 1, size - 1) != b"\n"
+        except OSError:  # opened for writing only on some systems: read through a second descriptor
+            with self.path.open("rb") as f:
+                f.seek(size - 1)
+                return f.read(1) != b"\n"
 
     def write(self, result: RowResult) -> None:
         """Record one finished row: with the next journal line, or at the end of the event loop's turn."""
@@ -94,8 +106,14 @@ class ResultsWriter:
             self._write(line)
 
     def _write(self, data: bytes) -> None:
+        """Write all of `data`: a short write (a nearly full disk) is carried on, and a failure stops the run."""
+        view = memoryview(data)
         try:
-            os.write(self._fd, data)
+            while view:
+                written = os.write(self._fd, view)
+                if written <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[written:]
         except OSError as exc:
             raise ResultsFileError(f"cannot write results file {self.path}: {exc.strerror}; stopped, as outcomes "
                                    "can no longer be recorded (the next run settles the rows in flight)") from None
@@ -111,3 +129,87 @@ class ResultsWriter:
                 pass
             os.close(self._fd)
 
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where a ledger's rows went: the endpoint and the run's default connections."""
+
+    endpoint: str
+    connection_id: str | None = None
+    chat_connection_id: str | None = None
+
+    def describe(self) -> str:
+        """How messages name it."""
+        parts = [f"connection {self.connection_id or '(per row)'}"]
+        if self.chat_connection_id:
+            parts.append(f"chat connection {self.chat_connection_id}")
+        return f"{self.endpoint} ({', '.join(parts)})"
+
+    def header(self) -> bytes:
+        """The first line of a new ledger."""
+        record = {HEADER: 1, "endpoint": self.endpoint, "connection_id": self.connection_id,
+                  "chat_connection_id": self.chat_connection_id,
+                  "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        return (encode_json(record) + "\n").encode("utf-8")
+
+    @classmethod
+    def of(cls, header: dict[str, object]) -> Destination:
+        """The destination a ledger's header names."""
+        def text(name: str) -> str | None:
+            value = header.get(name)
+            return str(value) if value else None
+        return cls(text("endpoint") or "?", text("connection_id"), text("chat_connection_id"))
+
+
+def check_ledger(path: Path, previous: PreviousResults, destination: Destination | None, manifest: Path) -> None:
+    """Refuse a results file that is the manifest, is not a ledger, or records another destination (if given)."""
+    if path.resolve() == manifest.resolve():
+        raise ResultsFileError(f"--results names the manifest {manifest}: the results file must be a file of its own")
+    if previous.foreign:
+        raise ResultsFileError(f"{path} is not a bulk-upload results file (its first line is not one of ours); "
+                               "name a new file with --results, or move that one away")
+    if destination is not None and previous.header is not None and Destination.of(previous.header) != destination:
+        recorded = Destination.of(previous.header)
+        raise ResultsFileError(
+            f"results file {path} records uploads to {recorded.describe()}, but this run sends to "
+            f"{destination.describe()}: rows uploaded there are not uploaded here. Start a new results file "
+            "for this destination with --results NEW_PATH (or move the old one away)")
+
+
+class LedgerLock:
+    """An exclusive lock on a results file for one run, held in `<results>.lock` (it names the holder).
+
+    The lock is the kernel's (flock): it ends with the process that holds it, however that
+    process ends, so a run killed by -9 never leaves a ledger locked.
+    """
+
+    def __init__(self, results: Path) -> None:
+        self.path = results.with_name(results.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise ResultsFileError naming the run that holds it."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ResultsFileError(f"cannot create the lock file {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another run"
+            os.close(fd)
+            raise ResultsFileError(f"results file {self.path.with_suffix('')} is in use by {holder}; wait for "
+                                   "that run to end, or give this one its own file with --results") from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"run {holder['pid']} on {holder['host']} since {holder['since']}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let other runs take the ledger."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -32,6 +32,7 @@ class RunStats:
     resent_after_unknown: int = 0  # rows uploaded again after an unknown outcome, no dedupe key
     possible_duplicates: int = 0  # talks those re-sends may have duplicated
     token_refreshes: int = 0
+    cut_off: int = 0  # rows whose calls were cancelled by an abort (second Ctrl-C, grace over, a run-wide failure)
     codes: Counter[str] = field(default_factory=Counter)  # failed and invalid rows by code
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from bulk_uploader.audio import AudioError, AudioFormat, check_pcm_params
 from bulk_uploader.chat import ChatError, ChatMessage, encoded_size, parse_messages
 from bulk_uploader.errors import RowInvalid
-from bulk_uploader.model import ROLES, Job, KeySet, ManifestRow, User
+from bulk_uploader.model import ROLES, Job, KeySet, ManifestRow, User, as_text
 from bulk_uploader.schema import ConnectionSchema, check_fields, dialog_user_ids, find_schema
 
 
@@ -66,19 +66,23 @@ def _users(value: Any) -> tuple[User, ...]:
     return tuple(users)
 
 
-def _file_size(path: Path, shown: str) -> tuple[int, RowInvalid | None]:
-    """The size of a non-empty regular file, or why it cannot be sent."""
+def _is_chat(data: dict[str, Any]) -> bool:
+    return "messages" in data or bool(data.get("chat_path"))
+
+
+def _file_size(path: Path, shown: str) -> tuple[int, int, RowInvalid | None]:
+    """The size and modification time (ns) of a non-empty regular file, or why it cannot be sent."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return 0, RowInvalid(f"audio file not found: {shown}", "FILE_NOT_FOUND")
+        return 0, 0, RowInvalid(f"audio file not found: {shown}", "FILE_NOT_FOUND")
     except OSError as exc:
-        return 0, RowInvalid(f"cannot read {shown}: {exc.strerror}", "FILE_UNREADABLE")
+        return 0, 0, RowInvalid(f"cannot read {shown}: {exc.strerror}", "FILE_UNREADABLE")
     if not stat.S_ISREG(st.st_mode):
-        return 0, RowInvalid(f"{shown} is not a file", "FILE_UNREADABLE")
+        return 0, 0, RowInvalid(f"{shown} is not a file", "FILE_UNREADABLE")
     if st.st_size == 0:
-        return 0, RowInvalid(f"audio file is empty: {shown}", "EMPTY_FILE")
-    return st.st_size, None
+        return 0, 0, RowInvalid(f"audio file is empty: {shown}", "EMPTY_FILE")
+    return st.st_size, st.st_mtime_ns, None
 
 
 class Validator:
@@ -105,6 +109,24 @@ class Validator:
         self.dedupe_key = dedupe_key
         self.user_key_prefix = user_key_prefix
         self._dedupe_values = KeySet()
+
+    def _connection_of(self, data: dict[str, Any], is_chat: bool) -> str:
+        default = (self.chat_connection_id or self.connection_id) if is_chat else self.connection_id
+        return str(data.get("connection_id") or default or "").strip()
+
+    def claim(self, row: ManifestRow) -> None:
+        """Count the dedupe value of a row this run does not send (uploaded before, another shard's):
+        values are unique over the whole manifest, so a later row sharing it is invalid here too."""
+        if self.dedupe_key is None or row.problem is not None:
+            return
+        data = row.data
+        metadata, users = data.get("metadata"), data.get("users")
+        value = metadata.get(self.dedupe_key) if isinstance(metadata, dict) else None
+        if value in (None, "") and isinstance(users, list):
+            value = next((u["fields"][self.dedupe_key] for u in users if isinstance(u, dict)
+                          and isinstance(u.get("fields"), dict) and u["fields"].get(self.dedupe_key)), None)
+        if value not in (None, ""):
+            self._dedupe_values.add(f"{self._connection_of(data, _is_chat(data))}\x00{as_text(value)}")
 
     def dedupe(self, job: Job) -> Job:
         """Attach the (Search key, value) that identifies the row's talk; RowInvalid if it has none or shares it."""
@@ -139,11 +161,10 @@ class Validator:
         if row.problem:
             raise RowInvalid(row.problem, row.code)
         data = row.data
-        is_chat = "messages" in data or bool(data.get("chat_path"))
+        is_chat = _is_chat(data)
         if is_chat and data.get("audio_path"):
             raise RowInvalid("a row is audio (audio_path) or chat (messages, chat_path), not both")
-        default = (self.chat_connection_id or self.connection_id) if is_chat else self.connection_id
-        connection_id = str(data.get("connection_id") or default or "").strip()
+        connection_id = self._connection_of(data, is_chat)
         if not connection_id:
             option = "--chat-connection-id" if is_chat else "--connection-id"
             raise RowInvalid(f"no connection id: pass {option} or give the row a connection_id", "NO_CONNECTION")
@@ -163,7 +184,7 @@ class Validator:
         self._metadata_problems(connection_id, fields, "chat")
         if data.get("chat_path"):
             path = self.manifest_dir / str(data["chat_path"])
-            _, problem = _file_size(path, str(data["chat_path"]))
+            _, _, problem = _file_size(path, str(data["chat_path"]))
             if problem is not None:
                 raise RowInvalid(str(problem).replace("audio file", "chat file"), problem.code)
             return Job(row.key, row.line, "chat", connection_id, fields, users, chat_path=path,
@@ -217,10 +238,10 @@ class Validator:
             except AudioError as exc:
                 raise RowInvalid(str(exc), "BAD_FORMAT") from None
         path = self.manifest_dir / audio_path
-        size, problem = _file_size(path, audio_path)
+        size, mtime_ns, problem = _file_size(path, audio_path)
         self._metadata_problems(connection_id, fields, "audio", also=problem)
         return Job(
             row.key, row.line, "audio", connection_id, fields, users,
-            audio_path=audio_path, path=path, size=size, format=declared,
+            audio_path=audio_path, path=path, size=size, mtime_ns=mtime_ns, format=declared,
             sample_rate=rate, channels=channels,
         )

@@ -192,9 +192,10 @@ def test_a_results_file_that_fills_up_stops_the_run_clearly_and_a_rerun_finishes
     argv = command(served, manifest, "--concurrency", "8", "--quiet", "--dedupe-key", ROW_KEY)
     full = subprocess.run([sys.executable, "-c", _WITH_FILE_SIZE_LIMIT, "30000", *argv], capture_output=True,
                           text=True, timeout=120, env=cli_env(API_KEY=API_KEY))
-    assert full.returncode == 2, full.stderr
+    assert full.returncode == 3, full.stderr  # stopped part-way by its environment: summary and retry command
     assert "Traceback" not in full.stderr
-    assert f"bulk-upload: cannot write results file {results}: File too large; stopped" in full.stderr
+    assert f"stopped: cannot write results file {results}: File too large; stopped" in full.stderr
+    assert "to try the rest again, run the same command: bulk-upload " in full.stderr
     recorded = load_results(results).uploaded
     stored_then = served.emulator.store.count()
     assert 0 < len(recorded) <= stored_then < rows  # stopped early: at most the calls in flight went unrecorded

@@ -16,6 +16,7 @@ from bulk_uploader.emulator import EmulatorOptions, TalkStore
 from bulk_uploader.errors import ConfigError, MappingError
 from bulk_uploader.manifest import read_manifest
 from bulk_uploader.mapping import load_mapping
+from bulk_uploader.results import read_records
 from bulk_uploader.schema import ConnectionSchema
 
 # The old vendor's naming: nested agent/customer objects, day-first dates in Moscow time,
@@ -210,8 +211,7 @@ def test_upload_applies_a_mapping_while_reading(tmp_path: Path, vendor_served: T
     assert done.returncode == 1
     assert "uploaded 11" in done.stderr
     assert "CX-1005 (line 7): [MAPPING] date: '2024-03-01 10:00' does not match the date format" in done.stderr
-    results = [json.loads(line) for line in (tmp_path / "vendor.csv.results.jsonl").read_text().splitlines()]
-    outcome = {r["id"]: r["status"] for r in results if r["status"] != "sending"}
+    outcome = {r["id"]: r["status"] for r in read_records(tmp_path / "vendor.csv.results.jsonl")}
     assert outcome["CX-1005"] == "invalid" and sum(s == "uploaded" for s in outcome.values()) == 11
     # The mapping's dedupe column became --dedupe-key: the talks carry call_id, one each.
     assert len(stored(tmp_path)) == 11
@@ -219,7 +219,8 @@ def test_upload_applies_a_mapping_while_reading(tmp_path: Path, vendor_served: T
     report = run_cli("report", str(tmp_path / "vendor.csv.results.jsonl"), "--manifest", str(manifest),
                      "--mapping", str(mapping))
     assert report.returncode == 1
-    assert "0 row(s) to retry written" in report.stdout and "1 row(s) could not be written" in report.stdout
+    assert "0 row(s) to retry" in report.stdout and "1 row(s) cannot be retried as they are" in report.stdout
+    assert not manifest.with_name(manifest.stem + ".retry.jsonl").exists()  # no empty retry file
 
 
 @pytest.mark.parametrize(

@@ -88,12 +88,20 @@ def test_the_allocator_keeps_big_buffers_on_glibc() -> None:
 
 
 @pytest.mark.parametrize("stat_said", [0, 1000, 36_000, 41_000, 10**6])
-def test_a_file_is_read_whole_whatever_size_stat_gave_earlier(tmp_path: Path, stat_said: int) -> None:
+def test_a_file_is_read_whole_and_one_that_changed_since_its_check_is_refused(tmp_path: Path, stat_said: int) -> None:
     # The row's size comes from validation's stat; the file may have grown or shrunk since.
     path = tmp_path / "grown.bin"
     data = os.urandom(41_000)
     path.write_bytes(data)
-    assert reader._read_file(str(path), stat_said) == data
+    if stat_said == len(data):
+        assert reader._read_file(str(path), stat_said) == data
+    else:
+        with pytest.raises(reader.FileChanged, match=f"{stat_said} bytes then, 41000 read"):
+            reader._read_file(str(path), stat_said)
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
-    assert reader._read_file(big, stat_said) == big.read_bytes()
+    assert reader._read_file(big, 3 * 1024 * 1024 + 7) == big.read_bytes()
+    mtime = big.stat().st_mtime_ns
+    os.utime(big, ns=(mtime + 10**9, mtime + 10**9))  # rewritten to the same size
+    with pytest.raises(reader.FileChanged, match="modified since"):
+        reader._read_file(big, 3 * 1024 * 1024 + 7, mtime)

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import anyio
-import pytest
 from conftest import API_KEY
 
 from bulk_uploader import Credentials, RunControl, UploadOptions, run_upload, samples
@@ -78,8 +77,9 @@ async def test_refused_credentials_stop_the_run_and_leave_untried_rows_unrecorde
 ) -> None:
     manifest = samples.write_dataset(tmp_path, 50)
     opts = options(emulator, manifest, key="not-the-key", concurrency=4)
-    with pytest.raises(AuthError, match="refused the credentials"):
-        await run_upload(opts, Collecting())
+    summary = await run_upload(opts, Collecting())
+    assert isinstance(summary.failure, AuthError) and "refused the credentials" in str(summary.failure)
+    assert summary.exit_code == 3 and summary.stats.uploaded == 0
     assert emulator.store.count() == 0
     recorded = read_records(opts.results_path)
     assert recorded == []  # no row is claimed failed: a rerun with the right key takes them all

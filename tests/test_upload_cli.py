@@ -157,7 +157,7 @@ def test_second_run_sends_nothing_and_a_resume_sends_exactly_the_missing_rows(tm
     assert again.returncode == 0 and served.emulator.store.count() == 60
     assert "skipped (done before) 60" in again.stderr
     dropped = {f"call-{n:06d}" for n in (3, 11, 12, 30, 41, 58, 59)}
-    kept = [line for line in results.read_text().splitlines() if json.loads(line)["id"] not in dropped]
+    kept = [line for line in results.read_text().splitlines() if json.loads(line).get("id") not in dropped]
     results.write_text("\n".join(kept) + "\n" + kept[-1][:25])  # and a torn last line
     resumed = upload(served, manifest)
     assert resumed.returncode == 0, resumed.stderr
@@ -183,8 +183,9 @@ def test_wrong_api_key_stops_the_run_at_once_and_is_never_shown(tmp_path: Path, 
     manifest = samples.write_dataset(tmp_path, 200, sizes=(1000,))
     secret = "AQVN-this-is-a-wrong-but-secret-key"
     result = upload(served, manifest, "--concurrency", "8", key=secret)
-    assert result.returncode == 2
-    assert "refused the credentials" in result.stderr and "UNAUTHENTICATED" in result.stderr
+    assert result.returncode == 3  # stopped part-way, for every row alike: summary and retry command follow
+    assert "stopped: the service refused the credentials" in result.stderr and "UNAUTHENTICATED" in result.stderr
+    assert "to try the rest again, run the same command: bulk-upload " in result.stderr
     assert served.emulator.rejections["UNAUTHENTICATED"] <= 8
     results = manifest.with_name("manifest.jsonl.results.jsonl")
     written = results.read_text() if results.exists() else ""

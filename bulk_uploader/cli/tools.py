@@ -202,27 +202,32 @@ def report(
     summary = summarize(results)
     for line in summary.lines_out():
         typer.echo(line)
-    todo = summary.to_retry()
-    if manifest is not None:
-        if not manifest.is_file():
-            raise fail(f"{manifest}: manifest not found")
-        out = retry_manifest or manifest.with_name(manifest.stem + ".retry.jsonl")
-        try:
-            text_format = detect_format(manifest, encoding=encoding, delimiter=delimiter)
-            written = write_retry_manifest(manifest, todo, out, column_mapping, text_format)
-        except ConfigError as exc:
-            raise fail(str(exc)) from None
+    if manifest is None:
+        todo = summary.to_retry()
+        if todo:
+            typer.echo(f"{len(todo)} row(s) recorded but not uploaded; pass --manifest to write every row "
+                       "still to do (rows with no results line too)")
+        raise typer.Exit(EXIT_ROWS if todo else EXIT_OK)
+    if not manifest.is_file():
+        raise fail(f"{manifest}: manifest not found")
+    out = retry_manifest or manifest.with_name(manifest.stem + ".retry.jsonl")
+    try:
+        text_format = detect_format(manifest, encoding=encoding, delimiter=delimiter)
+        written, unusable = write_retry_manifest(manifest, summary.ledger.uploaded, out, column_mapping, text_format)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    if written:
         typer.echo(f"{written} row(s) to retry written to {out}")
-        if written < len(todo):
-            typer.echo(f"{len(todo) - written} row(s) could not be written: malformed or no longer in the manifest")
         dropped = [name for name, given in (("--mapping", mapping), ("--encoding", encoding), ("--delimiter", delimiter))
                    if given]
         same = f"the same options without {', '.join(dropped)}: it is mapped UTF-8 JSON lines" if dropped \
             else "the same options"
         typer.echo(f"retry with: bulk-upload {shlex.quote(str(out))} ({same})")
-    elif todo:
-        typer.echo(f"{len(todo)} row(s) to retry; pass --manifest to write them out")
-    raise typer.Exit(EXIT_ROWS if todo else EXIT_OK)
+    else:
+        typer.echo("0 row(s) to retry: every row of the manifest that can be sent is uploaded")
+    if unusable:
+        typer.echo(f"{unusable} row(s) cannot be retried as they are: malformed or repeated ids in the manifest")
+    raise typer.Exit(EXIT_ROWS if written or unusable else EXIT_OK)
 
 
 @app.command("manifest")

@@ -122,9 +122,11 @@ class Feeder:
         """The row's job, or None when it is another shard's, done before, or invalid (recorded)."""
         shard = self.options.shard
         if shard is not None and not shard.contains(row.key):
+            self.validator.claim(row)
             return None
         if row.problem is None and row.key in self.uploaded:
             self.stats.skipped += 1
+            self.validator.claim(row)
             return None
         try:
             return self.validator.check(row)

@@ -28,7 +28,7 @@ from bulk_uploader.pipeline.sender import Inspector, Sender
 from bulk_uploader.pipeline.summary import RunSummary, problems_path
 from bulk_uploader.progress import Reporter
 from bulk_uploader.report import measured_rate
-from bulk_uploader.results import PreviousResults, load_results
+from bulk_uploader.results import Destination, LedgerLock, PreviousResults, check_ledger, load_results
 from bulk_uploader.retry import RetryPolicy
 from bulk_uploader.stats import RunStats
 from bulk_uploader.transport import Transport
@@ -39,9 +39,11 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
                      clock: Clock = SYSTEM_CLOCK) -> RunSummary:
     """Upload every row of the manifest not uploaded before; returns how the run ended.
 
-    Raises AuthError when the service refuses the credentials (rows not yet tried stay
-    unrecorded), ResultsFileError when the results file cannot be read or written (the run
-    stops at once), ConfigError when the run cannot start.
+    Raises ConfigError, ResultsFileError or AuthError when the run cannot start (nothing
+    was sent: the results file is locked by another run, is not a ledger or records another
+    destination; the first credential cannot be had). Once rows are being sent, a reason
+    every row shares (the service refuses the credentials, the results file cannot be
+    written) stops the run, and the summary says so (RunSummary.failure, exit code 3).
     """
     control = control or RunControl()
     # Connecting starts now, so the handshakes overlap reading the results file and the manifest.
@@ -49,21 +51,20 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
         options.endpoint, options.credentials, insecure=options.insecure,
         max_message_bytes=options.stream_threshold + 1024 * 1024,
     )
+    lock = None if options.dry_run else LedgerLock(options.results_path)
     stats = RunStats(concurrency=options.concurrency)
     recorder = Recorder(stats, reporter, dedupe=bool(options.dedupe_key))
     try:
-        previous = await _prepare(options, stats)
+        previous = await _prepare(options, stats, lock)
         if transport is not None:
             if options.credentials is not None:
                 await options.credentials.start()
-            recorder.open(options.results_path, on_error=control.fail)
+            recorder.open(options.results_path, on_error=control.fail, header=destination(options).header())
         else:  # a dry run's problems go to a file of their own, never to the results file
             problems_path(options.results_path).unlink(missing_ok=True)
-            recorder.open(problems_path(options.results_path), on_error=control.fail)
+            recorder.open(problems_path(options.results_path), on_error=control.fail, header=b"")
     except BaseException:
-        if transport is not None:
-            with anyio.CancelScope(shield=True):
-                await transport.close()
+        await _close(transport, recorder, lock)
         raise
     reporter.start(stats)
     validator = _validator(options)
@@ -73,23 +74,27 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
     finally:
         stats.finished = time.monotonic()
         reporter.stop()
-        if transport is not None:
-            with anyio.CancelScope(shield=True):
-                await transport.close()
-        error = recorder.close()
+        error = await _close(transport, recorder, lock)
         if error is not None and control.failure is None:
             control.failure = error
-    if control.failure is not None:
-        raise control.failure
     rate = await anyio.to_thread.run_sync(measured_rate, options.results_path) if options.dry_run else None
     return RunSummary(stats, str(options.results_path), previous, recorder.problems, interrupted=control.stopping,
-                      dry_run=options.dry_run, rate=rate, given_rate=options.estimate_rate,
+                      dry_run=options.dry_run, rate=rate, given_rate=options.estimate_rate, failure=control.failure,
                       problems_path=_dry_run_problems(options, stats))
 
 
-async def _prepare(options: UploadOptions, stats: RunStats) -> PreviousResults:
-    """What earlier runs recorded, and about how many rows this run has."""
+def destination(options: UploadOptions) -> Destination:
+    """Where this run's rows go, as its results file records it."""
+    return Destination(options.endpoint, options.connection_id, options.chat_connection_id)
+
+
+async def _prepare(options: UploadOptions, stats: RunStats, lock: LedgerLock | None) -> PreviousResults:
+    """Take the results file for this run, read what earlier runs recorded, and count the rows."""
+    if lock is not None:
+        lock.acquire()
     previous = await anyio.to_thread.run_sync(load_results, options.results_path)
+    # A dry run sends nothing, so it reads any ledger; a run that sends must match the ledger's destination.
+    check_ledger(options.results_path, previous, None if options.dry_run else destination(options), options.manifest)
     rows = await anyio.to_thread.run_sync(count_rows, options.manifest, options.text_format, options.mapping)
     stats.total_rows = rows // options.shard.count if options.shard else rows
     return previous
@@ -104,6 +109,17 @@ def _dry_run_problems(options: UploadOptions, stats: RunStats) -> str | None:
         return str(path)
     path.unlink(missing_ok=True)
     return None
+
+
+async def _close(transport: Transport | None, recorder: Recorder, lock: LedgerLock | None) -> ResultsFileError | None:
+    """Close the channel, then the results file, then let other runs have it; the results file's last error."""
+    if transport is not None:
+        with anyio.CancelScope(shield=True):
+            await transport.close()
+    error = recorder.close()
+    if lock is not None:
+        lock.release()
+    return error
 
 
 def _validator(options: UploadOptions) -> Validator:
@@ -137,7 +153,7 @@ async def _run(options: UploadOptions, control: RunControl, sender: Sender | Ins
         # cancelled as soon as they are done, so a stop never waits longer than needed.
         async with anyio.create_task_group() as outer:
             feeder_scope = anyio.CancelScope()
-            outer.start_soon(_enforce, control, feeder_scope, run_scope, options.grace)
+            outer.start_soon(_enforce, control, feeder_scope, run_scope, options.grace, stats)
             if options.credentials is not None and not options.dry_run:
                 outer.start_soon(_keep_fresh, options.credentials, control)
             async with anyio.create_task_group() as group:
@@ -175,13 +191,15 @@ async def _work(jobs: JobQueue, sender: Sender | Inspector, recorder: Recorder, 
             stats.in_flight -= 1
 
 
-async def _enforce(control: RunControl, feeder: anyio.CancelScope, run: anyio.CancelScope, grace: float) -> None:
+async def _enforce(control: RunControl, feeder: anyio.CancelScope, run: anyio.CancelScope, grace: float,
+                   stats: RunStats) -> None:
     """A stop ends the feeding at once and the whole run after the grace; an abort ends it now."""
     await control.wait_stopping()
     feeder.cancel()
     with anyio.move_on_after(grace):
         await control.wait_aborted()
     control.abort()
+    stats.cut_off = stats.in_flight  # rows whose calls are cancelled now: they may be stored
     run.cancel()
 
 

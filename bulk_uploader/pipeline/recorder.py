@@ -29,9 +29,10 @@ class Recorder:
         self.problems: dict[str, list[RowResult]] = {}
         self.writer: ResultsWriter | None = None  # None: a dry run, which writes nothing
 
-    def open(self, path: Path, on_error: Callable[[ResultsFileError], None]) -> None:
-        """Start appending to the results file; `on_error` is told of a write the event loop could not make."""
-        self.writer = ResultsWriter(path, on_error=on_error)
+    def open(self, path: Path, on_error: Callable[[ResultsFileError], None], header: bytes) -> None:
+        """Start appending to the results file (a new one starts with `header`); `on_error` is told of a
+        write the event loop could not make."""
+        self.writer = ResultsWriter(path, on_error=on_error, header=header)
 
     def journal(self, job: Job, result: RowResult) -> None:
         """An attempt of `job` is about to leave: write that down first (raises ResultsFileError)."""

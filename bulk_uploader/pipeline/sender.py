@@ -61,7 +61,7 @@ class Sender:
     async def process(self, job: Job, unknown_before: int) -> RowResult | None:
         """The row's outcome; None when the run is stopping for a reason all rows share (told to control)."""
         started = self.clock.monotonic()
-        result = RowResult(job.key, "failed", line=job.line, audio_path=job.audio_path, bytes=job.size,
+        result = RowResult(job.key, "failed", line=job.line, audio_path=job.audio_path,
                            unknown_outcomes=unknown_before)
         try:
             result.talk_id = await self.deliver(job, result)
@@ -130,7 +130,7 @@ class Sender:
             sent_at = self.clock.monotonic()
             self.stats.calls += 1
             try:
-                talk_id = await self._call(job, payload)
+                talk_id = await self._call(job, payload, result)
             except CallFailure as failure:
                 failure.sent_at = sent_at
                 raise
@@ -139,7 +139,7 @@ class Sender:
             self.policy.succeeded(sent_at)
             return talk_id
 
-    async def _call(self, job: Job, payload: _Payload) -> str:
+    async def _call(self, job: Job, payload: _Payload, result: RowResult) -> str:
         transport, options = self.transport, self.options
         if job.kind == "update":
             return await transport.update(job, options.timeout)
@@ -154,8 +154,13 @@ class Sender:
             self.stats.bytes_sent += len(payload.data)
             return talk_id
         chunks = self._paced(reader.read_chunks(job, options.chunk_size))
-        return await transport.upload_stream(job, payload.info, chunks, timeout, self._count_bytes,
-                                             cautious=payload.cautious)
+        result.bytes = 0  # what this attempt puts on the wire: all of the file, unless it stops short
+
+        def sent(n: int) -> None:
+            result.bytes += n
+            self.stats.bytes_sent += n
+
+        return await transport.upload_stream(job, payload.info, chunks, timeout, sent, cautious=payload.cautious)
 
     async def _paced(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """Chunks at no more than --max-mbps."""
@@ -163,9 +168,6 @@ class Sender:
             if self.byte_pacer is not None:
                 await self.byte_pacer.take(len(chunk))
             yield chunk
-
-    def _count_bytes(self, n: int) -> None:
-        self.stats.bytes_sent += n
 
     async def reconcile(self, job: Job) -> str | None:
         """Ask Search whether the row's talk exists (after an unknown outcome); its id or None.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bulk_uploader.errors import BulkUploadError
 from bulk_uploader.model import RowResult
 from bulk_uploader.report import UploadRate
 from bulk_uploader.results import PreviousResults
@@ -24,17 +25,22 @@ class RunSummary:
     rate: UploadRate | None = None  # dry run: measured by earlier runs, for the time estimate
     given_rate: float = 0.0  # dry run: --estimate-rate, files/s
     problems_path: str | None = None  # dry run: the file every problem row was written to
+    failure: BulkUploadError | None = None  # what stopped the run part-way, for every row alike
 
     @property
     def exit_code(self) -> int:
-        """0 all rows uploaded (now or before), 1 some failed or invalid, 130 interrupted."""
+        """0 all rows uploaded (now or before), 1 some failed or invalid, 3 stopped part-way by
+        a failure every row shares (credentials, results file), 130 interrupted."""
+        if self.failure is not None:
+            return 3
         if self.interrupted:
             return 130
         return 1 if self.stats.failed or self.stats.invalid or self.stats.ambiguous else 0
 
     def lines(self, retry_command: str | None = None) -> list[str]:
         """The closing summary, as lines of text."""
-        out = self._dry_run_lines() if self.dry_run else self._outcome_lines()
+        out = [f"stopped: {self.failure}"] if self.failure is not None else []
+        out += self._dry_run_lines() if self.dry_run else self._outcome_lines()
         out += self._notes()
         if self.previous.torn_lines:
             out.append(f"results file had {self.previous.torn_lines} unreadable line(s) (a torn write); ignored")
@@ -42,14 +48,14 @@ class RunSummary:
             out.append(f"results: {self.results_path}")
         elif self.problems_path:
             out.append(f"every problem row, with its line and reason: {self.problems_path}")
-        if retry_command and (self.problems or self.interrupted) and not self.dry_run:
+        if retry_command and (self.problems or self.interrupted or self.failure) and not self.dry_run:
             out.append(f"to try the rest again, run the same command: {retry_command}")
         return out
 
     def _outcome_lines(self) -> list[str]:
         s = self.stats
         rows_per_s, bytes_per_s = s.rates()
-        head = "Interrupted" if self.interrupted else "Finished"
+        head = "Stopped" if self.failure else "Interrupted" if self.interrupted else "Finished"
         return [
             f"{head} in {s.elapsed:.2f} s: uploaded {s.uploaded}, skipped (done before) {s.skipped}, "
             f"failed {s.failed}, invalid {s.invalid}" + (f", ambiguous {s.ambiguous}" if s.ambiguous else ""),
@@ -74,6 +80,10 @@ class RunSummary:
             )
         if s.ambiguous:
             out.append(f"ambiguous: {s.ambiguous} row(s) may or may not be stored; the next run settles them")
+        if s.cut_off:
+            out.append(f"cut off: {s.cut_off} row(s) were being sent when the run was aborted; they may be stored "
+                       "and have no outcome line: the next run settles them (by Search with --dedupe-key, "
+                       "else it sends them again and counts them as possible duplicates)")
         if s.codes:
             out.append("problems by kind (the first rows of each):")
             for code, n in s.codes.most_common():
