@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from bulk_uploader.manifest import read_records
+from bulk_uploader.errors import ConfigError
+from bulk_uploader.manifest import count_rows, read_header, read_records
 from bulk_uploader.mapping import ColumnMapping
 from bulk_uploader.model import KeySet, columns_to_row, flatten, row_key
+from bulk_uploader.textfile import TextFormat, detect_format
 
 AUDIO_SUFFIXES = frozenset({".wav", ".mp3", ".ogg", ".opus", ".pcm", ".raw"})
 SAMPLES_PER_KIND = 3
@@ -191,11 +193,25 @@ class _FileIndex:
         self.db.close()
 
 
-def _from_export(folder: Path, export: Path, join: str, mapping: ColumnMapping, writer: _Writer) -> None:
+def check_export(export: Path, join: str, mapping: ColumnMapping, fmt: TextFormat | None = None) -> TextFormat:
+    """How to read the export, once it is known to decode whole and to have the join column; else ConfigError."""
+    fmt = fmt or detect_format(export)
+    count_rows(export, fmt, mapping)  # every byte decoded and the header checked before a row is written
+    header = read_header(export, fmt)
+    if header is not None and join not in header:
+        folded = [name for name in header if name.casefold().replace(" ", "_") == join.casefold().replace(" ", "_")]
+        meant = f"; did you mean {folded[0]!r}?" if folded else ""
+        shown = ", ".join(repr(name) for name in header[:12]) + (", ..." if len(header) > 12 else "")
+        raise ConfigError(f"{export.name} has no column {join!r} for --join{meant} Its columns: {shown}")
+    return fmt
+
+
+def _from_export(folder: Path, export: Path, join: str, mapping: ColumnMapping, writer: _Writer,
+                 fmt: TextFormat) -> None:
     with tempfile.TemporaryDirectory(prefix="bulk-upload-index-") as scratch:
         index = _FileIndex(folder, Path(scratch))
         try:
-            for line, fields, problem in read_records(export):
+            for line, fields, problem in read_records(export, fmt):
                 source = f"{export.name} line {line}"
                 if problem is not None:
                     writer.problem(source, "MALFORMED_ROW", problem)
@@ -220,16 +236,21 @@ def _from_export(folder: Path, export: Path, join: str, mapping: ColumnMapping, 
 
 
 def build_manifest(folder: Path, out: Path, mapping: ColumnMapping, *, export: Path | None = None,
-                   join: str | None = None) -> BuildSummary:
-    """Write a JSONL manifest for the recordings under folder (sidecars, or an export joined on `join`)."""
+                   join: str | None = None, export_format: TextFormat | None = None) -> BuildSummary:
+    """Write a JSONL manifest for the recordings under folder (sidecars, or an export joined on `join`).
+
+    Raises ConfigError, before writing anything, when the export does not decode or lacks the join column."""
+    if export is not None:
+        assert join is not None
+        export_format = check_export(export, join, mapping, export_format)
     summary = BuildSummary(out, out.with_name(out.name + ".problems.jsonl"))
     with out.open("w", encoding="utf-8") as rows, summary.problems_path.open("w", encoding="utf-8") as problems:
         writer = _Writer(summary, rows, problems)
         if export is None:
             _from_sidecars(folder, mapping, writer)
         else:
-            assert join is not None
-            _from_export(folder, export, join, mapping, writer)
+            assert join is not None and export_format is not None
+            _from_export(folder, export, join, mapping, writer, export_format)
     if not summary.problems:
         summary.problems_path.unlink()
     return summary

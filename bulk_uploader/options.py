@@ -16,6 +16,7 @@ from bulk_uploader.errors import ConfigError
 from bulk_uploader.mapping import ColumnMapping
 from bulk_uploader.schema import ConnectionSchema
 from bulk_uploader.shard import Shard
+from bulk_uploader.textfile import MANIFEST_SUFFIXES, TextFormat
 
 DEFAULT_ENDPOINT = "api.speechsense.yandexcloud.net:443"
 MiB = 1024 * 1024
@@ -102,6 +103,7 @@ class UploadOptions:
     preflight_timeout: float = 15.0  # seconds to connect before the first row
     shard: Shard | None = None  # only the rows whose key hashes to this shard
     mapping: ColumnMapping | None = None  # --mapping: the manifest is another vendor's export
+    text_format: TextFormat | None = None  # the manifest's encoding and delimiter (None: detected)
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 4096:
@@ -112,8 +114,9 @@ class UploadOptions:
             raise ConfigError("--timeout must be positive")
         if self.chunk_size < 1024 or self.stream_threshold < self.chunk_size:
             raise ConfigError("chunk size must be at least 1 KiB and not above the stream threshold")
-        if self.manifest.suffix.lower() not in (".jsonl", ".csv", ".ndjson"):
-            raise ConfigError(f"{self.manifest}: manifest must end in .jsonl or .csv")
+        if self.manifest.suffix.lower() not in MANIFEST_SUFFIXES:
+            raise ConfigError(f"{self.manifest}: a manifest is .jsonl, or .csv (.tsv, .txt): a workbook? "
+                              "save it from Excel as CSV UTF-8 or Unicode Text")
         if not self.manifest.is_file():
             raise ConfigError(f"{self.manifest}: manifest not found")
         check_endpoint(self.endpoint)

@@ -66,8 +66,10 @@ def status_line(stats: RunStats) -> str:
         f"skipped {stats.skipped}",
         f"failed {stats.failed}",
         f"invalid {stats.invalid}",
+        f"ambiguous {stats.ambiguous}",
         f"retries {stats.retries}",
-        f"in flight {stats.in_flight}/{stats.concurrency}",
+        f"calls {stats.calls}/{stats.concurrency}",
+        f"rows busy {stats.in_flight}",
         f"throttled {stats.throttled}",
         f"{_size(stats.bytes_sent)} sent",
         f"{rows_per_s:.1f} files/s",
@@ -193,7 +195,8 @@ class RichReporter:
             (f"skipped {stats.skipped}", "cyan"), "  ",
             (f"failed {stats.failed}", "red" if stats.failed else ""), "  ",
             (f"invalid {stats.invalid}", "yellow" if stats.invalid else ""), "  ",
-            f"retries {stats.retries}  in flight {stats.in_flight}/{stats.concurrency}"
+            (f"ambiguous {stats.ambiguous}", "magenta" if stats.ambiguous else ""), "  ",
+            f"retries {stats.retries}  calls {stats.calls}/{stats.concurrency}  rows busy {stats.in_flight}"
             f"  throttled {stats.throttled}  sent {_size(stats.bytes_sent)}"
             f"  elapsed {_duration(stats.elapsed)}",
         )
@@ -211,12 +214,13 @@ class RichReporter:
 
         n = self._problems.take()
         if n <= PROBLEM_LINES:
-            self.console.print(Text(problem_line(result), style="yellow" if result.status == "invalid" else "red"))
+            self.console.print(Text(problem_line(result), style="yellow" if result.status == "invalid" else "red"),
+                               soft_wrap=True)
         elif n == PROBLEM_LINES + 1:
             self.console.print("... more problem rows: see the results file")
 
     def message(self, text: str) -> None:
-        self.console.print(text)
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self._live is not None:
@@ -224,8 +228,10 @@ class RichReporter:
             self._live = None
 
     def summary(self, lines: list[str]) -> None:
+        # soft_wrap: not broken into lines by rich, so a path or the retry command copies whole
+        # (the terminal still folds it on screen).
         for line in lines:
-            self.console.print(line, highlight=False, markup=False)
+            self.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def make_reporter(*, quiet: bool, stream: TextIO | None = None) -> Reporter:

@@ -20,6 +20,7 @@ from bulk_uploader.ledger import Ledger
 from bulk_uploader.manifest import read_manifest
 from bulk_uploader.mapping import ColumnMapping
 from bulk_uploader.model import KeySet
+from bulk_uploader.textfile import TextFormat
 
 IDLE_GAP = 60.0  # seconds between two uploads that count as a pause (runs days apart), not upload time
 
@@ -117,8 +118,8 @@ def summarize(paths: Iterable[Path]) -> Report:
     return report
 
 
-def write_retry_manifest(manifest: Path, uploaded: KeySet, out: Path, mapping: ColumnMapping | None = None
-                         ) -> tuple[int, int]:
+def write_retry_manifest(manifest: Path, uploaded: KeySet, out: Path, mapping: ColumnMapping | None = None,
+                         fmt: TextFormat | None = None) -> tuple[int, int]:
     """Write every manifest row not uploaded to `out` (JSONL): those that failed, and those that
     never got a results line (shards that never ran, rows not reached). Returns (rows written,
     rows that cannot be retried as they are: malformed or duplicated in the manifest).
@@ -131,7 +132,7 @@ def write_retry_manifest(manifest: Path, uploaded: KeySet, out: Path, mapping: C
     written = unusable = 0
     partial = out.with_name(out.name + ".partial")
     with partial.open("w", encoding="utf-8") as f:
-        for row in read_manifest(manifest, mapping):
+        for row in read_manifest(manifest, mapping, fmt):
             if row.key in uploaded:
                 continue
             if row.problem is not None:

@@ -23,7 +23,8 @@ class RunStats:
     bytes_sent: int = 0  # audio bytes put on the wire, retries included
     bytes_uploaded: int = 0  # bytes of rows uploaded in this run
     retries: int = 0
-    in_flight: int = 0
+    in_flight: int = 0  # rows being worked on (waiting for a slot, a backoff or a Search included)
+    calls: int = 0  # upload calls on the wire now
     concurrency: int = 0  # calls allowed in flight now (lowered by throttling)
     throttled: int = 0  # RESOURCE_EXHAUSTED answers
     searches: int = 0  # reconciliation Searches made

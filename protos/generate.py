@@ -3,8 +3,9 @@
     python protos/generate.py            # rewrite bulk_uploader/proto/ in place
     python protos/generate.py --out DIR  # write into DIR (the drift test compares)
 
-Needs the pinned generator versions from the `test` extra (grpcio-tools, mypy-protobuf):
-the generated modules check the protobuf and grpcio runtime versions at import, so the
+Run it with the pinned generators (grpcio-tools, mypy-protobuf) of the vendor environment:
+`python tests/vendor_env.py` builds it and prints its interpreter, which runs this script.
+The generated modules check the protobuf and grpcio runtime versions at import, so the
 floors in pyproject.toml must match the generator that produced the committed code.
 """
 
@@ -25,7 +26,7 @@ def _plugin(name: str) -> str:
     beside = Path(sys.executable).parent / name
     found = str(beside) if beside.exists() else shutil.which(name)
     if not found:
-        raise SystemExit(f"{name} not found: pip install -e '.[test]' provides it")
+        raise SystemExit(f"{name} not found: run this script with the interpreter `python tests/vendor_env.py` prints")
     return found
 
 

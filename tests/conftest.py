@@ -19,6 +19,14 @@ AUTH = (("authorization", f"Api-Key {API_KEY}"),)
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session")
+def vendor_python() -> Path:
+    """The interpreter of the pinned vendor environment (tests/vendor_env.py), built on first use."""
+    from vendor_env import vendor_python as build
+
+    return build()
+
+
 @pytest.fixture
 async def emulator(tmp_path: Path) -> AsyncIterator[Emulator]:
     emu = Emulator(EmulatorOptions(api_keys=[API_KEY], store_path=tmp_path / "store.sqlite3"))
@@ -38,7 +46,7 @@ async def stub(emulator: Emulator) -> AsyncIterator[pb_grpc.TalkServiceStub]:
 def cli_env(**extra: str) -> dict[str, str]:
     """Environment for a CLI subprocess: no inherited credentials, plain output."""
     env = {k: v for k, v in os.environ.items() if k not in ("API_KEY", "IAM_TOKEN")}
-    env.update(PYTHONUNBUFFERED="1", COLUMNS="200", **extra)
+    env.update({"PYTHONUNBUFFERED": "1", "COLUMNS": "200", **extra})
     return env
 
 

@@ -4,6 +4,7 @@ every option under its group's panel, and a plain upload leaves the other comman
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import re
 import shlex
@@ -105,7 +106,7 @@ def test_upload_help_lists_every_option_under_its_group() -> None:
     assert result.returncode == 0, result.stderr
     expected = {"--" + field.name.replace("_", "-"): group.panel
                 for group in GROUPS for field in dataclasses.fields(group)}
-    assert len(expected) == 33
+    assert len(expected) == 35
     listed = _help_options_by_panel(result.stdout)
     assert listed.pop("--help") == "Options"
     assert listed == expected
@@ -125,3 +126,30 @@ def test_group_fields_may_not_share_a_name() -> None:
 
     with pytest.raises(TypeError, match="more than one parameter or group field named endpoint"):
         grouped_command(command)
+
+
+def test_help_at_80_columns_shows_every_option_name_and_default_whole() -> None:
+    result = run_cli("upload", "--help", env=cli_env(COLUMNS="80"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 80
+    assert "…" not in result.stdout
+    expected = {"--" + field.name.replace("_", "-"): group.panel
+                for group in GROUPS for field in dataclasses.fields(group)}
+    listed = _help_options_by_panel(result.stdout)
+    listed.pop("--help")
+    assert listed == expected  # a name cut short would be listed under another spelling
+    defaults = [getattr(field.default, "value", field.default) for group in GROUPS for field in dataclasses.fields(group)
+                if field.default not in (None, False, "")]
+    assert "api.speechsense.yandexcloud.net:443" in defaults
+    for default in defaults:
+        assert any(f"{default}]" in line for line in lines), f"default {default!r} is not shown whole on one line"
+    for command in ("--help", "manifest --help", "report --help", "emulator --help", "demo --help"):
+        other = run_cli(*command.split(), env=cli_env(COLUMNS="80"))
+        assert other.returncode == 0 and "…" not in other.stdout, other.stdout
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"bulk-upload {importlib.metadata.version('bulk-upload')}"

@@ -1,17 +1,20 @@
-"""The committed generated code is exactly what protos/generate.py makes from the .proto files."""
+"""The committed generated code is exactly what protos/generate.py makes from the .proto files, with
+the pinned generators of the vendor environment (tests/vendor_env.py)."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_committed_code_matches_the_protos(tmp_path: Path) -> None:
+@pytest.mark.timeout(900)  # it may build the vendor environment
+def test_committed_code_matches_the_protos(tmp_path: Path, vendor_python: Path) -> None:
     subprocess.run(
-        [sys.executable, str(REPO / "protos" / "generate.py"), "--out", str(tmp_path)],
+        [str(vendor_python), str(REPO / "protos" / "generate.py"), "--out", str(tmp_path)],
         check=True, capture_output=True, text=True,
     )
     fresh = sorted((tmp_path / "bulk_uploader" / "proto").glob("*.py*"))

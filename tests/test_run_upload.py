@@ -104,3 +104,25 @@ async def test_a_stop_finishes_the_calls_in_flight_and_takes_no_new_rows(emulato
     assert 8 <= stored < 200
     assert summary.stats.uploaded == stored  # each call in flight finished and was recorded
     assert len(read_records(Path(summary.results_path))) == stored
+
+
+async def test_the_stats_count_calls_on_the_wire_apart_from_busy_rows(emulator: Emulator, tmp_path: Path) -> None:
+    manifest = samples.write_dataset(tmp_path, 40)
+    # The service takes 2 calls at once: the rest are refused, and rows wait for a slot or a backoff.
+    emulator.set_faults(FaultOptions(latency_ms=100, max_in_flight=2))
+    seen: list[tuple[int, int]] = []
+
+    class Sampling(Collecting):
+        def start(self, stats: RunStats) -> None:
+            async def sample() -> None:
+                while not self.stopped:
+                    seen.append((stats.calls, stats.in_flight))
+                    await anyio.sleep(0.01)
+            group.start_soon(sample)
+
+    async with anyio.create_task_group() as group:
+        summary = await run_upload(options(emulator, manifest, concurrency=8), Sampling())
+    assert summary.stats.uploaded == 40 and summary.stats.calls == 0
+    assert 0 < max(calls for calls, _ in seen) <= 8
+    assert all(calls <= busy for calls, busy in seen)
+    assert any(calls < busy for calls, busy in seen)  # rows waiting for a slot or a backoff are not calls

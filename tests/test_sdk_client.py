@@ -1,12 +1,11 @@
-"""A client made of nothing but the vendor SDK's stubs uploads to `bulk-upload emulator`."""
+"""A client made of nothing but the vendor SDK's stubs (run by the pinned vendor environment, tests/vendor_env.py)
+uploads to `bulk-upload emulator`."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +15,17 @@ from conftest import API_KEY, cli_env, run_cli
 from bulk_uploader import samples
 from bulk_uploader.emulator import messages_digest
 
-# Only look for the SDK: importing it here would clash with our own descriptors.
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("yandex.cloud.speechsense") is None, reason="vendor SDK (test extra) not installed"
-)
+pytestmark = pytest.mark.timeout(900)  # the first test may build the vendor environment
 
 
-def test_sdk_client_uploads_wav_stream_and_chat(tmp_path: Path, emulator_process: Any) -> None:
+def test_sdk_client_uploads_wav_stream_and_chat(tmp_path: Path, emulator_process: Any, vendor_python: Path) -> None:
     store = tmp_path / "store.sqlite3"
     process = emulator_process("--api-key", API_KEY, "--store", str(store))
     wav, big = tmp_path / "call.wav", tmp_path / "big.wav"
     wav.write_bytes(samples.wav(200_000, seed=1))
     big.write_bytes(samples.wav(10 * 1024 * 1024, seed=2))
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("sdk_client.py")), process.target, str(wav), str(big)],
+        [str(vendor_python), str(Path(__file__).with_name("sdk_client.py")), process.target, str(wav), str(big)],
         capture_output=True, text=True, check=True, env=cli_env(API_KEY=API_KEY), timeout=120,
     )
     ids = json.loads(out.stdout)

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import fcntl
 import hashlib
 import json
+import os
+import pty
+import re
+import shlex
 import signal
+import struct
 import subprocess
+import sys
+import termios
 import time
 from pathlib import Path
 from typing import Any
@@ -307,6 +315,19 @@ def test_dry_run_checks_every_row_and_sends_nothing(tmp_path: Path, served: Thre
     assert "time estimate: 12 s at 2.0 files/s (--estimate-rate)" in out
     assert served.emulator.store.count() == 0
     assert not (tmp_path / "manifest.jsonl.results.jsonl").exists()
+    # Every problem row, not only the samples, in the file the summary names.
+    problems = tmp_path / "manifest.jsonl.dry-run.jsonl"
+    assert f"every problem row, with its line and reason: {problems}" in out
+    written = {r["id"]: r for r in read_records(problems)}
+    assert sorted(written) == ["missing-0", "missing-1", "missing-2", "missing-3", "no-date", "text"]
+    assert (written["missing-3"]["code"], written["missing-3"]["line"]) == ("FILE_NOT_FOUND", 29)
+    assert written["text"]["status"] == "invalid" and written["text"]["error"]
+    # A second dry run writes the file anew; one that finds nothing removes it.
+    run_cli(str(manifest), "--dry-run", "--connection-id", "demo-audio", env=cli_env())
+    assert len(read_records(problems)) == 6
+    manifest.write_text("\n".join(manifest.read_text().splitlines()[:25]) + "\n")
+    clean = run_cli(str(manifest), "--dry-run", "--connection-id", "demo-audio", env=cli_env())
+    assert clean.returncode == 0 and not problems.exists() and "every problem row" not in clean.stderr
 
 
 def test_dry_run_estimates_from_the_rate_earlier_runs_measured(tmp_path: Path, served: ThreadedEmulator) -> None:
@@ -321,15 +342,36 @@ def test_dry_run_estimates_from_the_rate_earlier_runs_measured(tmp_path: Path, s
 
 
 def test_demo_command_runs_the_whole_job_on_the_embedded_emulator(tmp_path: Path) -> None:
-    result = run_cli("demo", "--rows", "60", "--folder", str(tmp_path / "demo"), "--quiet")
+    folder = tmp_path / "demo"
+    result = run_cli("demo", "--rows", "60", "--folder", str(folder), "--quiet")
     assert result.returncode == 0, result.stderr
     assert "uploaded 60" in result.stderr and "holds 60 talks" in result.stderr
+    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    assert f"the demo's files: {size / 1e6:.1f} MB in {folder}; remove them with: rm -r {folder}" in result.stderr
+    assert "  bulk-upload manifest.csv --connection-id <your connection id> --dry-run" in result.stderr
+
+
+def test_demo_in_a_temp_folder_removes_its_files_and_says_what_to_do_next(tmp_path: Path) -> None:
+    result = run_cli("demo", "--rows", "12", "--quiet", env=cli_env(TMPDIR=str(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert re.search(r"the emulator stored 12 talks; the demo's files \(\d+\.\d MB in .*bulk-upload-demo-\w+\) "
+                     r"are removed \(--keep keeps them\)", result.stderr), result.stderr
+    assert "results: " not in result.stderr  # the results file went with them
+    lines = result.stderr.splitlines()
+    assert lines[-3:] == ["  export API_KEY=<your API key>",
+                          "  bulk-upload manifest.csv --connection-id <your connection id> --dry-run    "
+                          "# checks every row, sends nothing",
+                          "  bulk-upload manifest.csv --connection-id <your connection id>"]
+    kept = run_cli("demo", "--rows", "12", "--quiet", "--keep", env=cli_env(TMPDIR=str(tmp_path)))
+    assert kept.returncode == 0 and len(list(tmp_path.glob("bulk-upload-demo-*/manifest.jsonl"))) == 1
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert run_cli(str(tmp_path / "absent.jsonl")).returncode == 2
-    (tmp_path / "m.txt").write_text("")
-    assert run_cli(str(tmp_path / "m.txt")).returncode == 2
+    (tmp_path / "m.xlsx").write_bytes(b"PK\x03\x04\x14\x00\x06\x00\xc8\xff" * 20)  # a zip, as workbooks are
+    wrong = run_cli(str(tmp_path / "m.xlsx"))
+    assert wrong.returncode == 2 and "save it from Excel as CSV UTF-8 or Unicode Text" in wrong.stderr
     manifest = samples.write_dataset(tmp_path, 1)
     bad = run_cli(str(manifest), "--concurrency", "0", env=cli_env(API_KEY="x"))
     assert bad.returncode == 2 and "--concurrency" in bad.stderr
@@ -351,3 +393,34 @@ def test_the_event_loop_asked_for_runs_the_upload(event_loop: EventLoop) -> None
 
     ran_on = _run_event_loop(loop_type(), event_loop)
     assert (ran_on.__module__.startswith("uvloop")) == (event_loop is EventLoop.uvloop)
+
+
+def test_on_an_80_column_terminal_the_retry_command_is_one_line(tmp_path: Path, served: ThreadedEmulator) -> None:
+    folder = tmp_path / "a-long-folder-name-for-the-exports-of-march"
+    manifest = samples.write_dataset(folder, 6, name="calls-exported-from-the-old-recorder.jsonl")
+    with manifest.open("a") as f:
+        f.write(json.dumps({"id": "gone", "audio_path": "audio/gone.wav", "metadata": samples.metadata(9)}) + "\n")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    argv = [sys.executable, "-m", "bulk_uploader", str(manifest), "--endpoint", served.target, "--insecure",
+            "--connection-id", "demo-audio", "--concurrency", "2"]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                            env=cli_env(API_KEY=API_KEY, COLUMNS="80", TERM="xterm-256color"))
+    os.close(slave)
+    screen = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not data:
+            break
+        screen += data
+    os.close(master)
+    assert proc.wait(timeout=60) == 1
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode()).replace("\r", "")
+    retry = [line for line in text.splitlines() if "run the same command:" in line]
+    assert len(retry) == 1, text
+    command = retry[0].split("run the same command: ", 1)[1].strip()
+    assert command == "bulk-upload " + shlex.join(argv[3:])
+    assert len(command) > 80

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -34,6 +34,29 @@ app = typer.Typer(
     help="Upload call recordings and chats to Yandex SpeechSense, concurrently and resumably.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from bulk_uploader import __version__
+
+        try:
+            installed = version("bulk-upload")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            installed = __version__
+        typer.echo(f"bulk-upload {installed}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _application(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit")
+    ] = False,
+) -> None:
+    """Upload call recordings and chats to Yandex SpeechSense, concurrently and resumably."""
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:

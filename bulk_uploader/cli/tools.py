@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -110,7 +111,7 @@ def emulator(
     api_key: Annotated[list[str], typer.Option(help="API key to accept (repeatable; or env EMULATOR_API_KEY)")] = [],  # noqa: B006
     iam_token: Annotated[list[str], typer.Option(help="IAM token to accept (repeatable)")] = [],  # noqa: B006
     config: Annotated[Optional[Path], typer.Option(help="TOML file of connections")] = None,
-    store: Annotated[Optional[Path], typer.Option(help="SQLite file for accepted talks [default: memory]")] = None,
+    store: Annotated[Optional[Path], typer.Option(help="SQLite file for accepted talks \\[default: memory]")] = None,
     latency_ms: Annotated[float, typer.Option(help="Fixed latency per call")] = 0.0,
     jitter_ms: Annotated[float, typer.Option(help="Plus random latency up to this")] = 0.0,
     error_rate: Annotated[list[str], typer.Option(help="CODE=RATE, e.g. UNAVAILABLE=0.1 (repeatable)")] = [],  # noqa: B006
@@ -179,14 +180,17 @@ def report(
     results: Annotated[list[Path], typer.Argument(help="Results files (shards, reruns)")],
     manifest: Annotated[Optional[Path], typer.Option(help="The manifest, to write the rows still to do")] = None,
     retry_manifest: Annotated[
-        Optional[Path], typer.Option(help="Where to write them [default: MANIFEST.retry.jsonl]")
+        Optional[Path], typer.Option(help="Where to write them \\[default: MANIFEST.retry.jsonl]")
     ] = None,
     mapping: Annotated[
         Optional[Path], typer.Option(help="The mapping the manifest was uploaded with (rows are written mapped)")
     ] = None,
+    encoding: Annotated[Optional[str], typer.Option(help="The manifest's encoding \\[default: detected]")] = None,
+    delimiter: Annotated[Optional[str], typer.Option(help="The manifest's CSV delimiter \\[default: detected]")] = None,
 ) -> None:
     """Summarise results files and write the failed rows as a manifest ready to retry."""
     from bulk_uploader.report import summarize, write_retry_manifest
+    from bulk_uploader.textfile import detect_format
 
     try:
         column_mapping = load_mapping(mapping) if mapping else None
@@ -207,10 +211,17 @@ def report(
     if not manifest.is_file():
         raise fail(f"{manifest}: manifest not found")
     out = retry_manifest or manifest.with_name(manifest.stem + ".retry.jsonl")
-    written, unusable = write_retry_manifest(manifest, summary.ledger.uploaded, out, column_mapping)
+    try:
+        text_format = detect_format(manifest, encoding=encoding, delimiter=delimiter)
+        written, unusable = write_retry_manifest(manifest, summary.ledger.uploaded, out, column_mapping, text_format)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
     if written:
         typer.echo(f"{written} row(s) to retry written to {out}")
-        same = "the same options, without --mapping: its rows are mapped" if mapping else "the same options"
+        dropped = [name for name, given in (("--mapping", mapping), ("--encoding", encoding), ("--delimiter", delimiter))
+                   if given]
+        same = f"the same options without {', '.join(dropped)}: it is mapped UTF-8 JSON lines" if dropped \
+            else "the same options"
         typer.echo(f"retry with: bulk-upload {shlex.quote(str(out))} ({same})")
     else:
         typer.echo("0 row(s) to retry: every row of the manifest that can be sent is uploaded")
@@ -224,7 +235,7 @@ def manifest(
     folder: Annotated[Path, typer.Argument(help="Folder of recordings, searched recursively")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Manifest to write (.jsonl)")] = Path("manifest.jsonl"),
     mapping: Annotated[
-        Optional[Path], typer.Option(help="TOML mapping from the export's columns [default: names kept as they are]")
+        Optional[Path], typer.Option(help="TOML mapping from the export's columns \\[default: names kept as they are]")
     ] = None,
     export: Annotated[
         Optional[Path], typer.Option(help="One CSV or JSONL of metadata instead of .json sidecars")
@@ -232,12 +243,21 @@ def manifest(
     join: Annotated[
         Optional[str], typer.Option(help="Column of --export naming each row's recording (path, file name or stem)")
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace --out if it exists")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists")] = False,
+    encoding: Annotated[
+        Optional[str], typer.Option(help="The export's encoding (cp1251, utf-16, ...) \\[default: detected]")
+    ] = None,
+    delimiter: Annotated[
+        Optional[str], typer.Option(help="The export's CSV delimiter: , ; tab | \\[default: detected]")
+    ] = None,
 ) -> None:
-    """Build a manifest from a folder of recordings with sidecar metadata (call.json beside
-    call.wav) or with one export file joined on a column, through a mapping."""
+    """Build a manifest from recordings and their metadata, through a mapping.
+
+    The metadata is in sidecars (call.json beside call.wav) or in one export file (CSV or JSONL) joined
+    to the recordings on a column."""
     from bulk_uploader.builder import build_manifest
     from bulk_uploader.mapping import ColumnMapping
+    from bulk_uploader.textfile import detect_format
 
     try:
         column_mapping = load_mapping(mapping) if mapping else ColumnMapping()
@@ -253,7 +273,13 @@ def manifest(
         raise fail(f"{out}: the manifest is written as JSON lines; name it .jsonl")
     if out.exists() and not overwrite:
         raise fail(f"{out} exists; pass --overwrite to replace it")
-    summary = build_manifest(folder, out, column_mapping, export=export, join=join)
+    try:
+        export_format = detect_format(export, encoding=encoding, delimiter=delimiter) if export else None
+        if export_format is not None and (notice := export_format.notice(export)):  # type: ignore[arg-type]
+            typer.echo(notice, err=True)
+        summary = build_manifest(folder, out, column_mapping, export=export, join=join, export_format=export_format)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
     for line in summary.lines():
         typer.echo(line)
     dedupe = f" --dedupe-key {shlex.quote(column_mapping.dedupe_key)}" if column_mapping.dedupe_key else ""
@@ -281,19 +307,47 @@ async def _demo(folder: Path, rows: int, concurrency: int, reporter: Reporter) -
         return summary, emu.store.count()
 
 
+NEXT_STEPS = (
+    "next, your own recordings: list them in a manifest (JSONL, or CSV from Excel: id, audio_path and your "
+    "connection's metadata keys; README.md, Manifest), then",
+    "  export API_KEY=<your API key>",
+    "  bulk-upload manifest.csv --connection-id <your connection id> --dry-run    # checks every row, sends nothing",
+    "  bulk-upload manifest.csv --connection-id <your connection id>",
+)
+
+
+def _size_of(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
 @app.command("demo")
 def demo(
     rows: Annotated[int, typer.Option(help="Sample rows to make and upload")] = 200,
     concurrency: Annotated[int, typer.Option(help="Rows uploaded at once")] = 16,
-    folder: Annotated[Optional[Path], typer.Option(help="Where to write the sample data [default: a temp folder]")] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress display")] = False,
+    folder: Annotated[
+        Optional[Path], typer.Option(help="Where to write the sample data, kept \\[default: a temp folder, removed]")
+    ] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the temp folder's sample data")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress display")] = False,
 ) -> None:
     """Start the emulator in-process, make a sample data set and upload it: a full rehearsal."""
+    remove = folder is None and not keep
     folder = folder or Path(tempfile.mkdtemp(prefix="bulk-upload-demo-"))
     reporter = make_reporter(quiet=quiet)
-    summary, stored = asyncio.run(_demo(folder, rows, concurrency, reporter))
+    try:
+        summary, stored = asyncio.run(_demo(folder, rows, concurrency, reporter))
+        size, store = _size_of(folder), folder / "emulator.sqlite3"
+    finally:
+        if remove:
+            shutil.rmtree(folder, ignore_errors=True)
     lines = summary.lines()
-    lines.append(f"emulator store {folder / 'emulator.sqlite3'} holds {stored} talks; "
-                 f"inspect with: bulk-upload talks {folder / 'emulator.sqlite3'}")
-    reporter.summary(lines)
+    if remove:
+        lines = [line for line in lines if not line.startswith("results: ")]
+        lines.append(f"the emulator stored {stored} talks; the demo's files ({size / 1e6:.1f} MB in {folder}) "
+                     "are removed (--keep keeps them)")
+    else:
+        lines.append(f"emulator store {store} holds {stored} talks; inspect with: bulk-upload talks {store}")
+        lines.append(f"the demo's files: {size / 1e6:.1f} MB in {folder}; remove them with: "
+                     f"rm -r {shlex.quote(str(folder))}")
+    reporter.summary([*lines, *NEXT_STEPS])
     raise typer.Exit(summary.exit_code)

@@ -32,6 +32,7 @@ from bulk_uploader.options import SearchScope, UploadOptions
 from bulk_uploader.progress import make_reporter
 from bulk_uploader.schema import load_schemas
 from bulk_uploader.shard import parse_shard, shard_from_environment
+from bulk_uploader.textfile import MANIFEST_SUFFIXES, detect_format
 
 
 def _timezone(text: str | None) -> tzinfo | None:
@@ -49,6 +50,10 @@ def upload_options(manifest: Path, env: Mapping[str, str], *, destination: Desti
     """The run's options, checked; ConfigError or SchemaError names the first thing wrong."""
     column_mapping = load_mapping(migration.mapping) if migration.mapping else None
     credentials = choose_credentials(auth, destination.insecure, env)
+    # Detected here, once, so the notice is printed before the run and the run reads the file one way.
+    readable = manifest.is_file() and manifest.suffix.lower() in MANIFEST_SUFFIXES  # else UploadOptions says why
+    text_format = detect_format(manifest, encoding=migration.encoding, delimiter=migration.delimiter) \
+        if readable else None
     return UploadOptions(
         manifest=manifest,
         results=output.results,
@@ -74,6 +79,7 @@ def upload_options(manifest: Path, env: Mapping[str, str], *, destination: Desti
         max_mbps=speed.max_mbps,
         shard=parse_shard(migration.shard) if migration.shard else shard_from_environment(env, migration.shard_count),
         mapping=column_mapping,
+        text_format=text_format,
     )
 
 
@@ -81,7 +87,7 @@ def upload_options(manifest: Path, env: Mapping[str, str], *, destination: Desti
 @grouped_command
 def upload(
     ctx: typer.Context,
-    manifest: Annotated[Path, typer.Argument(help="Manifest: .jsonl or .csv")],
+    manifest: Annotated[Path, typer.Argument(metavar="MANIFEST", help="Manifest: .jsonl, or .csv (.tsv, .txt)")],
     destination: DestinationArgs,
     auth: AuthArgs,
     speed: SpeedArgs,
@@ -96,6 +102,9 @@ def upload(
     except (ConfigError, SchemaError) as exc:
         raise fail(str(exc)) from None
     reporter = make_reporter(quiet=output.quiet)
+    notice = options.text_format.notice(manifest) if options.text_format else None
+    if notice:
+        reporter.message(notice)
     argv = invoked_argv(ctx)
     shown = retry_command(argv) if argv is not None else None
     raise typer.Exit(run_cli_upload(options, reporter, shown, speed.event_loop))

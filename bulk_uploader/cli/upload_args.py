@@ -24,10 +24,10 @@ class DestinationArgs(OptionGroup):
 
     panel = "Where to send"
     endpoint: Annotated[str, typer.Option(help="SpeechSense gRPC endpoint HOST:PORT")] = DEFAULT_ENDPOINT
-    insecure: Annotated[bool, typer.Option(help="Plaintext gRPC (the emulator); TLS otherwise")] = False
+    insecure: Annotated[bool, typer.Option("--insecure", help="Plaintext gRPC (the emulator); TLS otherwise")] = False
     connection_id: Annotated[Optional[str], typer.Option(help="Connection for rows that name none")] = None
     chat_connection_id: Annotated[
-        Optional[str], typer.Option(help="Connection for chat rows that name none [default: --connection-id]")
+        Optional[str], typer.Option(help="Connection for chat rows that name none \\[default: --connection-id]")
     ] = None
     connection_schema: Annotated[
         Optional[Path], typer.Option(help="TOML file describing the connections' keys")
@@ -97,7 +97,7 @@ class MigrationArgs(OptionGroup):
         Optional[Path], typer.Option(help="TOML mapping from another vendor's columns (see bulk-upload manifest)")
     ] = None
     shard: Annotated[
-        Optional[str], typer.Option(help="Only shard K/N of the rows [default: from Slurm or Kubernetes, if set]")
+        Optional[str], typer.Option(help="Only shard K/N of the rows \\[default: from Slurm or Kubernetes, if set]")
     ] = None
     shard_count: Annotated[
         Optional[int], typer.Option(help="Number of shards, with a Kubernetes Indexed Job's JOB_COMPLETION_INDEX")
@@ -106,11 +106,18 @@ class MigrationArgs(OptionGroup):
         Optional[str], typer.Option(help="Zone for chat timestamps without one (Europe/Moscow, +03:00)")
     ] = None
     estimate_rate: Annotated[
-        float, typer.Option(help="Files/s for the dry run's time estimate [default: measured by earlier runs]")
+        float, typer.Option(help="Files/s for the dry run's time estimate \\[default: measured by earlier runs]",
+                            show_default=False)
     ] = 0.0
     dry_run: Annotated[
-        bool, typer.Option(help="Check every row and the files' first bytes, send nothing; report and estimate")
+        bool, typer.Option("--dry-run", help="Check every row and the files' first bytes, send nothing; report and estimate")
     ] = False
+    encoding: Annotated[
+        Optional[str], typer.Option(help="The manifest's encoding (cp1251, utf-16, ...) \\[default: detected]")
+    ] = None
+    delimiter: Annotated[
+        Optional[str], typer.Option(help="CSV delimiter: , ; tab | \\[default: detected from the header]")
+    ] = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,6 @@ class OutputArgs(OptionGroup):
     """Where outcomes are written, what is shown while it runs, and how a Ctrl-C ends it."""
 
     panel = "Output"
-    results: Annotated[Optional[Path], typer.Option(help="Results file [default: MANIFEST.results.jsonl]")] = None
-    quiet: Annotated[bool, typer.Option(help="No progress display")] = False
+    results: Annotated[Optional[Path], typer.Option(help="Results file \\[default: MANIFEST.results.jsonl]")] = None
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress display")] = False
     grace: Annotated[float, typer.Option(help="Seconds uploads in flight get after the first Ctrl-C")] = 10.0

@@ -107,7 +107,8 @@ class Feeder:
     async def feed(self, queue: JobQueue) -> None:
         """Put every row still to do on the queue, then close it."""
         with queue.closing():
-            for n, row in enumerate(read_manifest(self.options.manifest, self.options.mapping), 1):
+            rows = read_manifest(self.options.manifest, self.options.mapping, self.options.text_format)
+            for n, row in enumerate(rows, 1):
                 if n % _YIELD_EVERY == 0:
                     await anyio.lowlevel.checkpoint()
                 job = self._job(row)

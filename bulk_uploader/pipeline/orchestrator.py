@@ -17,7 +17,7 @@ import anyio
 from bulk_uploader import reader
 from bulk_uploader.auth import AuthProvider
 from bulk_uploader.clock import SYSTEM_CLOCK, Clock
-from bulk_uploader.errors import AuthError, ResultsFileError
+from bulk_uploader.errors import AuthError, ConfigError, ResultsFileError
 from bulk_uploader.flow import AdaptiveLimiter
 from bulk_uploader.manifest import count_rows
 from bulk_uploader.options import UploadOptions
@@ -25,7 +25,7 @@ from bulk_uploader.pipeline.control import RunControl
 from bulk_uploader.pipeline.feeder import Feeder, JobQueue
 from bulk_uploader.pipeline.recorder import Recorder
 from bulk_uploader.pipeline.sender import Inspector, Sender
-from bulk_uploader.pipeline.summary import RunSummary
+from bulk_uploader.pipeline.summary import RunSummary, problems_path
 from bulk_uploader.progress import Reporter
 from bulk_uploader.report import measured_rate
 from bulk_uploader.results import Destination, LedgerLock, PreviousResults, check_ledger, load_results
@@ -61,6 +61,9 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
             if options.credentials is not None:
                 await options.credentials.start()
             recorder.open(options.results_path, on_error=control.fail, header=destination(options).header())
+        else:  # a dry run's problems go to a file of their own, never to the results file
+            problems_path(options.results_path).unlink(missing_ok=True)
+            recorder.open(problems_path(options.results_path), on_error=control.fail, header=b"")
     except BaseException:
         await _close(transport, recorder, lock)
         raise
@@ -77,7 +80,8 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
             control.failure = error
     rate = await anyio.to_thread.run_sync(measured_rate, options.results_path) if options.dry_run else None
     return RunSummary(stats, str(options.results_path), previous, recorder.problems, interrupted=control.stopping,
-                      dry_run=options.dry_run, rate=rate, given_rate=options.estimate_rate, failure=control.failure)
+                      dry_run=options.dry_run, rate=rate, given_rate=options.estimate_rate, failure=control.failure,
+                      problems_path=_dry_run_problems(options, stats))
 
 
 def destination(options: UploadOptions) -> Destination:
@@ -92,9 +96,20 @@ async def _prepare(options: UploadOptions, stats: RunStats, lock: LedgerLock | N
     previous = await anyio.to_thread.run_sync(load_results, options.results_path)
     # A dry run sends nothing, so it reads any ledger; a run that sends must match the ledger's destination.
     check_ledger(options.results_path, previous, None if options.dry_run else destination(options), options.manifest)
-    rows = await anyio.to_thread.run_sync(count_rows, options.manifest)
+    rows = await anyio.to_thread.run_sync(count_rows, options.manifest, options.text_format, options.mapping)
     stats.total_rows = rows // options.shard.count if options.shard else rows
     return previous
+
+
+def _dry_run_problems(options: UploadOptions, stats: RunStats) -> str | None:
+    """Where a dry run wrote its problem rows; None (and no file) when it found none."""
+    if not options.dry_run:
+        return None
+    path = problems_path(options.results_path)
+    if stats.invalid:
+        return str(path)
+    path.unlink(missing_ok=True)
+    return None
 
 
 async def _close(transport: Transport | None, recorder: Recorder, lock: LedgerLock | None) -> ResultsFileError | None:
@@ -157,7 +172,7 @@ async def _feed(feeder: Feeder, jobs: JobQueue, scope: anyio.CancelScope, contro
     with scope:
         try:
             await feeder.feed(jobs)
-        except ResultsFileError as exc:
+        except (ResultsFileError, ConfigError) as exc:  # ConfigError: the manifest changed since it was counted
             control.fail(exc)
 
 

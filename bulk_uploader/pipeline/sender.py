@@ -131,12 +131,14 @@ class Sender:
                 await self.request_pacer.take()
             self.recorder.journal(job, result)
             sent_at = self.clock.monotonic()
+            self.stats.calls += 1
             try:
                 talk_id = await self._call(job, payload, result)
             except CallFailure as failure:
                 failure.sent_at = sent_at
                 raise
             finally:
+                self.stats.calls -= 1
                 self.stats.progress_at = self.clock.monotonic()
             self.policy.succeeded(sent_at)
             return talk_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bulk_uploader.errors import BulkUploadError
 from bulk_uploader.model import RowResult
@@ -23,6 +24,7 @@ class RunSummary:
     dry_run: bool = False
     rate: UploadRate | None = None  # dry run: measured by earlier runs, for the time estimate
     given_rate: float = 0.0  # dry run: --estimate-rate, files/s
+    problems_path: str | None = None  # dry run: the file every problem row was written to
     failure: BulkUploadError | None = None  # what stopped the run part-way, for every row alike
 
     @property
@@ -44,6 +46,8 @@ class RunSummary:
             out.append(f"results file had {self.previous.torn_lines} unreadable line(s) (a torn write); ignored")
         if not self.dry_run:
             out.append(f"results: {self.results_path}")
+        elif self.problems_path:
+            out.append(f"every problem row, with its line and reason: {self.problems_path}")
         if retry_command and (self.problems or self.interrupted or self.failure) and not self.dry_run:
             out.append(f"to try the rest again, run the same command: {retry_command}")
         return out
@@ -121,6 +125,12 @@ class RunSummary:
             return ("time estimate: give a rate with --estimate-rate FILES_PER_SECOND "
                     "(no earlier uploads recorded in the results file to measure one)")
         return f"time estimate: {_duration(seconds)} at {files_per_s:.1f} files/s ({source})"
+
+
+def problems_path(results: Path) -> Path:
+    """Where a dry run writes its problem rows: beside the results file, `<manifest>.dry-run.jsonl`."""
+    name = results.name.removesuffix(".results.jsonl") if results.name.endswith(".results.jsonl") else results.name
+    return results.with_name(name + ".dry-run.jsonl")
 
 
 def _duration(seconds: float) -> str:
