@@ -88,6 +88,10 @@ class UploadOptions:
     throttle_patience: float = 600.0  # seconds of nothing but RESOURCE_EXHAUSTED before rows fail
     shard: Shard | None = None  # only the rows whose key hashes to this shard
     mapping: ColumnMapping | None = None  # --mapping: the manifest is another vendor's export
+    # Convert what the service would refuse (bulk_uploader.transcode). Each converted row
+    # holds one chunk_size piece in memory while it streams, and a decoder's CPU in a thread.
+    transcode: bool = False
+    swap_channels: bool = False  # for rows that do not say: the export has the agent on the other channel
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 4096:

@@ -74,6 +74,8 @@ def upload_options(manifest: Path, env: Mapping[str, str], *, destination: Desti
         max_mbps=speed.max_mbps,
         shard=parse_shard(migration.shard) if migration.shard else shard_from_environment(env, migration.shard_count),
         mapping=column_mapping,
+        transcode=migration.transcode,
+        swap_channels=migration.swap_channels,
     )
 
 

@@ -109,7 +109,13 @@ class MigrationArgs(OptionGroup):
         float, typer.Option(help="Files/s for the dry run's time estimate [default: measured by earlier runs]")
     ] = 0.0
     dry_run: Annotated[
-        bool, typer.Option(help="Check every row and the files' first bytes, send nothing; report and estimate")
+        bool, typer.Option(help="Check every row and the files' headers, send nothing; report and estimate")
+    ] = False
+    transcode: Annotated[
+        bool, typer.Option(help="Convert audio the service would refuse (G.711, FLAC, AAC, ...) while sending it")
+    ] = False
+    swap_channels: Annotated[
+        bool, typer.Option(help="Swap left and right of every two-channel file whose row does not say (agent on the right)")
     ] = False
 
 
