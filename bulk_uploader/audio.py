@@ -106,6 +106,10 @@ class Probe:
             return "unrecognised data"
         if codec is None or codec == container or self.container in ("flac", "adts"):
             return container
+        if self.container in ("wav", "rf64") and self.codec in ("mp3", "mp2", "aac"):
+            return f"{codec} in a RIFF/WAV wrapper"
+        if self.container == "amr":
+            return codec
         if self.container in ("wav", "rf64", "aiff", "au", "w64", "caf"):
             return f"{codec} {container}"
         if self.container == "mp3":

@@ -163,16 +163,24 @@ def remux(path: str | Path, fmt: str, chunk_bytes: int) -> Iterator[bytes]:
 
 
 def _tone_frames(rate: int, channels: int, seconds: float, freqs: Iterable[float]) -> Iterator[Any]:
-    """Frames of one sine per channel (0 Hz: silence), so each channel can be told apart after a conversion."""
+    """Frames of one sine per channel (0 Hz: silence), so each channel can be told apart after a conversion.
+
+    Whole-hertz tones repeat every second: one second is computed per channel, then sliced.
+    """
     freqs = list(freqs)
+    second = [array("h", (int(8000 * math.sin(2 * math.pi * freqs[c % len(freqs)] * i / rate)) for i in range(rate)))
+              .tobytes() for c in range(channels)]
     total, step = int(rate * seconds), 4096
     layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
     for start in range(0, total, step):
         n = min(step, total - start)
         frame = av.AudioFrame(format="s16p", layout=layout, samples=n)
+        at = start % rate
         for c in range(channels):
-            w = 2 * math.pi * freqs[c % len(freqs)] / rate
-            frame.planes[c].update(array("h", (int(8000 * math.sin(w * (start + i))) for i in range(n))).tobytes())
+            piece = second[c][2 * at : 2 * (at + n)]
+            if len(piece) < 2 * n:  # the frame wraps into the next second
+                piece += second[c][: 2 * n - len(piece)]
+            frame.planes[c].update(piece)
         frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
         yield frame
 

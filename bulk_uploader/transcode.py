@@ -173,10 +173,11 @@ def single_plan(probe: Probe, path: Path, size: int) -> Plan:
     if probe.container in ("wav", "rf64") and probe.data_range is not None:
         if probe.codec == "pcm_s16le" and rate_ok:
             info = AudioInfo(AudioFormat.WAV, probe.sample_rate, probe.channels)
-            return Plan("rewrap", info, source, probe.data_range[1] + 44, path=path, data_range=probe.data_range)
+            return Plan("rewrap", info, source, probe.data_range[1] + 44, path=path, data_range=probe.data_range,
+                        probes=(probe,))
         if probe.codec == "mp3":
             return Plan("unwrap", AudioInfo(AudioFormat.MP3), source, probe.data_range[1], path=path,
-                        data_range=probe.data_range)
+                        data_range=probe.data_range, probes=(probe,))
     if probe.container in ("webm", "matroska") and probe.codec == "opus":
-        return Plan("remux", AudioInfo(AudioFormat.OGG_OPUS), source, size, path=path)
+        return Plan("remux", AudioInfo(AudioFormat.OGG_OPUS), source, size, path=path, probes=(probe,))
     return pcm_plan((probe,), (path,), swap=False, source=source)

@@ -122,8 +122,9 @@ def _container(declared: int, audio: IO[bytes], decode_seconds: float) -> tuple[
     return name, found
 
 
-def audio_format(meta: pb.AudioMetadata, audio: IO[bytes], size: int, decode_seconds: float = 60.0) -> str:
-    """The format the audio metadata declares, once the decoder has read the audio as that format."""
+def audio_format(meta: pb.AudioMetadata, audio: IO[bytes], size: int,
+                 decode_seconds: float = 60.0) -> tuple[str, media.Measured]:
+    """The format the audio metadata declares, and what the decoder found reading the audio as that format."""
     if size == 0:
         _bad("audio is empty")
     kind = meta.WhichOneof("AudioFormat")
@@ -140,7 +141,7 @@ def audio_format(meta: pb.AudioMetadata, audio: IO[bytes], size: int, decode_sec
         _bad(f"audio has {found.channels} channels; at most {MAX_CHANNELS} are taken")
     if found.duration > MAX_SECONDS:
         _bad(f"audio is {found.duration / 3600:.2f} hours long; at most 4 hours are taken")
-    return name
+    return name, found
 
 
 def chat_messages(request: pb.UploadTextRequest) -> list[tuple[str, str, str]]:

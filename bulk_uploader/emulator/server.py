@@ -83,6 +83,9 @@ class Emulator:
         self._tokens: dict[str, float | None] = {t: None for t in self.options.iam_tokens}
         self.rejections: dict[str, int] = {}  # status name -> calls refused with it
         self.answers_lost = 0
+        # What the decoder found in the audio of the latest talks: talk id -> (channels, seconds).
+        # For tests and rehearsals; only the latest talks.DECODED_KEPT are kept.
+        self.decoded: dict[str, tuple[int, float]] = {}
         self.tokens_seen: set[str] = set()  # distinct minted tokens accepted
         self.iam_tokens_issued = 0  # by IamTokenService.Create
         self.jwts_refused = 0

@@ -27,6 +27,8 @@ from bulk_uploader.schema import ConnectionSchema
 if TYPE_CHECKING:
     from bulk_uploader.emulator.server import Emulator
 
+DECODED_KEPT = 100_000  # talks whose decoded channels and length the emulator remembers (Emulator.decoded)
+
 IDEMPOTENCY_HEADER = "idempotency-key"
 SPOOL_BYTES = 8 * 1024 * 1024  # a streamed talk's audio is kept in memory up to this, then in a temporary file
 
@@ -84,11 +86,17 @@ class TalkServicer(pb_grpc.TalkServiceServicer):
             reject(grpc.StatusCode.UNAVAILABLE, "connection reset (injected: talk stored, answer lost)")
         return talk_id
 
-    async def _audio_format(self, meta: pb.AudioMetadata, audio: IO[bytes], size: int) -> str:
+    async def _audio_format(self, meta: pb.AudioMetadata, audio: IO[bytes], size: int) -> tuple[str, Any]:
         """Decode the audio (in a thread: it may take a while) and judge it; Rejected if the service would."""
         audio.seek(0)
         seconds = self.emu.options.audio_decode_seconds
         return await anyio.to_thread.run_sync(audio_format, meta, audio, size, seconds)
+
+    def _decoded(self, talk_id: str, found: Any) -> None:
+        decoded = self.emu.decoded
+        if len(decoded) >= DECODED_KEPT:
+            del decoded[next(iter(decoded))]
+        decoded[talk_id] = (found.channels, found.duration)
 
     def _update(self, talk_id: str, meta: pb.TalkMetadata, kind: str) -> str:
         talk = self.emu.store.get(talk_id)
@@ -119,11 +127,12 @@ class TalkServicer(pb_grpc.TalkServiceServicer):
             self._connection(request.metadata, "audio")
             users = talk_users(request.metadata)
             data = request.audio.audio_data.data
-            fmt = await self._audio_format(request.audio.audio_metadata, io.BytesIO(data), len(data))
+            fmt, found = await self._audio_format(request.audio.audio_metadata, io.BytesIO(data), len(data))
             talk_id = self._store(
                 context, request.metadata, users,
                 rpc="Upload", format=fmt, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
             )
+            self._decoded(talk_id, found)
             return pb.UploadTalkResponse(talk_id=talk_id)
         raise AssertionError("unreachable: aborted")  # pragma: no cover
 
@@ -156,10 +165,11 @@ class TalkServicer(pb_grpc.TalkServiceServicer):
                         size += len(data)
                 if meta is None or audio_meta is None:
                     reject(grpc.StatusCode.INVALID_ARGUMENT, "stream ended before the talk and audio metadata")
-                fmt = await self._audio_format(audio_meta, spool.file, size)
+                fmt, found = await self._audio_format(audio_meta, spool.file, size)
             talk_id = self._store(
                 context, meta, users, rpc="UploadAsStream", format=fmt, size=size, sha256=digest.hexdigest()
             )
+            self._decoded(talk_id, found)
             return pb.UploadTalkResponse(talk_id=talk_id)
         raise AssertionError("unreachable: aborted")  # pragma: no cover
 
