@@ -19,7 +19,7 @@ from pathlib import Path
 from bulk_uploader.audio import Probe
 from bulk_uploader.probe_frames import Source, flac, ogg, scan_mpeg
 
-HEAD_BYTES = 16 * 1024  # the first read: headers of every format, tags and junk before most MP3s' first frame
+HEAD_BYTES = 4096  # the first read: enough for most headers; formats that need more read on
 MAX_CHUNKS = 4096  # a WAV walk gives up after this many chunks
 
 # A WAV's format tag -> FFmpeg's codec name (WAVE_FORMAT_* of mmreg.h).
@@ -31,11 +31,11 @@ WAV_CODECS = {
 _PCM_BITS = {8: "pcm_u8", 16: "pcm_s16le", 24: "pcm_s24le", 32: "pcm_s32le"}
 _FLOAT_BITS = {32: "pcm_f32le", 64: "pcm_f64le"}
 
-def probe_file(path: str | Path) -> Probe:
-    """Probe a file on disk (OSError if it cannot be read)."""
+def probe_file(path: str | Path, size: int | None = None) -> Probe:
+    """Probe a file on disk (OSError if it cannot be read); `size` if a stat already told it."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        size = os.fstat(fd).st_size
+        size = os.fstat(fd).st_size if size is None else size
         return probe(Source(lambda offset, n: os.pread(fd, n, offset), size))
     finally:
         os.close(fd)

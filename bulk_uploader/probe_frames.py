@@ -113,6 +113,16 @@ def _duration(source: Source, data: bytes, base: int, at: int, frame: Frame) -> 
     return (source.size - base - at) * 8 / (frame.bitrate * 1000)
 
 
+def _first_frame(source: Source, data: bytes, base: int) -> tuple[int, Frame] | None:
+    at = data.find(b"\xff")
+    while 0 <= at < len(data) - 3:
+        frame = Frame.parse(data, at)
+        if frame is not None and _chained(source, data, base, at, frame, 1 if at == 0 else 3):
+            return at, frame
+        at = data.find(b"\xff", at + 1)
+    return None
+
+
 def scan_mpeg(source: Source, head: bytes) -> Probe:
     """MPEG audio after any ID3 tags and junk, or AAC/FLAC behind an ID3 tag; Probe("unknown") otherwise."""
     base, data = _id3_end(source, head)
@@ -122,15 +132,14 @@ def scan_mpeg(source: Source, head: bytes) -> Probe:
     if len(data) >= 7 and data[0] == 0xFF and data[1] & 0xF6 == 0xF0:
         rate = _ADTS_RATES[data[2] >> 2 & 15] if data[2] >> 2 & 15 < len(_ADTS_RATES) else None
         return Probe("adts", "aac", rate, (data[2] & 1) << 2 | data[3] >> 6 or None)
-    if len(data) < SCAN_BYTES and base + len(data) < source.size:
-        data = source.read_at(base, SCAN_BYTES)
-    at = data.find(b"\xff")
-    while 0 <= at < len(data) - 3:
-        frame = Frame.parse(data, at)
-        if frame is not None and _chained(source, data, base, at, frame, 1 if at == 0 else 3):
-            return Probe("mp3", f"mp{frame.layer}", frame.rate, frame.channels,
-                         _duration(source, data, base, at, frame), data_range=(base + at, source.size - base - at))
-        at = data.find(b"\xff", at + 1)
+    found = _first_frame(source, data, base)
+    if found is None and len(data) < SCAN_BYTES and base + len(data) < source.size:
+        data = source.read_at(base, SCAN_BYTES)  # junk before the first frame: look further
+        found = _first_frame(source, data, base)
+    if found is not None:
+        at, frame = found
+        return Probe("mp3", f"mp{frame.layer}", frame.rate, frame.channels,
+                     _duration(source, data, base, at, frame), data_range=(base + at, source.size - base - at))
     if tagged:
         return Probe("unknown", damage="the file starts with an ID3 tag but no MPEG audio frames follow it")
     return Probe("unknown")

@@ -41,13 +41,17 @@ class Plan:
 
     how: How
     info: AudioInfo
-    source: str
     estimate: int  # bytes expected on the wire (for the attempt's deadline)
     path: Path | None = None
     right_path: Path | None = None  # the right channel's own mono file
     data_range: tuple[int, int] | None = None
     swap: bool = False
     probes: tuple[Probe, ...] = field(default=(), repr=False)
+
+    @property
+    def source(self) -> str:
+        """What the file (or files) are, for the results file."""
+        return " + ".join(p.describe() for p in self.probes)
 
     @property
     def converted(self) -> bool:
@@ -157,27 +161,26 @@ def clamp_rate(rate: int | None) -> int:
     return min(max(rate or MIN_SAMPLE_RATE, MIN_SAMPLE_RATE), MAX_SAMPLE_RATE)
 
 
-def pcm_plan(probes: tuple[Probe, ...], paths: tuple[Path, ...], *, swap: bool, source: str) -> Plan:
+def pcm_plan(probes: tuple[Probe, ...], paths: tuple[Path, ...], *, swap: bool) -> Plan:
     """Decode to raw PCM: one file (perhaps swapped), or two mono files joined left and right."""
     rate = clamp_rate(max(p.sample_rate or 0 for p in probes))
     channels = 2 if len(paths) == 2 else probes[0].channels or 1
     duration = max(p.duration or 0.0 for p in probes)
-    return Plan("decode", AudioInfo(AudioFormat.PCM, rate, channels), source, int(duration * rate * channels * 2),
+    return Plan("decode", AudioInfo(AudioFormat.PCM, rate, channels), int(duration * rate * channels * 2),
                 path=paths[0], right_path=paths[1] if len(paths) == 2 else None, swap=swap, probes=probes)
 
 
 def single_plan(probe: Probe, path: Path, size: int) -> Plan:
     """How one file the service would refuse is converted: the lightest way that gives an accepted format."""
-    source = probe.describe()
     rate_ok = MIN_SAMPLE_RATE <= (probe.sample_rate or 0) <= MAX_SAMPLE_RATE
     if probe.container in ("wav", "rf64") and probe.data_range is not None:
         if probe.codec == "pcm_s16le" and rate_ok:
             info = AudioInfo(AudioFormat.WAV, probe.sample_rate, probe.channels)
-            return Plan("rewrap", info, source, probe.data_range[1] + 44, path=path, data_range=probe.data_range,
+            return Plan("rewrap", info, probe.data_range[1] + 44, path=path, data_range=probe.data_range,
                         probes=(probe,))
         if probe.codec == "mp3":
-            return Plan("unwrap", AudioInfo(AudioFormat.MP3), source, probe.data_range[1], path=path,
+            return Plan("unwrap", AudioInfo(AudioFormat.MP3), probe.data_range[1], path=path,
                         data_range=probe.data_range, probes=(probe,))
     if probe.container in ("webm", "matroska") and probe.codec == "opus":
-        return Plan("remux", AudioInfo(AudioFormat.OGG_OPUS), source, size, path=path, probes=(probe,))
-    return pcm_plan((probe,), (path,), swap=False, source=source)
+        return Plan("remux", AudioInfo(AudioFormat.OGG_OPUS), size, path=path, probes=(probe,))
+    return pcm_plan((probe,), (path,), swap=False)
