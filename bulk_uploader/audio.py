@@ -1,20 +1,24 @@
-"""Audio formats SpeechSense takes, recognised from the bytes themselves.
+"""What the uploader knows about audio: the formats SpeechSense takes, what a file is, and the verdict.
 
-Shared by the uploader's preflight and the emulator's checks, so both agree on what a
-WAV, MP3 or OGG Opus file is. Only the first SNIFF_BYTES of a file are looked at.
+    Probe     what a file is, read the way a decoder sees it (bulk_uploader.probe fills it in)
+    judge()   the service's documented rules applied to a Probe: sent as it is, converted
+              (--transcode), or invalid with a message that names what the file is and the fix
+
+The rules (the vendor's documentation): MP3 (layer III), WAV with 16-bit LPCM at 8..48 kHz,
+OGG Opus, or raw 16-bit LPCM with its rate and channel count given; at most 4 hours; at most
+two channels (left = track 0, right = track 1). The emulator does not use this module: it
+judges what it receives by decoding it (bulk_uploader.emulator.checks).
 """
 
 from __future__ import annotations
 
 import enum
-import struct
 from dataclasses import dataclass
-
-# Enough for a RIFF header plus the LIST/JUNK chunks some recorders put before "fmt ".
-SNIFF_BYTES = 4096
 
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 48_000
+MAX_CHANNELS = 2
+MAX_SECONDS = 4 * 3600
 
 
 class AudioFormat(str, enum.Enum):
@@ -37,109 +41,183 @@ class AudioFormat(str, enum.Enum):
 
 
 class AudioError(ValueError):
-    """Raised when bytes are not audio the service accepts; the message says why."""
+    """Raised when audio cannot be sent, converted or not; the message names the file's format and the fix."""
+
+    def __init__(self, message: str, code: str = "BAD_AUDIO") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
 class AudioInfo:
-    """What the first bytes of a file say about it."""
+    """What is sent: a format the service takes, with the rate and channels raw PCM needs."""
 
     format: AudioFormat
     sample_rate: int | None = None
     channels: int | None = None
+
+    def describe(self) -> str:
+        """As the results file names it: `wav`, or `pcm 8000 Hz 2 ch`."""
+        if self.format is AudioFormat.PCM:
+            return f"pcm {self.sample_rate} Hz {self.channels} ch"
+        return self.format.value
+
+
+# Human names of the codecs recorders write (FFmpeg's codec names as keys).
+CODEC_NAMES = {
+    "pcm_s16le": "16-bit LPCM", "pcm_s16be": "16-bit big-endian LPCM", "pcm_u8": "8-bit LPCM",
+    "pcm_s24le": "24-bit LPCM", "pcm_s32le": "32-bit LPCM", "pcm_f32le": "32-bit float",
+    "pcm_f64le": "64-bit float", "pcm_mulaw": "G.711 mu-law", "pcm_alaw": "G.711 A-law",
+    "gsm_ms": "GSM 6.10", "adpcm_ima_wav": "IMA ADPCM", "adpcm_ms": "Microsoft ADPCM",
+    "g722": "G.722", "g726": "G.726 ADPCM", "mp3": "MP3", "mp2": "MPEG layer II (MP2)",
+    "mp1": "MPEG layer I", "aac": "AAC", "opus": "Opus", "vorbis": "Vorbis", "flac": "FLAC",
+    "speex": "Speex", "amr_nb": "AMR-NB", "amr_wb": "AMR-WB",
+}
+CONTAINER_NAMES = {
+    "wav": "WAV", "rf64": "RF64 WAV", "mp3": "MPEG audio", "ogg": "OGG", "flac": "FLAC", "mp4": "MP4/M4A",
+    "webm": "WebM", "matroska": "Matroska", "amr": "AMR", "adts": "AAC (ADTS)", "aiff": "AIFF", "au": "Sun AU",
+    "caf": "Core Audio (CAF)", "w64": "Wave64",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What a file is: container, codec, rate, channels, length; `damage` when it cannot be read as a whole.
+
+    Fields a format does not record in its headers (the codec inside an MP4, an AMR file's
+    length) are None; --transcode learns them from the decoder before anything is sent.
+    """
+
+    container: str  # a key of CONTAINER_NAMES, or "unknown"
+    codec: str | None = None  # a key of CODEC_NAMES where known
+    sample_rate: int | None = None
+    channels: int | None = None
+    duration: float | None = None  # seconds
+    damage: str | None = None  # e.g. a WAV whose header promises more audio than the file holds
+    data_range: tuple[int, int] | None = None  # (offset, size) of the audio inside the file, where a header tells
+    note: str | None = None  # why a container the service takes still needs rewriting (RF64, unfinished header)
+
+    @property
+    def name(self) -> str:
+        """The format in a user's words: `G.711 mu-law WAV`, `FLAC`, `AAC in MP4/M4A`."""
+        container = CONTAINER_NAMES.get(self.container, self.container)
+        codec = CODEC_NAMES.get(self.codec or "", self.codec)
+        if self.container == "unknown":
+            return "unrecognised data"
+        if codec is None or codec == container or self.container in ("flac", "adts"):
+            return container
+        if self.container in ("wav", "rf64") and self.codec in ("mp3", "mp2", "aac"):
+            return f"{codec} in a RIFF/WAV wrapper"
+        if self.container == "amr":
+            return codec
+        if self.container in ("wav", "rf64", "aiff", "au", "w64", "caf"):
+            return f"{codec} {container}"
+        if self.container == "mp3":
+            return codec
+        return f"{codec} in {container}"
+
+    def describe(self) -> str:
+        """The name with what is known of rate, channels and length: `FLAC (44100 Hz, 2 ch, 0:03:12)`."""
+        parts = [f"{self.sample_rate} Hz"] * bool(self.sample_rate) + [f"{self.channels} ch"] * bool(self.channels)
+        if self.duration is not None:
+            parts.append(clock(self.duration))
+        return f"{self.name} ({', '.join(parts)})" if parts else self.name
+
+
+def clock(seconds: float) -> str:
+    """H:MM:SS."""
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """judge()'s answer for a file that can be sent: as it is (`info`), or after converting (`convert`: why)."""
+
+    probe: Probe
+    info: AudioInfo | None = None  # the file goes byte for byte in this format
+    convert: str | None = None  # what the service would refuse, when --transcode converts it
+
+
+_TAKES = "the service takes 16-bit LPCM WAV (8..48 kHz), MP3, OGG Opus or raw 16-bit PCM"
 
 
 def check_pcm_params(sample_rate: int | None, channels: int | None) -> None:
     """Raise AudioError unless a raw LPCM rate and channel count are ones the service takes."""
     if sample_rate is None or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
         raise AudioError(
-            f"raw PCM needs sample_rate between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz, got {sample_rate}"
+            f"raw PCM needs sample_rate between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz, got {sample_rate}",
+            "BAD_FORMAT",
         )
-    if channels is None or not 1 <= channels <= 2:
-        raise AudioError(f"raw PCM needs channels 1 or 2, got {channels}")
+    if channels is None or not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"raw PCM needs channels 1 or 2, got {channels}", "BAD_FORMAT")
 
 
-def _wav(head: bytes) -> AudioInfo:
-    pos = 12
-    while pos + 8 <= len(head):
-        chunk_id, size = head[pos : pos + 4], struct.unpack_from("<I", head, pos + 4)[0]
-        if chunk_id == b"fmt ":
-            if pos + 8 + 16 > len(head):
-                break
-            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", head, pos + 8)
-            if tag == 0xFFFE and size >= 40 and pos + 8 + 26 <= len(head):
-                tag = struct.unpack_from("<H", head, pos + 8 + 24)[0]  # WAVE_FORMAT_EXTENSIBLE sub-format
-            if tag != 1:
-                raise AudioError(f"WAV is not LPCM (format tag {tag:#06x}); the service takes LPCM WAV only")
-            if bits != 16:
-                raise AudioError(f"WAV has {bits}-bit samples; the service takes 16-bit LPCM")
-            if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-                raise AudioError(
-                    f"WAV sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz"
-                )
-            return AudioInfo(AudioFormat.WAV, rate, channels)
-        pos += 8 + size + (size & 1)
-    raise AudioError("WAV header has no readable fmt chunk")
-
-
-def _is_mp3_frame(head: bytes) -> bool:
-    if len(head) < 4 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
-        return False
-    version, layer = (head[1] >> 3) & 3, (head[1] >> 1) & 3
-    bitrate, rate = head[2] >> 4, (head[2] >> 2) & 3
-    return version != 1 and layer == 1 and bitrate not in (0, 15) and rate != 3
-
-
-def _ogg(head: bytes) -> AudioInfo:
-    if len(head) < 28:
-        raise AudioError("OGG file is truncated")
-    payload = 27 + head[26]
-    if head[payload : payload + 8] == b"OpusHead":
-        channels = head[payload + 9] if len(head) > payload + 9 else None
-        return AudioInfo(AudioFormat.OGG_OPUS, 48_000, channels)
-    codec = head[payload : payload + 8].strip(b"\x00\x01").decode("ascii", "replace") or "unknown"
-    raise AudioError(f"OGG file carries {codec!r}, not Opus; the service takes OGG Opus only")
-
-
-def sniff(head: bytes) -> AudioInfo | None:
-    """Recognise a container format from a file's first bytes.
-
-    Returns None when the bytes are no known container (they may still be raw PCM);
-    raises AudioError for a known container the service does not take (e.g. 8-bit WAV).
-    """
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return _wav(head)
-    if head[:4] == b"OggS":
-        return _ogg(head)
-    if head[:3] == b"ID3" or _is_mp3_frame(head):
-        return AudioInfo(AudioFormat.MP3)
-    return None
-
-
-def check_audio(
-    head: bytes,
-    declared: AudioFormat | None,
-    *,
-    sample_rate: int | None = None,
-    channels: int | None = None,
-) -> AudioInfo:
-    """Check a file's first bytes against the format the row declares (None: whatever they are).
-
-    Raises AudioError with a readable reason when the bytes are empty, not audio, or not
-    the declared format.
-    """
-    if not head:
-        raise AudioError("audio is empty")
-    found = sniff(head)
-    if declared is AudioFormat.PCM:
-        if found is not None:
-            raise AudioError(f"declared raw pcm but the bytes are {found.format.value}")
-        check_pcm_params(sample_rate, channels)
-        return AudioInfo(AudioFormat.PCM, sample_rate, channels)
-    if found is None:
+def check_limits(probe: Probe) -> None:
+    """Raise AudioError for what no conversion may change: damage, over 4 hours, over two channels."""
+    if probe.damage:
+        raise AudioError(f"{probe.describe()}: {probe.damage}")
+    if probe.duration is not None and probe.duration > MAX_SECONDS:
         raise AudioError(
-            "bytes are not WAV, MP3 or OGG Opus" + ("" if declared else " (raw PCM needs format pcm)")
-        )
-    if declared is not None and found.format is not declared:
-        raise AudioError(f"declared {declared.value} but the bytes are {found.format.value}")
-    return found
+            f"{probe.describe()} is {clock(probe.duration)} long; the service takes at most 4 hours: "
+            "split the recording", "TOO_LONG")
+    if probe.channels is not None and probe.channels > MAX_CHANNELS:
+        raise AudioError(
+            f"{probe.describe()} has {probe.channels} channels; the service takes at most two "
+            "(left = track 0, right = track 1), and channels are never mixed: export the two parties' channels",
+            "TOO_MANY_CHANNELS")
+
+
+def _as_is(probe: Probe) -> tuple[AudioFormat | None, str]:
+    """The format the file goes in as it is, or None and what the service would refuse."""
+    if probe.note:
+        return None, probe.note
+    if probe.container == "wav" and probe.codec == "pcm_s16le":
+        rate = probe.sample_rate or 0
+        if MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            return AudioFormat.WAV, ""
+        return None, f"its sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz"
+    if probe.container == "mp3" and probe.codec == "mp3":
+        return AudioFormat.MP3, ""
+    if probe.container == "ogg" and probe.codec == "opus":
+        return AudioFormat.OGG_OPUS, ""
+    return None, _TAKES
+
+
+def _matches(declared: AudioFormat, probe: Probe) -> bool:
+    if declared is AudioFormat.WAV:
+        return probe.container in ("wav", "rf64")
+    if declared is AudioFormat.MP3:
+        return probe.codec in ("mp3", "mp2", "mp1")
+    return probe.container == "ogg"
+
+
+def judge(probe: Probe, declared: AudioFormat | None, *, transcode: bool = False,
+          sample_rate: int | None = None, channels: int | None = None) -> Verdict:
+    """The verdict on a probed file for a row that declares `declared` (None: whatever it is).
+
+    Raises AudioError when the file cannot be sent: not audio, damaged, over 4 hours or two
+    channels, contradicting its declared format, or needing a conversion without --transcode.
+    """
+    if declared is AudioFormat.PCM:
+        if probe.container != "unknown":
+            raise AudioError(
+                f"the row declares raw pcm but the file is {probe.describe()}: remove format pcm "
+                "(and its sample_rate and channels) so the file is read as what it is")
+        check_pcm_params(sample_rate, channels)
+        return Verdict(probe, info=AudioInfo(AudioFormat.PCM, sample_rate, channels))
+    if probe.container == "unknown":
+        raise AudioError(
+            f"{probe.damage or 'the bytes are no audio format known here'}; a headerless file is sent only "
+            "as raw 16-bit PCM, when its row says format pcm with sample_rate and channels")
+    if declared is not None and not _matches(declared, probe):
+        raise AudioError(f"the row declares {declared.value} but the file is {probe.describe()}: "
+                         "fix the row's format or leave it out")
+    check_limits(probe)
+    fmt, refused = _as_is(probe)
+    if fmt is not None:
+        return Verdict(probe, info=AudioInfo(fmt, probe.sample_rate, probe.channels))
+    if not transcode:
+        raise AudioError(f"{probe.describe()}: {refused}; run with --transcode to convert it on the way "
+                         "(or convert it to one of those)", "NEEDS_TRANSCODE")
+    return Verdict(probe, convert=refused)

@@ -25,7 +25,8 @@ USER_COLUMN = re.compile(r"user(\d+)\.(.+)")
 # Columns that describe the row itself rather than carry talk metadata (`messages` only
 # through a mapping: a CSV cell cannot hold a list).
 ROW_COLUMNS = frozenset(
-    {"id", "audio_path", "connection_id", "format", "sample_rate", "channels", "talk_id", "chat_path", "messages"}
+    {"id", "audio_path", "connection_id", "format", "sample_rate", "channels", "talk_id", "chat_path", "messages",
+     "swap_channels", "right_audio_path"}
 )
 
 
@@ -195,6 +196,9 @@ class Job:
     messages: tuple[ChatMessage, ...] = ()  # chat rows with inline messages
     chat_path: Path | None = None  # chat rows whose messages are in a file (read by the reader stage)
     data: bytes | None = field(default=None, repr=False)  # a small file's bytes, read ahead
+    swap_channels: bool = False  # send the file's right channel as the left one and the left as the right
+    right_audio_path: str | None = None  # the right channel's own mono file, as written in the manifest
+    right_path: Path | None = None  # ... resolved against the manifest's folder
 
 
 Status = Literal["uploaded", "failed", "invalid", "ambiguous"]
@@ -217,6 +221,8 @@ class RowResult:
     rpc: str | None = None
     unknown_outcomes: int = 0  # attempts (this run or before) that may have stored a talk
     reconciled: bool = False  # uploaded: found by Search after an unknown outcome, not re-sent
+    source_format: str | None = None  # audio: what the file is (`G.711 mu-law WAV (8000 Hz, 1 ch, 0:01:00)`)
+    sent_format: str | None = None  # audio: what was sent (`wav`, `pcm 8000 Hz 1 ch`), converted or not
     finished_at: str = ""  # stamped when the line is written
 
     def to_line(self) -> bytes:

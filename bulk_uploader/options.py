@@ -104,6 +104,10 @@ class UploadOptions:
     shard: Shard | None = None  # only the rows whose key hashes to this shard
     mapping: ColumnMapping | None = None  # --mapping: the manifest is another vendor's export
     text_format: TextFormat | None = None  # the manifest's encoding and delimiter (None: detected)
+    # Convert what the service would refuse (bulk_uploader.transcode). Each converted row
+    # holds one chunk_size piece in memory while it streams, and a decoder's CPU in a thread.
+    transcode: bool = False
+    swap_channels: bool = False  # for rows that do not say: the export has the agent on the other channel
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 4096:

@@ -129,7 +129,7 @@ class PlainReporter:
         if n <= PROBLEM_LINES:
             self._print(problem_line(result))
         elif n == PROBLEM_LINES + 1:
-            self._print("... more problem rows: see the results file")
+            self._print(more_problems(self._stats))
 
     def message(self, text: str) -> None:
         self._print(text)
@@ -217,7 +217,7 @@ class RichReporter:
             self.console.print(Text(problem_line(result), style="yellow" if result.status == "invalid" else "red"),
                                soft_wrap=True)
         elif n == PROBLEM_LINES + 1:
-            self.console.print("... more problem rows: see the results file")
+            self.console.print(more_problems(self._stats))
 
     def message(self, text: str) -> None:
         self.console.print(text, highlight=False, markup=False, soft_wrap=True)
@@ -232,6 +232,13 @@ class RichReporter:
         # (the terminal still folds it on screen).
         for line in lines:
             self.console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def more_problems(stats: RunStats | None) -> str:
+    """The line after the first PROBLEM_LINES problem rows: where the rest are (a dry run writes no results file)."""
+    if stats is not None and stats.dry_run:
+        return "... more problem rows: the summary below counts them by kind (a dry run writes no results file)"
+    return "... more problem rows: see the results file"
 
 
 def make_reporter(*, quiet: bool, stream: TextIO | None = None) -> Reporter:

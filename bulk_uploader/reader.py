@@ -3,9 +3,10 @@
 Files sent whole are read ahead in batches (on the event loop while reads are quick, else
 in a thread); streamed ones chunk by chunk with aiofiles.
 
-A file is read whole when it goes in one Upload message, or in chunk_size pieces for
-UploadAsStream; either way its first bytes are checked against the declared format
-(bulk_uploader.audio) before anything is sent. Chat files are read and checked here too.
+Before anything is sent, each file is probed (bulk_uploader.probe: as much of it as its
+format needs) and judged against the service's rules (bulk_uploader.audio); the answer
+is a transcode.Plan: send the file as it is, or convert it on the way (--transcode, or a
+row that swaps channels or joins two mono files). Chat files are read and checked here too.
 """
 
 from __future__ import annotations
@@ -13,24 +14,72 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiofiles
 import aiofiles.os
 
-from bulk_uploader.audio import SNIFF_BYTES, AudioError, AudioInfo, check_audio
+from bulk_uploader.audio import AudioError, Probe, judge
 from bulk_uploader.chat import ChatError, ChatMessage, messages_from_document
 from bulk_uploader.errors import RowInvalid
 from bulk_uploader.model import Job
+from bulk_uploader.probe import probe_bytes, probe_file
+from bulk_uploader.transcode import Plan, pcm_plan, single_plan
 from bulk_uploader.validation import Validator
 
 
-def check_head(job: Job, head: bytes) -> AudioInfo:
-    """Check a file's first bytes against the row's declared format; RowInvalid if they do not fit."""
+def _decoder_facts(path: Path, probe: Probe) -> Probe:
+    """A probe completed by the decoder, for containers whose headers we do not read (MP4, WebM, AMR, ...)."""
+    if probe.container == "unknown" or probe.damage or None not in (probe.codec, probe.channels, probe.duration):
+        return probe
+    from bulk_uploader import media
+
     try:
-        return check_audio(head, job.format, sample_rate=job.sample_rate, channels=job.channels)
+        found = media.describe(path)
+    except media.MediaError as exc:
+        raise AudioError(f"{probe.name}: the decoder cannot read it ({exc})") from None
+    return replace(probe, codec=probe.codec or found.codec, sample_rate=probe.sample_rate or found.sample_rate,
+                   channels=probe.channels or found.channels, duration=probe.duration or found.duration or None)
+
+
+def _channel_plan(job: Job, first: Probe) -> Plan:
+    """A row that swaps channels or joins two mono files: both decoded, then laid out left and right."""
+    assert job.path is not None
+    paths = (job.path,) if job.right_path is None else (job.path, job.right_path)
+    probes = [first] + [probe_file(p) for p in paths[1:]]
+    probes = [_decoder_facts(p, probe) for p, probe in zip(paths, probes, strict=True)]
+    for n, probe in enumerate(probes):
+        judge(probe, job.format if n == 0 else None, transcode=True)
+    if job.right_path is not None:
+        for shown, probe in zip((job.audio_path, job.right_audio_path), probes, strict=True):
+            if probe.channels != 1:
+                raise AudioError(f"right_audio_path joins two mono files, but {shown} is {probe.describe()}")
+    elif probes[0].channels != 2:
+        raise AudioError(f"swap_channels needs a two-channel file; this is {probes[0].describe()}")
+    return pcm_plan(tuple(probes), paths, swap=job.swap_channels)
+
+
+def plan_audio(job: Job, transcode: bool, data: bytes | None = None) -> Plan:
+    """How the row's audio is sent (blocking: run it in a thread unless `data` is already read).
+
+    Raises RowInvalid naming what the file is and the fix when it cannot be sent.
+    """
+    assert job.path is not None
+    try:
+        probe = probe_bytes(data) if data is not None else probe_file(job.path, job.size or None)
+        if job.swap_channels or job.right_path is not None:
+            return _channel_plan(job, probe)
+        if transcode:
+            probe = _decoder_facts(job.path, probe)
+        verdict = judge(probe, job.format, transcode=transcode, sample_rate=job.sample_rate, channels=job.channels)
     except AudioError as exc:
-        raise RowInvalid(f"{job.audio_path}: {exc}", "BAD_AUDIO") from None
+        raise RowInvalid(f"{job.audio_path}: {exc}", exc.code) from None
+    except OSError as exc:
+        raise _unreadable(job, exc) from None
+    if verdict.info is not None:
+        return Plan("as-is", verdict.info, job.size, path=job.path, probes=(probe,))
+    return single_plan(probe, job.path, job.size)
 
 
 def _changed(job: Job, exc: FileChanged) -> RowInvalid:
@@ -124,29 +173,21 @@ class Preloader:
         return jobs
 
 
-def _head(path: Path) -> bytes:
-    with path.open("rb") as f:
-        return f.read(SNIFF_BYTES)
-
-
 # One executor hop per file instead of three (open, read, close): with thousands of small
 # files a second, the hops and their GIL hand-offs are the cost.
 _read_bytes = aiofiles.os.wrap(_read_file)
-_read_head = aiofiles.os.wrap(_head)
 
 
-async def read_head(job: Job) -> AudioInfo:
-    """Read and check only a file's first bytes (dry runs and streamed files)."""
-    assert job.path is not None
-    try:
-        head = await _read_head(job.path)
-    except OSError as exc:
-        raise _unreadable(job, exc) from None
-    return check_head(job, head)
+_plan_in_thread = aiofiles.os.wrap(plan_audio)  # the loop's executor: a lighter hop than anyio's, once per row
 
 
-async def read_whole(job: Job) -> tuple[bytes, AudioInfo]:
-    """A whole (small) file, preloaded or read now, and checked."""
+async def inspect(job: Job, transcode: bool = False) -> Plan:
+    """Probe and judge a file without reading it whole (dry runs, streamed and converted files)."""
+    return await _plan_in_thread(job, transcode)
+
+
+async def read_whole(job: Job, transcode: bool = False) -> tuple[bytes, Plan]:
+    """A whole (small) file, preloaded or read now, and how it is sent."""
     assert job.path is not None
     try:
         data = job.data if job.data is not None else await _read_bytes(job.path, job.size, job.mtime_ns)
@@ -156,7 +197,9 @@ async def read_whole(job: Job) -> tuple[bytes, AudioInfo]:
         raise _unreadable(job, exc) from None
     if not data:
         raise RowInvalid(f"audio file is empty: {job.audio_path}", "EMPTY_FILE")
-    return data, check_head(job, data[:SNIFF_BYTES])
+    if transcode:  # the decoder may be asked about the file: keep it off the event loop
+        return data, await _plan_in_thread(job, transcode, data)
+    return data, plan_audio(job, transcode, data)
 
 
 async def read_chat(job: Job, validator: Validator) -> tuple[ChatMessage, ...]:

@@ -1,11 +1,13 @@
 """Small, valid audio files of each format the service takes, and a sample manifest.
 
-Used by `bulk-upload demo`, the tests and the benchmarks: real bytes that pass the same
-format checks as recordings (bulk_uploader.audio), without shipping binary fixtures.
+Used by `bulk-upload demo`, the tests and the benchmarks: real audio, decodable by a real
+decoder, without shipping binary fixtures. MP3 and OGG Opus come from FFmpeg's encoders
+(LAME, libopus): a two-second clip encoded once, its packets repeated to the size asked.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import struct
@@ -27,21 +29,30 @@ def wav(payload_bytes: int, *, rate: int = 8000, channels: int = 2, bits: int = 
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _clip(codec: str, rate: int, channels: int, bit_rate: int, seed: int) -> tuple[list[bytes], bytes, int]:
+    from bulk_uploader import media  # loads FFmpeg: only when samples are made
+
+    return media.encoded_packets(codec, rate=rate, channels=channels, seconds=2.0, bit_rate=bit_rate, seed=seed)
+
+
+def _tiled(fmt: str, codec: str, payload_bytes: int, *, rate: int, channels: int, bit_rate: int, seed: int) -> bytes:
+    from bulk_uploader import media
+
+    packets, template, step = _clip(codec, rate, channels, bit_rate, seed % 8)
+    order = packets[:]
+    random.Random(seed).shuffle(order)  # files of the same size differ; any order decodes (frames stand alone)
+    return media.tile(fmt, template, order, step, payload_bytes)
+
+
 def mp3(payload_bytes: int, *, seed: int = 0) -> bytes:
-    """An ID3-less MPEG-1 Layer III stream: 128 kbit/s 44.1 kHz frames (417 bytes each)."""
-    rng = random.Random(seed)
-    frame_header = b"\xff\xfb\x90\x64"
-    out = bytearray()
-    while len(out) < payload_bytes:
-        out += frame_header + rng.randbytes(413)
-    return bytes(out[: max(payload_bytes, 4)])
+    """A real MP3 (LAME, 128 kbit/s, 44.1 kHz stereo) of about payload_bytes."""
+    return _tiled("mp3", "libmp3lame", payload_bytes, rate=44100, channels=2, bit_rate=128_000, seed=seed)
 
 
 def ogg_opus(payload_bytes: int, *, channels: int = 2, seed: int = 0) -> bytes:
-    """An OGG page carrying an OpusHead, followed by payload_bytes of (opaque) data."""
-    head = b"OpusHead" + bytes([1, channels]) + struct.pack("<HIhB", 312, 48000, 0, 0)
-    page = b"OggS" + bytes([0, 2]) + bytes(8) + struct.pack("<II", 1, 0) + bytes(4) + bytes([1, len(head)]) + head
-    return page + random.Random(seed).randbytes(payload_bytes)
+    """A real OGG Opus file (libopus, 48 kbit/s) of about payload_bytes."""
+    return _tiled("ogg", "libopus", payload_bytes, rate=48000, channels=channels, bit_rate=48_000, seed=seed)
 
 
 def pcm(payload_bytes: int, *, seed: int = 0) -> bytes:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 class RunStats:
     """Plain counters; reporters read them from their own thread without locking (ints only)."""
 
+    dry_run: bool = False  # nothing is sent and no results file is written
     total_rows: int | None = None  # estimated from the manifest before the run
     skipped: int = 0  # uploaded by an earlier run
     uploaded: int = 0
@@ -20,6 +21,7 @@ class RunStats:
     valid: int = 0  # dry run: rows that passed every check
     valid_bytes: int = 0  # dry run: their audio bytes
     formats: Counter[str] = field(default_factory=Counter)  # dry run: valid rows by format (wav, mp3, chat)
+    converted: Counter[str] = field(default_factory=Counter)  # rows converted (dry run: to be), by source format
     bytes_sent: int = 0  # audio bytes put on the wire, retries included
     bytes_uploaded: int = 0  # bytes of rows uploaded in this run
     retries: int = 0

@@ -50,6 +50,19 @@ def _int(value: Any, name: str) -> int | None:
         raise RowInvalid(f"{name} must be a whole number, not {value!r}") from None
 
 
+def _flag(value: Any, name: str, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise RowInvalid(f"{name} must be true or false, not {value!r}")
+
+
 def _users(value: Any) -> tuple[User, ...]:
     if value is None:
         return ()
@@ -99,7 +112,9 @@ class Validator:
         chat_connection_id: str | None = None,
         assume_timezone: tzinfo | None = None,
         max_chat_bytes: int = 4 * 1024 * 1024,
+        swap_channels: bool = False,
     ) -> None:
+        self.swap_channels = swap_channels  # rows without their own swap_channels take this
         self.manifest_dir = manifest_dir
         self.connection_id = connection_id
         self.chat_connection_id = chat_connection_id
@@ -239,9 +254,16 @@ class Validator:
                 raise RowInvalid(str(exc), "BAD_FORMAT") from None
         path = self.manifest_dir / audio_path
         size, mtime_ns, problem = _file_size(path, audio_path)
+        right = data.get("right_audio_path")
+        right_path = None
+        if problem is None and right:
+            right_path = self.manifest_dir / str(right)
+            problem = _file_size(right_path, str(right))[2]
         self._metadata_problems(connection_id, fields, "audio", also=problem)
         return Job(
             row.key, row.line, "audio", connection_id, fields, users,
             audio_path=audio_path, path=path, size=size, mtime_ns=mtime_ns, format=declared,
             sample_rate=rate, channels=channels,
+            swap_channels=_flag(data.get("swap_channels"), "swap_channels", self.swap_channels),
+            right_audio_path=str(right) if right else None, right_path=right_path,
         )

@@ -218,10 +218,12 @@ def test_wav_and_pcm_parameters_are_checked_before_sending(tmp_path: Path, serve
     ])
     assert run(served, manifest).returncode == 1
     records = by_id(manifest)
-    assert "8-bit samples; the service takes 16-bit LPCM" in records["8bit"]["error"]
+    assert "8-bit LPCM WAV (8000 Hz, 2 ch" in records["8bit"]["error"]
+    assert "run with --transcode" in records["8bit"]["error"] and records["8bit"]["code"] == "NEEDS_TRANSCODE"
     assert "sample rate 96000 Hz is outside 8000..48000 Hz" in records["96k"]["error"]
     assert "sample_rate between 8000 and 48000" in records["pcm-rate"]["error"]
-    assert "raw PCM needs format pcm" in records["pcm-undeclared"]["error"]
+    assert "no audio format known here" in records["pcm-undeclared"]["error"]
+    assert "when its row says format pcm with sample_rate and channels" in records["pcm-undeclared"]["error"]
     assert served.emulator.store.count() == 0
 
 

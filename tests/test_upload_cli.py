@@ -131,7 +131,7 @@ def test_bad_rows_are_recorded_invalid_and_the_rest_upload(tmp_path: Path, serve
     expected = {
         "missing": ("FILE_NOT_FOUND", "audio file not found: audio/nope.wav"),
         "empty": ("EMPTY_FILE", "audio file is empty"),
-        "not-audio": ("BAD_AUDIO", "not WAV, MP3 or OGG Opus"),
+        "not-audio": ("BAD_AUDIO", "no audio format known here"),
         "no-keys": ("INVALID_METADATA", "missing required metadata keys for the audio connection: client_id, language"),
         "bad-date": ("INVALID_METADATA", "date '13/09/2023' is not"),
         "line:26": ("MALFORMED_ROW", "malformed JSON on line 26"),

@@ -80,6 +80,10 @@ def upload_options(manifest: Path, env: Mapping[str, str], *, destination: Desti
         shard=parse_shard(migration.shard) if migration.shard else shard_from_environment(env, migration.shard_count),
         mapping=column_mapping,
         text_format=text_format,
+        outage_patience=speed.outage_patience,
+        stall_seconds=speed.stall_seconds,
+        transcode=migration.transcode,
+        swap_channels=migration.swap_channels,
     )
 
 

@@ -69,6 +69,12 @@ class SpeedArgs(OptionGroup):
     stream_threshold_mib: Annotated[float, typer.Option(help="Files above this many MiB are streamed")] = 4.0
     timeout: Annotated[float, typer.Option(help="Seconds per attempt (grows with file size)")] = 60.0
     retries: Annotated[int, typer.Option(help="Further attempts after a transient error")] = 10
+    outage_patience: Annotated[
+        float, typer.Option(help="Seconds the service may be unreachable (the run waits) before it stops")
+    ] = 900.0
+    stall_seconds: Annotated[
+        float, typer.Option(help="Calls in flight and nothing moving this long: open a new connection")
+    ] = 30.0
     event_loop: Annotated[
         EventLoop, typer.Option(help="uvloop (where installed) or asyncio's own")
     ] = EventLoop.uvloop
@@ -111,6 +117,12 @@ class MigrationArgs(OptionGroup):
     ] = 0.0
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check every row and the files' first bytes, send nothing; report and estimate")
+    ] = False
+    transcode: Annotated[
+        bool, typer.Option(help="Convert audio the service would refuse (G.711, FLAC, AAC, ...) while sending it")
+    ] = False
+    swap_channels: Annotated[
+        bool, typer.Option(help="Swap left and right of every two-channel file whose row does not say (agent on the right)")
     ] = False
     encoding: Annotated[
         Optional[str], typer.Option(help="The manifest's encoding (cp1251, utf-16, ...) \\[default: detected]")

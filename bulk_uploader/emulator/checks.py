@@ -1,28 +1,35 @@
 """What the emulator checks in a TalkService request before it accepts the talk.
 
-The real service's rules, shared with the uploader's preflight where they can be
-(bulk_uploader.schema, bulk_uploader.audio): the connection and its metadata keys, the
-talk's users, the declared audio format against the file's first bytes, and a chat's
-messages. A failed check raises Rejected; the call guard (guard.py) answers it as a gRPC
-status.
+The real service's rules: the connection and its metadata keys (bulk_uploader.schema,
+shared with the uploader's preflight), the talk's users, a chat's messages, and the audio.
+The audio is judged independently of the uploader's own checks (bulk_uploader.audio and
+probe are not used here): FFmpeg opens it as the declared format and decodes it, and the
+documented rules are applied to what the decoder found. A failed check raises Rejected;
+the call guard (guard.py) answers it as a gRPC status.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import grpc
 
-from bulk_uploader.audio import AudioError, AudioFormat, check_audio
+from bulk_uploader import media
 from bulk_uploader.proto import speechsense_pb2 as pb
 from bulk_uploader.schema import ConnectionSchema, check_fields, dialog_user_ids
 
-_CONTAINER_FORMATS = {
-    pb.ContainerAudio.CONTAINER_AUDIO_TYPE_WAV: AudioFormat.WAV,
-    pb.ContainerAudio.CONTAINER_AUDIO_TYPE_OGG_OPUS: AudioFormat.OGG_OPUS,
-    pb.ContainerAudio.CONTAINER_AUDIO_TYPE_MP3: AudioFormat.MP3,
+# Declared container -> (its name, FFmpeg's demuxer, the codec it must carry), from the documentation:
+# WAV with LPCM (16-bit), MP3, OGG Opus.
+_CONTAINERS = {
+    pb.ContainerAudio.CONTAINER_AUDIO_TYPE_WAV: ("wav", "wav", "pcm_s16le"),
+    pb.ContainerAudio.CONTAINER_AUDIO_TYPE_OGG_OPUS: ("ogg_opus", "ogg", "opus"),
+    pb.ContainerAudio.CONTAINER_AUDIO_TYPE_MP3: ("mp3", "mp3", "mp3"),
 }
+MIN_RATE, MAX_RATE, MAX_CHANNELS, MAX_SECONDS = 8_000, 48_000, 2, 4 * 3600
+# Containers FFmpeg recognises by their signature: raw PCM that is one of these is a mistake.
+_SIGNED_CONTAINERS = {"wav", "flac", "ogg", "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "amr", "aiff", "au", "caf",
+                      "w64"}
 _ROLES = {
     pb.USER_ROLE_OPERATOR: "operator",
     pb.USER_ROLE_CLIENT: "client",
@@ -71,25 +78,70 @@ def check_connection(connections: Mapping[str, ConnectionSchema], meta: pb.TalkM
     return schema
 
 
-def audio_format(meta: pb.AudioMetadata, head: bytes) -> str:
-    """The format the audio metadata declares, checked against the audio's first bytes."""
-    kind = meta.WhichOneof("AudioFormat")
-    if kind == "raw_audio":
-        raw = meta.raw_audio
-        if raw.audio_encoding != pb.RawAudio.AUDIO_ENCODING_LINEAR16_PCM:
-            reject(grpc.StatusCode.INVALID_ARGUMENT, "raw audio must be LINEAR16_PCM")
-        declared, rate, channels = AudioFormat.PCM, raw.sample_rate_hertz, raw.audio_channel_count
-    elif kind == "container_audio":
-        declared = _CONTAINER_FORMATS.get(meta.container_audio.container_audio_type)
-        if declared is None:
-            reject(grpc.StatusCode.INVALID_ARGUMENT, "container audio type is unspecified")
-        rate = channels = None
-    else:
-        reject(grpc.StatusCode.INVALID_ARGUMENT, "audio metadata gives no format")
+def _bad(message: str) -> NoReturn:
+    reject(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _raw(raw: pb.RawAudio, audio: IO[bytes], size: int, decode_seconds: float) -> media.Measured:
+    if raw.audio_encoding != pb.RawAudio.AUDIO_ENCODING_LINEAR16_PCM:
+        _bad("raw audio must be LINEAR16_PCM")
+    rate, channels = raw.sample_rate_hertz, raw.audio_channel_count
+    if not MIN_RATE <= rate <= MAX_RATE:
+        _bad(f"raw audio sample rate {rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz")
+    if not 1 <= channels <= MAX_CHANNELS:
+        _bad(f"raw audio needs 1 or 2 channels, not {channels}")
+    if size % (2 * channels):
+        _bad(f"raw audio of {size} bytes is not whole 16-bit samples for {channels} channel(s)")
     try:
-        return check_audio(head, declared, sample_rate=rate, channels=channels).format.value
-    except AudioError as exc:
-        reject(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        found = media.measure(audio, decode_seconds=0)
+    except media.MediaError:
+        found = None
+    if found is not None and found.container in _SIGNED_CONTAINERS:
+        _bad(f"declared raw PCM, but the decoder reads the audio as {found.container} ({found.codec})")
+    audio.seek(0)
+    layout = "mono" if channels == 1 else "stereo"
+    return media.measure(audio, fmt="s16le", options={"sample_rate": str(rate), "ch_layout": layout},
+                         decode_seconds=decode_seconds)
+
+
+def _container(declared: int, audio: IO[bytes], decode_seconds: float) -> tuple[str, media.Measured]:
+    if declared not in _CONTAINERS:
+        _bad("container audio type is unspecified")
+    name, demuxer, codec = _CONTAINERS[declared]
+    try:
+        found = media.measure(audio, fmt=demuxer, decode_seconds=decode_seconds)
+    except media.MediaError as exc:
+        _bad(f"declared {name}, but the decoder cannot read the audio as {demuxer}: {exc}")
+    if found.codec != codec:
+        _bad(f"declared {name}, but the audio inside is {found.codec}; {name} must carry {codec}")
+    if name == "wav" and not MIN_RATE <= found.sample_rate <= MAX_RATE:
+        _bad(f"WAV sample rate {found.sample_rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz")
+    promised = found.header_duration
+    if name == "wav" and promised is not None and found.duration < promised * 0.99:
+        _bad(f"the WAV ends after {found.duration:.2f} s but its header promises {promised:.2f} s")
+    return name, found
+
+
+def audio_format(meta: pb.AudioMetadata, audio: IO[bytes], size: int,
+                 decode_seconds: float = 60.0) -> tuple[str, media.Measured]:
+    """The format the audio metadata declares, and what the decoder found reading the audio as that format."""
+    if size == 0:
+        _bad("audio is empty")
+    kind = meta.WhichOneof("AudioFormat")
+    try:
+        if kind == "raw_audio":
+            name, found = "pcm", _raw(meta.raw_audio, audio, size, decode_seconds)
+        elif kind == "container_audio":
+            name, found = _container(meta.container_audio.container_audio_type, audio, decode_seconds)
+        else:
+            _bad("audio metadata gives no format")
+    except media.MediaError as exc:
+        _bad(f"the audio does not decode: {exc}")
+    if found.channels > MAX_CHANNELS:
+        _bad(f"audio has {found.channels} channels; at most {MAX_CHANNELS} are taken")
+    if found.duration > MAX_SECONDS:
+        _bad(f"audio is {found.duration / 3600:.2f} hours long; at most 4 hours are taken")
+    return name, found
 
 
 def chat_messages(request: pb.UploadTextRequest) -> list[tuple[str, str, str]]:

@@ -46,6 +46,9 @@ class EmulatorOptions:
     # that live iam_token_ttl seconds (the real service: up to 12 hours).
     service_account_keys: Sequence[ServiceAccountKey] = ()
     iam_token_ttl: float = 12 * 3600.0
+    # Seconds of each upload's audio decoded (the rest is demuxed, which gives its length):
+    # proves the codec's data decodes without paying to decode hours of audio per talk.
+    audio_decode_seconds: float = 60.0
 
 
 def mint_token(secret: str, ttl_seconds: float) -> str:
@@ -66,6 +69,9 @@ class EmulatorState:
         self._tokens: dict[str, float | None] = {t: None for t in self.options.iam_tokens}
         self.rejections: dict[str, int] = {}  # status name -> calls refused with it
         self.answers_lost = 0
+        # What the decoder found in the audio of the latest talks: talk id -> (channels, seconds).
+        # For tests and rehearsals; only the latest talks.DECODED_KEPT are kept.
+        self.decoded: dict[str, tuple[int, float]] = {}
         self.tokens_seen: set[str] = set()  # distinct minted tokens accepted
         self.iam_tokens_issued = 0  # by IamTokenService.Create
         self.jwts_refused = 0

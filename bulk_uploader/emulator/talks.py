@@ -8,13 +8,15 @@ talk_id updates that talk's metadata instead of storing a new talk.
 from __future__ import annotations
 
 import hashlib
+import io
 import secrets
-from typing import TYPE_CHECKING, Any
+import tempfile
+from typing import IO, TYPE_CHECKING, Any
 
+import anyio.to_thread
 import grpc
 from grpc import aio
 
-from bulk_uploader.audio import SNIFF_BYTES
 from bulk_uploader.emulator.checks import audio_format, chat_messages, check_connection, reject, talk_users
 from bulk_uploader.emulator.guard import guarded
 from bulk_uploader.emulator.store import messages_digest
@@ -25,7 +27,36 @@ from bulk_uploader.schema import ConnectionSchema
 if TYPE_CHECKING:
     from bulk_uploader.emulator.state import EmulatorState
 
+DECODED_KEPT = 100_000  # talks whose decoded channels and length the emulator remembers (Emulator.decoded)
+
 IDEMPOTENCY_HEADER = "idempotency-key"
+SPOOL_BYTES = 8 * 1024 * 1024  # a streamed talk's audio is kept in memory up to this, then in a temporary file
+
+
+class AudioSpool:
+    """A streamed talk's audio: in memory up to SPOOL_BYTES, then in a temporary file.
+
+    Not tempfile.SpooledTemporaryFile: FFmpeg reads through the file object's own methods,
+    which that wrapper does not pass on in a form PyAV can use.
+    """
+
+    def __init__(self) -> None:
+        self.file: IO[bytes] = io.BytesIO()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        if self.size + len(data) > SPOOL_BYTES and isinstance(self.file, io.BytesIO):
+            spilled = tempfile.TemporaryFile()
+            spilled.write(self.file.getbuffer())
+            self.file = spilled
+        self.file.write(data)
+        self.size += len(data)
+
+    def __enter__(self) -> AudioSpool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
 
 
 class TalkServicer(pb_grpc.TalkServiceServicer):
@@ -54,6 +85,18 @@ class TalkServicer(pb_grpc.TalkServiceServicer):
             self.emu.answers_lost += 1
             reject(grpc.StatusCode.UNAVAILABLE, "connection reset (injected: talk stored, answer lost)")
         return talk_id
+
+    async def _audio_format(self, meta: pb.AudioMetadata, audio: IO[bytes], size: int) -> tuple[str, Any]:
+        """Decode the audio (in a thread: it may take a while) and judge it; Rejected if the service would."""
+        audio.seek(0)
+        seconds = self.emu.options.audio_decode_seconds
+        return await anyio.to_thread.run_sync(audio_format, meta, audio, size, seconds)
+
+    def _decoded(self, talk_id: str, found: Any) -> None:
+        decoded = self.emu.decoded
+        if len(decoded) >= DECODED_KEPT:
+            del decoded[next(iter(decoded))]
+        decoded[talk_id] = (found.channels, found.duration)
 
     def _update(self, talk_id: str, meta: pb.TalkMetadata, kind: str) -> str:
         talk = self.emu.store.get(talk_id)
@@ -84,11 +127,12 @@ class TalkServicer(pb_grpc.TalkServiceServicer):
             self._connection(request.metadata, "audio")
             users = talk_users(request.metadata)
             data = request.audio.audio_data.data
-            fmt = audio_format(request.audio.audio_metadata, data[:SNIFF_BYTES])
+            fmt, found = await self._audio_format(request.audio.audio_metadata, io.BytesIO(data), len(data))
             talk_id = self._store(
                 context, request.metadata, users,
                 rpc="Upload", format=fmt, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
             )
+            self._decoded(talk_id, found)
             return pb.UploadTalkResponse(talk_id=talk_id)
         raise AssertionError("unreachable: aborted")  # pragma: no cover
 
@@ -97,34 +141,35 @@ class TalkServicer(pb_grpc.TalkServiceServicer):
             meta: pb.TalkMetadata | None = None
             audio_meta: pb.AudioMetadata | None = None
             users: list[dict[str, Any]] = []
-            digest, size, head = hashlib.sha256(), 0, b""
-            async for message in request_iterator:
-                event = message.WhichOneof("Event")
-                audio_event = message.audio.WhichOneof("AudioEvent") if event == "audio" else None
-                if meta is None:
-                    if event != "metadata":
-                        reject(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be the talk metadata")
-                    meta = message.metadata
-                    self._connection(meta, "audio")  # fail fast, before the audio is sent
-                    users = talk_users(meta)
-                elif audio_meta is None:
-                    if audio_event != "audio_metadata":
-                        reject(grpc.StatusCode.INVALID_ARGUMENT, "the second message must be the audio metadata")
-                    audio_meta = message.audio.audio_metadata
-                elif audio_event != "chunk":
-                    reject(grpc.StatusCode.INVALID_ARGUMENT, "after the audio metadata only audio chunks may follow")
-                else:
-                    data = message.audio.chunk.data
-                    if len(head) < SNIFF_BYTES:
-                        head += data[: SNIFF_BYTES - len(head)]
-                    digest.update(data)
-                    size += len(data)
-            if meta is None or audio_meta is None:
-                reject(grpc.StatusCode.INVALID_ARGUMENT, "stream ended before the talk and audio metadata")
-            fmt = audio_format(audio_meta, head)
+            digest, size = hashlib.sha256(), 0
+            with AudioSpool() as spool:
+                async for message in request_iterator:
+                    event = message.WhichOneof("Event")
+                    audio_event = message.audio.WhichOneof("AudioEvent") if event == "audio" else None
+                    if meta is None:
+                        if event != "metadata":
+                            reject(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be the talk metadata")
+                        meta = message.metadata
+                        self._connection(meta, "audio")  # fail fast, before the audio is sent
+                        users = talk_users(meta)
+                    elif audio_meta is None:
+                        if audio_event != "audio_metadata":
+                            reject(grpc.StatusCode.INVALID_ARGUMENT, "the second message must be the audio metadata")
+                        audio_meta = message.audio.audio_metadata
+                    elif audio_event != "chunk":
+                        reject(grpc.StatusCode.INVALID_ARGUMENT, "after the audio metadata only audio chunks may follow")
+                    else:
+                        data = message.audio.chunk.data
+                        spool.write(data)
+                        digest.update(data)
+                        size += len(data)
+                if meta is None or audio_meta is None:
+                    reject(grpc.StatusCode.INVALID_ARGUMENT, "stream ended before the talk and audio metadata")
+                fmt, found = await self._audio_format(audio_meta, spool.file, size)
             talk_id = self._store(
                 context, meta, users, rpc="UploadAsStream", format=fmt, size=size, sha256=digest.hexdigest()
             )
+            self._decoded(talk_id, found)
             return pb.UploadTalkResponse(talk_id=talk_id)
         raise AssertionError("unreachable: aborted")  # pragma: no cover
 

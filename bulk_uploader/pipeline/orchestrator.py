@@ -52,7 +52,7 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
         max_message_bytes=options.stream_threshold + 1024 * 1024,
     )
     lock = None if options.dry_run else LedgerLock(options.results_path)
-    stats = RunStats(concurrency=options.concurrency)
+    stats = RunStats(concurrency=options.concurrency, dry_run=options.dry_run)
     recorder = Recorder(stats, reporter, dedupe=bool(options.dedupe_key))
     try:
         previous = await _prepare(options, stats, lock)
@@ -128,7 +128,7 @@ def _validator(options: UploadOptions) -> Validator:
         options.manifest.parent, options.connection_id, options.schemas,
         dedupe_key=options.dedupe_key, user_key_prefix=options.search_user_prefix,
         chat_connection_id=options.chat_connection_id, assume_timezone=options.assume_timezone,
-        max_chat_bytes=options.stream_threshold,
+        max_chat_bytes=options.stream_threshold, swap_channels=options.swap_channels,
     )
 
 
@@ -136,7 +136,7 @@ def _workers(options: UploadOptions, transport: Transport | None, validator: Val
              stats: RunStats, control: RunControl, clock: Clock) -> Sender | Inspector:
     """What each worker hands its rows to: a Sender, or for a dry run an Inspector."""
     if transport is None:
-        return Inspector(validator, stats)
+        return Inspector(validator, stats, options.transcode)
     limiter = AdaptiveLimiter(options.concurrency, clock)
     policy = RetryPolicy(
         retries=options.retries, backoff_base=options.backoff_base, backoff_max=options.backoff_max,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from bulk_uploader import reader
+from bulk_uploader import reader, transcode
 from bulk_uploader.audio import AudioInfo
 from bulk_uploader.chat import ChatMessage, encoded_size
 from bulk_uploader.clock import Clock
@@ -24,6 +24,7 @@ from bulk_uploader.pipeline.control import RunControl
 from bulk_uploader.pipeline.recorder import Recorder
 from bulk_uploader.retry import RetryPolicy
 from bulk_uploader.stats import RunStats
+from bulk_uploader.transcode import Plan
 from bulk_uploader.transport import Transport
 from bulk_uploader.validation import Validator
 
@@ -37,6 +38,7 @@ class _Payload:
     data: bytes | None = None
     info: AudioInfo | None = None
     messages: tuple[ChatMessage, ...] = ()
+    plan: Plan | None = None  # a converted file: made as it is sent
     cautious: bool = False  # a stream whose last answer gRPC lost: give the server time to answer early
 
 
@@ -93,11 +95,19 @@ class Sender:
             messages = job.messages or await reader.read_chat(job, self.validator)
             result.bytes = encoded_size(messages)
             return _Payload("UploadText", result.bytes, messages=messages)
-        if job.size <= self.options.stream_threshold:
-            data, info = await reader.read_whole(job)
+        transcoding = self.options.transcode
+        if job.size <= self.options.stream_threshold and not (job.swap_channels or job.right_path):
+            data, plan = await reader.read_whole(job, transcoding)
+        else:
+            data, plan = None, await reader.inspect(job, transcoding)
+        result.source_format, result.sent_format = plan.source, plan.info.describe()
+        if plan.converted:
+            self.stats.converted[plan.probes[0].name] += 1
+            return _Payload("UploadAsStream", plan.estimate, info=plan.info, plan=plan)
+        if data is not None:
             result.bytes = len(data)
-            return _Payload("Upload", len(data), data=data, info=info)
-        return _Payload("UploadAsStream", job.size, info=await reader.read_head(job))
+            return _Payload("Upload", len(data), data=data, info=plan.info)
+        return _Payload("UploadAsStream", job.size, info=plan.info)
 
     async def deliver(self, job: Job, result: RowResult) -> str:
         """Bring one row to the service; returns the talk id or raises CallFailure / RowInvalid."""
@@ -141,6 +151,8 @@ class Sender:
                 self.stats.calls -= 1
                 self.stats.progress_at = self.clock.monotonic()
             self.policy.succeeded(sent_at)
+            if payload.plan is not None:
+                result.bytes = payload.size  # what the conversion made
             return talk_id
 
     async def _call(self, job: Job, payload: _Payload, result: RowResult) -> str:
@@ -157,15 +169,21 @@ class Sender:
             talk_id = await transport.upload(job, payload.data, payload.info, timeout)
             self.stats.bytes_sent += len(payload.data)
             return talk_id
-        chunks = self._paced(reader.read_chunks(job, options.chunk_size))
-        result.bytes = 0  # what this attempt puts on the wire: all of the file, unless it stops short
+        if payload.plan is not None:
+            source = transcode.stream(payload.plan, options.chunk_size)
+        else:
+            source = reader.read_chunks(job, options.chunk_size)
+        result.bytes = 0  # what this attempt puts on the wire: all of it, unless it stops short
 
         def sent(n: int) -> None:
             result.bytes += n
             self.stats.bytes_sent += n
             self.stats.progress_at = self.clock.monotonic()
 
-        return await transport.upload_stream(job, payload.info, chunks, timeout, sent, cautious=payload.cautious)
+        talk_id = await transport.upload_stream(job, payload.info, self._paced(source), timeout, sent,
+                                                cautious=payload.cautious)
+        payload.size = result.bytes
+        return talk_id
 
     async def _paced(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """Chunks at no more than --max-mbps."""
@@ -203,15 +221,20 @@ class Sender:
 class Inspector:
     """A dry run's sender: reads and checks what a send would read, sends nothing."""
 
-    def __init__(self, validator: Validator, stats: RunStats) -> None:
+    def __init__(self, validator: Validator, stats: RunStats, transcode: bool = False) -> None:
         self.validator = validator
         self.stats = stats
+        self.transcode = transcode
 
     async def process(self, job: Job, unknown_before: int) -> RowResult | None:
         """None for a row that would be sent (counted by format), else its `invalid` result."""
         try:
             if job.kind == "audio":
-                kind = (await reader.read_head(job)).format.value
+                plan = await reader.inspect(job, self.transcode)
+                kind = plan.info.format.value
+                if plan.converted:
+                    self.stats.converted[plan.probes[0].name] += 1
+                    kind += " (converted)"
             elif job.chat_path is not None:
                 await reader.read_chat(job, self.validator)
                 kind = "chat"

@@ -61,7 +61,8 @@ class RunSummary:
             f"failed {s.failed}, invalid {s.invalid}" + (f", ambiguous {s.ambiguous}" if s.ambiguous else ""),
             f"throughput: {rows_per_s:.1f} files/s, {bytes_per_s / 1e6:.2f} MB/s, "
             f"{s.bytes_uploaded / 1e6:.1f} MB uploaded, {s.retries} retries",
-        ]
+        ] + ([f"converted on the way: {sum(s.converted.values())} row(s): "
+              + ", ".join(f"{name} {n}" for name, n in s.converted.most_common())] if s.converted else [])
 
     def _notes(self) -> list[str]:
         s = self.stats
@@ -108,6 +109,10 @@ class RunSummary:
         out = [f"Dry run in {s.elapsed:.2f} s, nothing sent: valid {s.valid}, invalid {s.invalid}, "
                f"skipped (uploaded before) {s.skipped}",
                f"to upload: {s.valid} row(s), {s.valid_bytes / 1e6:.1f} MB; formats: {formats}"]
+        if s.converted:
+            sources = ", ".join(f"{name} {n}" for name, n in s.converted.most_common())
+            out.append(f"to convert on the way (--transcode or channel options): {sum(s.converted.values())} "
+                       f"row(s): {sources}")
         if s.valid:
             out.append(self._estimate())
         return out
