@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
 
+from bulk_uploader import media_extra
 from bulk_uploader.auth import AuthProvider
 from bulk_uploader.errors import ConfigError
 from bulk_uploader.mapping import ColumnMapping
@@ -124,6 +125,8 @@ class UploadOptions:
         if not self.manifest.is_file():
             raise ConfigError(f"{self.manifest}: manifest not found")
         check_endpoint(self.endpoint)
+        if self.transcode:
+            media_extra.require("--transcode")
         if self.outage_patience <= 0 or self.stall_seconds <= 0 or self.preflight_timeout <= 0:
             raise ConfigError("--outage-patience, --stall-seconds and the preflight timeout must be positive")
         if self.rps < 0 or self.max_mbps < 0 or self.estimate_rate < 0:

@@ -20,6 +20,7 @@ from pathlib import Path
 import aiofiles
 import aiofiles.os
 
+from bulk_uploader import media_extra
 from bulk_uploader.audio import AudioError, Probe, judge
 from bulk_uploader.chat import ChatError, ChatMessage, messages_from_document
 from bulk_uploader.errors import RowInvalid
@@ -33,6 +34,8 @@ def _decoder_facts(path: Path, probe: Probe) -> Probe:
     """A probe completed by the decoder, for containers whose headers we do not read (MP4, WebM, AMR, ...)."""
     if probe.container == "unknown" or probe.damage or None not in (probe.codec, probe.channels, probe.duration):
         return probe
+    if not media_extra.available():
+        return probe  # such a container needs --transcode anyway, which asks for the extra
     from bulk_uploader import media
 
     try:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import anyio
 import typer
 
+from bulk_uploader import media_extra
 from bulk_uploader.auth import Credentials
 from bulk_uploader.cli.application import EXIT_OK, EXIT_ROWS, app, fail
 from bulk_uploader.cli.runtime import upload_with_signals
@@ -140,6 +141,7 @@ def emulator(
         )
         options = _emulator_options(host, port, api_key, iam_token, config, store, faults, user_key_prefix,
                                     sa_keys=sa_key, iam_token_ttl=iam_token_ttl, env=os.environ)
+        media_extra.require("the emulator, which decodes audio to judge it,")
     except (ValueError, ConfigError) as exc:
         raise fail(str(exc)) from None
     asyncio.run(_serve(options))
@@ -331,6 +333,10 @@ def demo(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display")] = False,
 ) -> None:
     """Start the emulator in-process, make a sample data set and upload it: a full rehearsal."""
+    try:
+        media_extra.require("the demo (its emulator decodes audio, its samples are encoded)")
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
     remove = folder is None and not keep
     folder = folder or Path(tempfile.mkdtemp(prefix="bulk-upload-demo-"))
     reporter = make_reporter(quiet=quiet)

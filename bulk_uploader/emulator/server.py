@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from grpc import aio
 
+from bulk_uploader import media_extra
 from bulk_uploader.emulator.iam import IamTokenServicer
 from bulk_uploader.emulator.state import DEFAULT_CONNECTIONS, EmulatorOptions, EmulatorState, mint_token
 from bulk_uploader.emulator.talks import TalkServicer
@@ -38,7 +39,8 @@ class Emulator(EmulatorState):
         return f"{self.options.host}:{self.port}"
 
     async def start(self) -> int:
-        """Bind and start serving; returns the port."""
+        """Bind and start serving; returns the port (ConfigError without the media extra: it judges audio)."""
+        media_extra.require("the emulator, which decodes audio to judge it,")
         limit = self.options.max_receive_bytes
         self._server = aio.server(
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
