@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # cryptography loads only for runs that use --sa-key
 
 # The vendor advises refreshing IAM tokens every hour; they live at most 12 hours.
 DEFAULT_TOKEN_REFRESH = 3600.0
+MAX_TOKEN_LIFETIME = 12 * 3600.0  # an IAM token lives at most this long
+REFUSED_TRIES = 3  # tries of the token source after the service refused the token in hand
 
 
 class AuthProvider(Protocol):
@@ -88,6 +90,8 @@ class _RefreshingToken:
         self._token = ""
         self._fetched = 0.0
         self._lifetime: float | None = None  # seconds the current token lives, when told
+        self._failures = 0  # renewals failed in a row since the last token came
+        self._retry_at = 0.0
         self._lock = anyio.Lock()
 
     def header(self) -> str:
@@ -100,6 +104,7 @@ class _RefreshingToken:
     async def _fetch(self) -> None:
         token, lifetime = await self._obtain()
         self._token, self._lifetime, self._fetched = token, lifetime, self.clock.monotonic()
+        self._failures = 0
 
     def _refresh_due(self) -> float:
         """Monotonic time of the next refresh: the interval, or sooner for a short-lived token."""
@@ -108,21 +113,45 @@ class _RefreshingToken:
             interval = min(interval, max(0.05, 0.8 * self._lifetime))
         return self._fetched + interval
 
+    def _valid_until(self) -> float:
+        """Until when the current token can still be used (a token command's: the longest an IAM token lives)."""
+        return self._fetched + (self._lifetime if self._lifetime is not None else MAX_TOKEN_LIFETIME)
+
     async def start(self) -> None:
         await self._fetch()
 
     async def refresh(self, stale: str) -> bool:
+        """The service refused `stale`: get another, trying a failing source REFUSED_TRIES times."""
         async with self._lock:
-            if self.header() == stale:  # nobody refreshed since that call was made
-                await self._fetch()
+            if self.header() != stale:  # somebody refreshed since that call was made
+                return True
+            for attempt in range(REFUSED_TRIES):
+                try:
+                    await self._fetch()
+                    return True
+                except AuthError:
+                    if attempt == REFUSED_TRIES - 1:
+                        raise
+                    await self.clock.sleep(2.0**attempt)
         return True
 
     async def keep_fresh(self) -> None:
+        """Renew ahead of expiry; a failing source is tried again with backoff while the token
+        in hand is still valid, and its error raised only once it is not."""
         while True:
-            await self.clock.sleep(max(0.0, self._refresh_due() - self.clock.monotonic()))
+            due = self._refresh_due() if not self._failures else self._retry_at
+            await self.clock.sleep(max(0.0, due - self.clock.monotonic()))
             async with self._lock:
-                if self.clock.monotonic() >= self._refresh_due():
+                now = self.clock.monotonic()
+                if now < (self._refresh_due() if not self._failures else self._retry_at):
+                    continue
+                try:
                     await self._fetch()
+                except AuthError:
+                    self._failures += 1
+                    if now >= self._valid_until():
+                        raise
+                    self._retry_at = min(now + min(60.0, 2.0**self._failures), self._valid_until())
 
 
 class TokenCommand(_RefreshingToken):

@@ -173,9 +173,10 @@ def test_credentials_lost_mid_run_print_the_summary_and_the_retry_command(tmp_pa
     try:
         manifest = samples.write_dataset(tmp_path, 400, sizes=(1000,))
         once = tmp_path / "issued"
-        # Prints one token, then fails: the session behind it has ended.
+        # Prints one token that lives 2 s, then fails: the session behind it has ended. Failed
+        # renewals are retried while that token is good; once the service refuses it, the run stops.
         command = (f"if [ -e {once} ]; then echo 'session expired' >&2; exit 4; fi; touch {once}; "
-                   f"{sys.executable} {Path(__file__).with_name('token_command.py')} 60")
+                   f"{sys.executable} {Path(__file__).with_name('token_command.py')} 2")
         proc = subprocess.run([*upload_argv(server.target, manifest, "--iam-token-command", command,
                                             "--token-refresh-seconds", "0.5", "--concurrency", "2")],
                               capture_output=True, text=True, timeout=120,

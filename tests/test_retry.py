@@ -9,7 +9,7 @@ import pytest
 from fakes import FakeClock, settle
 
 from bulk_uploader.auth import _RefreshingToken
-from bulk_uploader.errors import CallFailure
+from bulk_uploader.errors import AuthError, CallFailure
 from bulk_uploader.flow import AdaptiveLimiter
 from bulk_uploader.retry import RetryPolicy
 from bulk_uploader.stats import RunStats
@@ -133,3 +133,55 @@ async def test_tokens_are_renewed_at_the_interval_or_at_80_percent_of_a_shorter_
         await clock.advance(0.2)
         assert token.fetches == 4
         group.cancel_scope.cancel()
+
+
+class FailingAfterFirst(CountingToken):
+    """Gives one token, then fails: a session that ended."""
+
+    async def _obtain(self) -> tuple[str, float | None]:
+        if self.fetches:
+            self.fetches += 1
+            raise AuthError("--iam-token-command exited with status 4: session expired")
+        return await super()._obtain()
+
+
+async def test_a_failing_token_source_is_retried_while_the_token_in_hand_is_valid() -> None:
+    clock = FakeClock()
+    token = FailingAfterFirst(60.0, clock, lifetime=300.0)  # renewed at 240 s, valid until 300 s
+    await token.start()
+    failed: list[BaseException] = []
+    failed_at: list[float] = []
+
+    async def keep() -> None:
+        try:
+            await token.keep_fresh()
+        except AuthError as exc:
+            failed.append(exc)
+            failed_at.append(clock.now - 1000.0)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(keep)
+        await clock.advance(250.0)
+        assert token.fetches >= 2 and not failed  # the renewal failed; the token is still good
+        for _ in range(60):
+            await clock.advance(1.0)
+        assert token.fetches > 4 and failed and "session expired" in str(failed[0])
+        assert 300.0 <= failed_at[0] <= 301.0  # given up when the token in hand expired, not before
+
+
+async def test_a_refused_token_whose_source_fails_is_retried_then_the_error_stands() -> None:
+    clock = FakeClock()
+    token = FailingAfterFirst(3600.0, clock)
+    await token.start()
+    async with anyio.create_task_group() as group:
+        outcome: list[BaseException] = []
+
+        async def refresh() -> None:
+            try:
+                await token.refresh(token.header())
+            except AuthError as exc:
+                outcome.append(exc)
+
+        group.start_soon(refresh)
+        await clock.advance(10.0)
+    assert outcome and token.fetches == 1 + 3  # three tries of the source, a second apart and more
