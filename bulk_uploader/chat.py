@@ -54,7 +54,11 @@ def parse_timezone(text: str) -> tzinfo:
 
 def _timestamp(value: Any, n: int, assume: tzinfo | None) -> datetime:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, timezone.utc)  # epoch seconds are unambiguous
+        try:
+            return datetime.fromtimestamp(value, timezone.utc)  # epoch seconds are unambiguous
+        except (OverflowError, OSError, ValueError):
+            raise ChatError(f"message {n} has timestamp {value!r}, which is no time in seconds since 1970 "
+                            "(years 1-9999); give seconds since 1970, or ISO 8601 with a zone") from None
     if not isinstance(value, str) or not value.strip():
         raise ChatError(f"message {n} has no timestamp")
     try:

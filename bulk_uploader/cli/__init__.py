@@ -13,12 +13,18 @@
 registers every command on the app.
 """
 
+import os
+
+# gRPC's own log lines (reconnects, GOAWAY, fork handlers) mean nothing to a user and break
+# up the progress display: off unless asked for with GRPC_VERBOSITY. Set before gRPC loads.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 # Importing a command module registers its commands; --help lists them in that order, the
 # default command first.
-from bulk_uploader.cli import upload  # noqa: F401
-from bulk_uploader.cli.application import app, main
+from bulk_uploader.cli import upload  # noqa: E402, F401
+from bulk_uploader.cli.application import app, main  # noqa: E402
 
 # isort: split
-from bulk_uploader.cli import tools  # noqa: F401
+from bulk_uploader.cli import tools  # noqa: E402, F401
 
 __all__ = ["app", "main"]

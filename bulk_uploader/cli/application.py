@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-EXIT_OK, EXIT_ROWS, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_STOPPED, EXIT_BUG = 0, 1, 2, 3, 4
 
 
 class _DefaultToUpload(TyperGroup):

@@ -8,14 +8,18 @@ from __future__ import annotations
 import asyncio
 import shlex
 import signal
+import tempfile
+import traceback
 from collections.abc import Coroutine, Sequence
+from datetime import datetime, timezone
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import anyio
 
 from bulk_uploader.allocator import keep_big_buffers
-from bulk_uploader.cli.application import EXIT_USAGE
+from bulk_uploader.cli.application import EXIT_BUG, EXIT_USAGE
 from bulk_uploader.errors import BulkUploadError
 from bulk_uploader.options import UploadOptions, is_loopback
 from bulk_uploader.pipeline import RunControl, RunSummary, run_upload
@@ -95,8 +99,26 @@ def run_cli_upload(options: UploadOptions, reporter: Reporter, retry_command: st
     except BulkUploadError as exc:
         reporter.message(f"bulk-upload: {exc}")
         return EXIT_USAGE
+    except Exception as exc:  # a bug outside any row: one line here, the traceback in a file
+        log = _write_traceback(options.results_path, exc)
+        reporter.message(f"bulk-upload: internal error ({type(exc).__name__}: {exc}), a fault of bulk-upload; "
+                         f"the traceback is in {log}. Rows in flight are settled by the next run.")
+        return EXIT_BUG
     reporter.summary(summary.lines(retry_command))
     return summary.exit_code
+
+
+def _write_traceback(results: Path, exc: BaseException) -> Path:
+    """Append the traceback beside the results file (or in the temp folder) and say where."""
+    text = "".join(traceback.format_exception(exc))
+    for log in (results.with_name(results.name + ".error.log"), Path(tempfile.gettempdir()) / "bulk-upload.error.log"):
+        try:
+            with log.open("a", encoding="utf-8") as f:
+                f.write(f"--- {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n{text}")
+            return log
+        except OSError:
+            continue
+    return Path("(nowhere: no writable place for it)")
 
 
 def _shown_args(args: Sequence[str]) -> list[str]:

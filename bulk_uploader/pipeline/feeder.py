@@ -21,7 +21,7 @@ from bulk_uploader.flow import wait_in_line
 from bulk_uploader.manifest import read_manifest
 from bulk_uploader.model import Job, KeySet, ManifestRow, RowResult
 from bulk_uploader.options import UploadOptions
-from bulk_uploader.pipeline.recorder import Recorder
+from bulk_uploader.pipeline.recorder import Recorder, internal_error
 from bulk_uploader.stats import RunStats
 from bulk_uploader.validation import Validator
 
@@ -128,13 +128,16 @@ class Feeder:
             self.stats.skipped += 1
             self.validator.claim(row)
             return None
+        path = row.data.get("audio_path")
+        shown = path if isinstance(path, str) else None
         try:
             return self.validator.check(row)
         except RowInvalid as exc:
-            path = row.data.get("audio_path")
             self.recorder.record(RowResult(row.key, "invalid", error=str(exc), code=exc.code, line=row.line,
-                                           audio_path=path if isinstance(path, str) else None))
-            return None
+                                           audio_path=shown))
+        except Exception as exc:  # a bug met by one row's checks: that row says so, the others go on
+            self.recorder.record(internal_error(row.key, row.line, shown, exc))
+        return None
 
     async def _ready(self, job: Job) -> list[Job]:
         """Jobs ready for the queue once `job` joins: a full read-ahead batch, or the batch then `job`."""

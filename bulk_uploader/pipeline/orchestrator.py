@@ -23,7 +23,7 @@ from bulk_uploader.manifest import count_rows
 from bulk_uploader.options import UploadOptions
 from bulk_uploader.pipeline.control import RunControl
 from bulk_uploader.pipeline.feeder import Feeder, JobQueue
-from bulk_uploader.pipeline.recorder import Recorder
+from bulk_uploader.pipeline.recorder import Recorder, internal_error
 from bulk_uploader.pipeline.sender import Inspector, Sender
 from bulk_uploader.pipeline.summary import RunSummary, problems_path
 from bulk_uploader.progress import Reporter
@@ -191,6 +191,11 @@ async def _work(jobs: JobQueue, sender: Sender | Inspector, recorder: Recorder, 
         except ResultsFileError as exc:
             # Outcomes can no longer be recorded: going on would send rows no run can account for.
             control.fail(exc)
+        except Exception as exc:  # a bug met by one row: that row says so, the others go on
+            try:
+                recorder.record(internal_error(job.key, job.line, job.audio_path, exc, unknown.get(job.key, 0)))
+            except ResultsFileError as error:
+                control.fail(error)
         finally:
             stats.in_flight -= 1
 

@@ -79,3 +79,14 @@ class Recorder:
         except ResultsFileError as exc:
             return exc
         return None
+
+
+def internal_error(key: str, line: int, audio_path: str | None, exc: Exception, unknown: int = 0) -> RowResult:
+    """The outcome of a row whose handling met an unexpected error (a bug): INTERNAL, with the error.
+
+    A row that may have reached the service before the error is `ambiguous`, never `failed`.
+    """
+    status = "ambiguous" if unknown else "failed"
+    return RowResult(key, status, line=line, audio_path=audio_path, code="INTERNAL", unknown_outcomes=unknown,
+                     error=f"unexpected error while handling this row: {type(exc).__name__}: {exc} "
+                           "(a fault of bulk-upload; please report it with this line)")

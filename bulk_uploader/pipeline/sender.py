@@ -22,6 +22,7 @@ from bulk_uploader.model import Job, RowResult
 from bulk_uploader.options import UploadOptions
 from bulk_uploader.pipeline.control import RunControl
 from bulk_uploader.pipeline.recorder import Recorder
+from bulk_uploader.pipeline.refusals import Refusals
 from bulk_uploader.retry import RetryPolicy
 from bulk_uploader.stats import RunStats
 from bulk_uploader.transcode import Plan
@@ -57,17 +58,22 @@ class Sender:
         self.limiter = limiter
         self.control = control
         self.clock = clock
+        self.refusals = Refusals(options.concurrency)
         self.request_pacer = Pacer(options.rps, clock) if options.rps else None
         self.byte_pacer = Pacer(options.max_mbps * 1e6 / 8, clock) if options.max_mbps else None
 
     async def process(self, job: Job, unknown_before: int) -> RowResult | None:
         """The row's outcome; None when the run is stopping for a reason all rows share (told to control)."""
+        if job.connection_id in self.refusals.blocked:
+            self.stats.not_sent += 1  # its connection refuses every row alike: left for the run after the fix
+            return None
         started = self.clock.monotonic()
         result = RowResult(job.key, "failed", line=job.line, audio_path=job.audio_path,
                            unknown_outcomes=unknown_before)
         try:
             result.talk_id = await self.deliver(job, result)
             result.status = "uploaded"
+            self.refusals.succeeded(job.connection_id)
         except RowInvalid as exc:
             result.status, result.code, result.error = "invalid", exc.code, str(exc)
         except CallFailure as failure:
@@ -78,6 +84,11 @@ class Sender:
                 ))
                 return None
             result.code, result.error = failure.code, failure.message
+            if not failure.transient and self.refusals.refused(job.connection_id, failure):
+                self.stats.blocked[job.connection_id] = self.refusals.blocked[job.connection_id]
+                self.recorder.reporter.message(
+                    f"connection {job.connection_id}: the service refused {self.refusals.threshold} rows alike "
+                    f"({failure}); not sending its other rows")
             if result.unknown_outcomes:
                 # It may be stored: never call that "failed". The next run reconciles or re-sends it.
                 result.status = "ambiguous"
