@@ -118,6 +118,17 @@ def _chunk_message(chunk: bytes) -> pb.StreamTalkRequest:
     return message
 
 
+def _closed_under(auth: str, *, request_complete: bool = True) -> BaseException:
+    """What a call raises when asyncio cancelled it: our own cancellation stays one; a call
+    cancelled because its channel was closed under it (a stalled connection replaced) is a
+    failure like any lost connection (UNAVAILABLE), whose outcome is unknown once its request had left."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        return asyncio.CancelledError()
+    return CallFailure("UNAVAILABLE", "the call's connection was closed while it was in flight",
+                       request_complete=request_complete, auth_header=auth)
+
+
 async def _stream_messages(job: Job, info: AudioInfo, chunks: AsyncIterator[bytes]
                            ) -> AsyncIterator[tuple[pb.StreamTalkRequest, int]]:
     """An UploadAsStream's messages in order, each with the audio bytes it carries."""
@@ -188,6 +199,9 @@ class Transport:
             # After an outage, try to connect again within seconds, not grpc's default of up to 2 minutes.
             ("grpc.initial_reconnect_backoff_ms", 500),
             ("grpc.max_reconnect_backoff_ms", 4000),
+            # A channel of its own connections: gRPC otherwise shares them between channels to one
+            # target, and the new channel that replaces a stalled one would get the stalled connection.
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         self._closing: set[asyncio.Task[None]] = set()
         self._channel, self._stub = self._open(insecure)
@@ -246,6 +260,8 @@ class Transport:
             return await method(request, metadata=headers, timeout=timeout)
         except aio.AioRpcError as exc:
             raise classify(exc, auth_header=auth) from None
+        except asyncio.CancelledError:
+            raise _closed_under(auth) from None
 
     async def upload(self, job: Job, data: bytes, info: AudioInfo, timeout: float) -> str:
         """Send a whole file in one Upload; returns the talk id or raises CallFailure."""
@@ -333,6 +349,8 @@ class Transport:
                     failure = classify(exc, request_complete=complete, auth_header=auth)
                 failure.status_lost = not complete and failure.code == "INTERNAL" and LOST_STATUS in failure.message
                 raise failure from None
+            except asyncio.CancelledError:
+                raise _closed_under(auth, request_complete=complete) from None
             return str(response.talk_id)
         finally:
             if not call.done():

@@ -1,0 +1,122 @@
+"""A TCP proxy between the client and the emulator that fails the way networks do, on command.
+
+    forward    pass bytes both ways (new and open connections)
+    refuse     nothing listens: new connections are refused, open ones are reset
+    blackhole  open connections go silent (bytes dropped, nothing closed); new ones pass
+    stall      new connections are accepted and then hear nothing; open ones pass
+
+It runs its own event loop on a thread, so a test can drive a CLI subprocess beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+
+class FaultProxy:
+    """Listens on 127.0.0.1:port and forwards to `target` (host:port) as the mode says."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition(":")
+        self._upstream = (host, int(port))
+        self.mode = "forward"
+        self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter, list[bool]]] = []
+        self._silenced: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter, list[bool]]] = []
+        self._server: asyncio.Server | None = None
+        self._loop = asyncio.new_event_loop()
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), name="fault-proxy", daemon=True)
+        self._thread.start()
+        assert ready.wait(10)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _serve(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._listen())
+        ready.set()
+        self._loop.run_forever()
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "stall":
+            await reader.read()  # hear it all, say nothing
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        except OSError:
+            writer.close()
+            return
+        alive = [True]
+        self._pairs.append((writer, up_writer, alive))
+        await asyncio.gather(self._pipe(reader, up_writer, alive), self._pipe(up_reader, writer, alive))
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, alive: list[bool]) -> None:
+        try:
+            while data := await reader.read(65536):
+                if alive[0]:
+                    writer.write(data)
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if alive[0]:
+                writer.close()
+
+    def set(self, mode: str) -> None:
+        """Switch to a mode (forward, refuse, blackhole, stall)."""
+        asyncio.run_coroutine_threadsafe(self._switch(mode), self._loop).result(10)
+
+    async def _switch(self, mode: str) -> None:
+        self.mode = mode
+        if mode in ("refuse", "blackhole"):
+            pairs, self._pairs = self._pairs, []
+            self._silenced += pairs
+            for client, upstream, alive in pairs:
+                alive[0] = False
+                if mode == "refuse":
+                    for side in (client, upstream):
+                        transport = side.transport
+                        sock = transport.get_extra_info("socket")
+                        if sock is not None and not transport.is_closing():  # reset, as a host that went away does
+                            try:
+                                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                            except OSError:
+                                pass
+                        transport.abort()
+        if mode == "refuse" and self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        elif mode != "refuse" and self._server is None:
+            await self._listen()
+
+    def close(self) -> None:
+        """Stop listening, close every connection, end the thread."""
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        await self._switch("refuse")
+        for client, upstream, _ in self._silenced:
+            for side in (client, upstream):
+                side.close()
+        current = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

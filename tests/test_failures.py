@@ -1,0 +1,145 @@
+"""Failures told apart, over a real emulator and, between it and the client, a proxy that fails on command."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli, start_upload, upload_argv
+from fault_proxy import FaultProxy
+
+from bulk_uploader import samples
+from bulk_uploader.emulator import EmulatorOptions, FaultOptions
+from bulk_uploader.results import read_records
+
+
+def upload(target: str, manifest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*upload_argv(target, manifest, *extra)[3:], env=cli_env(API_KEY=API_KEY))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_nothing_listening_stops_at_once_and_leaves_no_ambiguous_row(tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = samples.write_dataset(tmp_path, 100, sizes=(1000,))
+    started = time.monotonic()
+    nobody = upload(f"127.0.0.1:{free_port()}", manifest)
+    assert nobody.returncode == 2 and time.monotonic() - started < 60
+    assert "nothing is listening there (connection refused); nothing was sent" in nobody.stderr
+    assert "Traceback" not in nobody.stderr and "chttp2" not in nobody.stderr  # no gRPC log lines
+    results = manifest.with_name("manifest.jsonl.results.jsonl")
+    assert not results.exists() or read_records(results, journal=True) == []
+    good = upload(served.target, manifest)
+    assert good.returncode == 0 and "possible duplicates" not in good.stderr
+    assert served.emulator.store.count() == 100
+
+
+def test_tls_to_the_plaintext_emulator_says_to_add_insecure(tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = samples.write_dataset(tmp_path, 5, sizes=(1000,))
+    started = time.monotonic()
+    tls = run_cli(str(manifest), "--endpoint", served.target, "--connection-id", "demo-audio",
+                  env=cli_env(API_KEY=API_KEY))
+    assert tls.returncode == 2 and time.monotonic() - started < 30
+    assert "the server speaks plaintext, not TLS: for the emulator add --insecure" in tls.stderr
+    url = run_cli(str(manifest), "--endpoint", "https://api.example:443", env=cli_env(API_KEY=API_KEY))
+    assert url.returncode == 2 and "not a URL: --endpoint api.example:443" in url.stderr
+
+
+def test_an_unknown_connection_is_refused_after_a_few_calls_not_row_by_row(
+        tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = samples.write_dataset(tmp_path, 300, sizes=(1000,))
+    result = run_cli(str(manifest), "--endpoint", served.target, "--insecure", "--connection-id", "no-such-connection",
+                     "--concurrency", "8", env=cli_env(API_KEY=API_KEY))
+    assert result.returncode == 1, result.stderr
+    calls = sum(served.emulator.rejections.values())
+    assert 0 < calls <= 2 * 8
+    assert "connection no-such-connection: the service refused" in result.stderr
+    assert "not sent:" in result.stderr
+    assert len(read_records(manifest.with_name("manifest.jsonl.results.jsonl"))) == calls  # the rest: no line
+    assert served.emulator.store.count() == 0
+
+
+def test_a_90_second_outage_pauses_the_run_and_fails_no_row(tmp_path: Path) -> None:
+    server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY], faults=FaultOptions(latency_ms=40)))
+    proxy = FaultProxy(server.target)
+    try:
+        rows = 400
+        manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
+        proc = start_upload(proxy.target, manifest, "--concurrency", "4")
+        while server.emulator.store.count() < 100:
+            time.sleep(0.05)
+        proxy.set("refuse")
+        time.sleep(90)
+        stored_during = server.emulator.store.count()
+        proxy.set("forward")
+        back = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert time.monotonic() - back < 30  # resumed within seconds of the service's return
+        records = {r["id"]: r for r in read_records(manifest.with_name("manifest.jsonl.results.jsonl"))}
+        assert len(records) == rows and {r["status"] for r in records.values()} == {"uploaded"}
+        assert stored_during < rows and "service unreachable 1 time(s)" in err
+        stored = {t.fields["client_id"] for t in server.emulator.store.talks()}
+        assert len(stored) == rows  # every row arrived
+    finally:
+        proxy.close()
+        server.close()
+
+
+def test_a_half_dead_connection_is_replaced_and_progress_resumes_within_a_minute(tmp_path: Path) -> None:
+    server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY], faults=FaultOptions(latency_ms=50)))
+    proxy = FaultProxy(server.target)
+    try:
+        rows = 300
+        manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
+        proc = start_upload(proxy.target, manifest, "--concurrency", "4")
+        while server.emulator.store.count() < 60:
+            time.sleep(0.05)
+        proxy.set("blackhole")  # the open connection silently drops everything; a new one would work
+        dead = time.monotonic()
+        before = server.emulator.store.count()
+        while server.emulator.store.count() <= before + 4 and time.monotonic() - dead < 90:
+            time.sleep(0.2)
+        resumed = time.monotonic() - dead
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert resumed < 60, f"progress resumed after {resumed:.0f} s"
+        assert "opened a new one 1 time(s)" in err
+    finally:
+        proxy.close()
+        server.close()
+
+
+def test_a_row_with_an_absurd_timestamp_is_that_rows_error_only(tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = tmp_path / "chats.jsonl"
+    rows = []
+    for n in range(11):
+        meta = {**samples.metadata(n), "bot_name": "Bot", "bot_id": "bot-1"}
+        stamp = 1e20 if n == 5 else 1_700_000_000 + n
+        rows.append({"id": f"chat-{n}", "metadata": meta,
+                     "messages": [{"user_id": meta["client_id"], "text": "hello", "timestamp": stamp}]})
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run_cli(str(manifest), "--endpoint", served.target, "--insecure", "--chat-connection-id", "demo-chat",
+                     env=cli_env(API_KEY=API_KEY))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "ExceptionGroup" not in result.stderr
+    outcome = {r["id"]: r for r in read_records(manifest.with_name("chats.jsonl.results.jsonl"))}
+    assert outcome["chat-5"]["code"] == "BAD_CHAT" and "1e+20" in outcome["chat-5"]["error"]
+    assert sum(r["status"] == "uploaded" for r in outcome.values()) == 10
+
+
+def test_a_client_killed_mid_stream_leaves_no_talk(tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = samples.write_dataset(tmp_path, 1, sizes=(8 * 1024 * 1024,))
+    proc = start_upload(served.target, manifest, "--max-mbps", "16")  # about 4 s for the file
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    time.sleep(1.0)
+    assert served.emulator.store.count() == 0  # a stream without the client's half-close is no request
