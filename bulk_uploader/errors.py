@@ -18,7 +18,7 @@ results line; they never reach a caller:
     RowInvalid                 a row cannot be sent (its `code` names the kind)
     CallFailure                a call the service or the network did not complete
 
-gRPC errors are translated to CallFailure in exactly one place, bulk_uploader.transport.classify().
+gRPC errors are translated to CallFailure in exactly one place, bulk_uploader.transport.status.classify().
 """
 
 from __future__ import annotations

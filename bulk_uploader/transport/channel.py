@@ -1,141 +1,33 @@
-"""Stage 4: speak to SpeechSense. The one home of grpc and of the generated code.
-
-Builds request messages from Jobs, drives the calls (UploadAsStream by hand with
-write/done_writing, never with a request iterator, so a read error surfaces as itself),
-and maps every gRPC error to a CallFailure in exactly one place: classify().
-"""
+"""Transport: the channel to the service, the calls the pipeline makes on it, preflight and reconnection."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import re
 import socket
-import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
 from grpc import aio
 
-from bulk_uploader.audio import AudioFormat, AudioInfo
+from bulk_uploader.audio import AudioInfo
 from bulk_uploader.auth import AuthProvider
 from bulk_uploader.chat import ChatMessage
-from bulk_uploader.errors import AuthError, CallFailure, ConfigError
+from bulk_uploader.errors import ConfigError
 from bulk_uploader.model import Job
 from bulk_uploader.options import SearchScope
-from bulk_uploader.proto import iam_pb2, iam_pb2_grpc
 from bulk_uploader.proto import speechsense_pb2 as pb
 from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
-from bulk_uploader.retry import RetryPolicy
+from bulk_uploader.transport.messages import (
+    IDEMPOTENCY_HEADER,
+    audio_metadata,
+    idempotency_key,
+    stream_messages,
+    talk_metadata,
+)
+from bulk_uploader.transport.status import LOST_STATUS, classify, closed_under
 
-PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
-# What gRPC says of a call that never reached the service: no connection (refused, DNS, a
-# TLS handshake that failed) or a stream the server refused (HTTP/2 REFUSED_STREAM, code 7).
-NOT_SENT = re.compile(r"failed to connect to all addresses|errors resolving|DNS resolution failed|"
-                      r"name resolution|empty address list|REFUSED_STREAM|RST_STREAM with error code 7|"
-                      r"[Ss]tream refused", re.IGNORECASE)
-LOST_STATUS = "Internal error from Core"  # what grpc.aio reports in place of a status it lost
 CAUTIOUS_WAIT = 1.0  # seconds a stream retried after a lost answer waits for an early one
-IDEMPOTENCY_HEADER = "idempotency-key"
-_IDEMPOTENCY_NAMESPACE = uuid.UUID("6f3c1a52-43c8-4f0e-9d59-3f0b8d7f2a11")
-
-_CONTAINER = {
-    AudioFormat.WAV: pb.ContainerAudio.CONTAINER_AUDIO_TYPE_WAV,
-    AudioFormat.MP3: pb.ContainerAudio.CONTAINER_AUDIO_TYPE_MP3,
-    AudioFormat.OGG_OPUS: pb.ContainerAudio.CONTAINER_AUDIO_TYPE_OGG_OPUS,
-}
-_ROLE = {"operator": pb.USER_ROLE_OPERATOR, "client": pb.USER_ROLE_CLIENT, "bot": pb.USER_ROLE_BOT}
-
-
-def classify(exc: BaseException, *, request_complete: bool = True, auth_header: str = "") -> CallFailure:
-    """Map a grpc error (or a failure of the call machinery) to a CallFailure."""
-    failure = _classify(exc)
-    failure.request_complete, failure.auth_header = request_complete, auth_header
-    return failure
-
-
-def _classify(exc: BaseException) -> CallFailure:
-    if isinstance(exc, aio.AioRpcError):
-        pushback = None
-        for key, value in exc.trailing_metadata() or ():
-            if key == PUSHBACK_TRAILER:
-                try:
-                    pushback = max(0.0, int(value) / 1000.0)
-                except ValueError:
-                    pass
-        details = exc.details() or exc.code().name
-        failure = CallFailure(exc.code().name, details, pushback)
-        failure.not_sent = exc.code() == grpc.StatusCode.UNAVAILABLE and NOT_SENT.search(details) is not None
-        return failure
-    return CallFailure("UNAVAILABLE", f"{type(exc).__name__}: {exc}")
-
-
-def idempotency_key(connection_id: str, row_key: str) -> str:
-    """A stable Idempotency-Key for a row: the same on every attempt and every run.
-
-    It is uuid5(namespace, connection + row key), formatted here directly: building UUID
-    objects is a measurable share of the per-row cost with small files.
-    """
-    digest = bytearray(hashlib.sha1(_IDEMPOTENCY_NAMESPACE.bytes + f"{connection_id}\x00{row_key}".encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def talk_metadata(job: Job) -> pb.TalkMetadata:
-    """TalkMetadata for a job: connection, fields and users."""
-    return pb.TalkMetadata(
-        connection_id=job.connection_id,
-        fields=job.fields,
-        users=[pb.UserMetadata(id=u.id, role=_ROLE[u.role], fields=u.fields) for u in job.users],
-    )
-
-
-def audio_metadata(info: AudioInfo) -> pb.AudioMetadata:
-    """AudioMetadata for a checked file: its container, or raw LPCM with rate and channels."""
-    if info.format is AudioFormat.PCM:
-        return pb.AudioMetadata(
-            raw_audio=pb.RawAudio(
-                audio_encoding=pb.RawAudio.AUDIO_ENCODING_LINEAR16_PCM,
-                sample_rate_hertz=info.sample_rate or 0,
-                audio_channel_count=info.channels or 0,
-            )
-        )
-    return pb.AudioMetadata(container_audio=pb.ContainerAudio(container_audio_type=_CONTAINER[info.format]))
-
-
-def _chunk_message(chunk: bytes) -> pb.StreamTalkRequest:
-    """A StreamTalkRequest carrying one audio chunk, with the bytes copied once.
-
-    pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(chunk=pb.AudioChunk(data=chunk)))
-    copies the chunk into each nested message in turn: three copies of every MiB.
-    """
-    message = pb.StreamTalkRequest()
-    message.audio.chunk.data = chunk
-    return message
-
-
-def _closed_under(auth: str, *, request_complete: bool = True) -> BaseException:
-    """What a call raises when asyncio cancelled it: our own cancellation stays one; a call
-    cancelled because its channel was closed under it (a stalled connection replaced) is a
-    failure like any lost connection (UNAVAILABLE), whose outcome is unknown once its request had left."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        return asyncio.CancelledError()
-    return CallFailure("UNAVAILABLE", "the call's connection was closed while it was in flight",
-                       request_complete=request_complete, auth_header=auth)
-
-
-async def _stream_messages(job: Job, info: AudioInfo, chunks: AsyncIterator[bytes]
-                           ) -> AsyncIterator[tuple[pb.StreamTalkRequest, int]]:
-    """An UploadAsStream's messages in order, each with the audio bytes it carries."""
-    yield pb.StreamTalkRequest(metadata=talk_metadata(job)), 0
-    yield pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(audio_metadata=audio_metadata(info))), 0
-    async for chunk in chunks:
-        yield _chunk_message(chunk), len(chunk)
 
 
 async def _early_answer(call: aio.StreamUnaryCall, seconds: float) -> None:
@@ -261,7 +153,7 @@ class Transport:
         except aio.AioRpcError as exc:
             raise classify(exc, auth_header=auth) from None
         except asyncio.CancelledError:
-            raise _closed_under(auth) from None
+            raise closed_under(auth) from None
 
     async def upload(self, job: Job, data: bytes, info: AudioInfo, timeout: float) -> str:
         """Send a whole file in one Upload; returns the talk id or raises CallFailure."""
@@ -322,7 +214,7 @@ class Transport:
         try:
             try:
                 written = 0
-                async for message, audio_bytes in _stream_messages(job, info, chunks):
+                async for message, audio_bytes in stream_messages(job, info, chunks):
                     if cautious and 0 < written <= 3:  # after the metadata, the audio metadata, the first chunk
                         await _early_answer(call, CAUTIOUS_WAIT)
                     if call.done():
@@ -350,56 +242,10 @@ class Transport:
                 failure.status_lost = not complete and failure.code == "INTERNAL" and LOST_STATUS in failure.message
                 raise failure from None
             except asyncio.CancelledError:
-                raise _closed_under(auth, request_complete=complete) from None
+                raise closed_under(auth, request_complete=complete) from None
             return str(response.talk_id)
         finally:
             if not call.done():
                 call.cancel()
 
 
-DEFAULT_IAM_ENDPOINT = "iam.api.cloud.yandex.net:443"
-
-
-class IamTokenExchange:
-    """Exchanges a service account's signed JWT for an IAM token (IamTokenService.Create).
-
-    A channel per exchange: it happens about once an hour. Transient answers are tried
-    again under `retry` (by default three more times, a few seconds apart); anything else
-    raises AuthError, which stops the run.
-    """
-
-    def __init__(self, endpoint: str = DEFAULT_IAM_ENDPOINT, *, insecure: bool = False, timeout: float = 30.0,
-                 retry: RetryPolicy | None = None) -> None:
-        self.endpoint = endpoint
-        self.insecure = insecure
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy(retries=3, backoff_base=1.0, backoff_max=4.0)
-
-    async def __call__(self, jwt: str) -> tuple[str, float]:
-        """(IAM token, seconds it lives)."""
-        attempts = self.retry.attempts()
-        while True:
-            try:
-                response = await self._create(jwt)
-                break
-            except CallFailure as failure:
-                try:
-                    await attempts.after(failure)
-                except CallFailure:
-                    raise AuthError(f"the IAM token service at {self.endpoint} gave no token for the service "
-                                    f"account key ({failure})") from None
-        if not response.iam_token:
-            raise AuthError(f"the IAM token service at {self.endpoint} answered without a token")
-        lifetime = response.expires_at.seconds + response.expires_at.nanos / 1e9 - time.time()
-        return response.iam_token, (max(1.0, lifetime) if response.HasField("expires_at") else 12 * 3600.0)
-
-    async def _create(self, jwt: str) -> iam_pb2.CreateIamTokenResponse:
-        channel = (aio.insecure_channel(self.endpoint) if self.insecure
-                   else aio.secure_channel(self.endpoint, grpc.ssl_channel_credentials()))
-        try:
-            stub = iam_pb2_grpc.IamTokenServiceStub(channel)
-            return await stub.Create(iam_pb2.CreateIamTokenRequest(jwt=jwt), timeout=self.timeout)
-        except aio.AioRpcError as exc:
-            raise classify(exc) from None
-        finally:
-            await channel.close()

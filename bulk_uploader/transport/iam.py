@@ -1,0 +1,60 @@
+"""IamTokenExchange: a service account's signed JWT exchanged for an IAM token (IamTokenService.Create)."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+from grpc import aio
+
+from bulk_uploader.errors import AuthError, CallFailure
+from bulk_uploader.proto import iam_pb2, iam_pb2_grpc
+from bulk_uploader.retry import RetryPolicy
+from bulk_uploader.transport.status import classify
+
+DEFAULT_IAM_ENDPOINT = "iam.api.cloud.yandex.net:443"
+
+
+class IamTokenExchange:
+    """Exchanges a service account's signed JWT for an IAM token (IamTokenService.Create).
+
+    A channel per exchange: it happens about once an hour. Transient answers are tried
+    again under `retry` (by default three more times, a few seconds apart); anything else
+    raises AuthError, which stops the run.
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_IAM_ENDPOINT, *, insecure: bool = False, timeout: float = 30.0,
+                 retry: RetryPolicy | None = None) -> None:
+        self.endpoint = endpoint
+        self.insecure = insecure
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy(retries=3, backoff_base=1.0, backoff_max=4.0)
+
+    async def __call__(self, jwt: str) -> tuple[str, float]:
+        """(IAM token, seconds it lives)."""
+        attempts = self.retry.attempts()
+        while True:
+            try:
+                response = await self._create(jwt)
+                break
+            except CallFailure as failure:
+                try:
+                    await attempts.after(failure)
+                except CallFailure:
+                    raise AuthError(f"the IAM token service at {self.endpoint} gave no token for the service "
+                                    f"account key ({failure})") from None
+        if not response.iam_token:
+            raise AuthError(f"the IAM token service at {self.endpoint} answered without a token")
+        lifetime = response.expires_at.seconds + response.expires_at.nanos / 1e9 - time.time()
+        return response.iam_token, (max(1.0, lifetime) if response.HasField("expires_at") else 12 * 3600.0)
+
+    async def _create(self, jwt: str) -> iam_pb2.CreateIamTokenResponse:
+        channel = (aio.insecure_channel(self.endpoint) if self.insecure
+                   else aio.secure_channel(self.endpoint, grpc.ssl_channel_credentials()))
+        try:
+            stub = iam_pb2_grpc.IamTokenServiceStub(channel)
+            return await stub.Create(iam_pb2.CreateIamTokenRequest(jwt=jwt), timeout=self.timeout)
+        except aio.AioRpcError as exc:
+            raise classify(exc) from None
+        finally:
+            await channel.close()
