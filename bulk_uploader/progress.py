@@ -75,6 +75,8 @@ def status_line(stats: RunStats) -> str:
     ]
     if stats.valid:
         parts.insert(1, f"valid {stats.valid}")
+    if stats.reads.total or stats.settling:
+        parts.insert(-3, f"settling {stats.settling}, reads {stats.reads.total} (refused {stats.reads.refused})")
     return " | ".join(parts)
 
 

@@ -24,6 +24,7 @@ class RunSummary:
     rate: UploadRate | None = None  # dry run: measured by earlier runs, for the time estimate
     given_rate: float = 0.0  # dry run: --estimate-rate, files/s
     failure: BulkUploadError | None = None  # what stopped the run part-way, for every row alike
+    read_budget: str | None = None  # with --dedupe-key: the reads this run was allowed, described
 
     @property
     def exit_code(self) -> int:
@@ -64,9 +65,12 @@ class RunSummary:
         out = []
         if s.throttled:
             out.append(f"throttled {s.throttled} time(s); concurrency ended at {s.concurrency}")
-        if s.reconciled or s.searches:
-            out.append(f"found already stored by Search after an unknown outcome (not re-sent): {s.reconciled} "
-                       f"of {s.searches} Search call(s)")
+        if s.settled:
+            out.append(f"settled by reads after an unknown outcome: {s.settled} time(s); {s.reconciled} row(s) found "
+                       f"stored (not sent again), {s.not_stored} time(s) found not stored (sent again)")
+        if self.read_budget is not None:
+            out.append(f"reads: {s.reads.total} (Search {s.reads.searches}, Get {s.reads.gets}), refused by the "
+                       f"service {s.reads.refused}; budget {self.read_budget}")
         if s.token_refreshes:
             out.append(f"IAM token refreshed after a refusal: {s.token_refreshes} time(s)")
         if s.resent_after_unknown:
