@@ -7,7 +7,10 @@ there. Rows with a dedupe key are settled here, in batches rather than one by on
 - a row waits until `delay` seconds have passed since its last unknown attempt (since the
   run began, for an attempt of an earlier run): how soon Search sees a new talk is not
   documented, and a Search that runs ahead of the index would send the row twice;
-- then one Search asks about up to SEARCH_VALUES rows of a connection at once (an
+- rows are asked about in rounds, at most one every half the delay (and a second): the
+  rows ready by a round go together, so the reads grow with how long unknown outcomes
+  keep coming rather than with how many there are;
+- in a round, one Search asks about up to SEARCH_VALUES rows of a connection at once (an
   AnyMatchFilter ORs their values), and one Get per 100 ids it returns says which row
   each talk belongs to (Search answers ids only);
 - a talk is taken as the row's only when every metadata field of the row matches; a talk
@@ -32,6 +35,7 @@ from bulk_uploader.model import Job, TalkRecord, differing_fields
 from bulk_uploader.stats import RunStats
 
 UNSETTLED = "UNSETTLED"  # the code of a row left ambiguous because no read could settle it
+SPACING, MIN_SPACING = 0.5, 1.0  # rounds of reads: half the delay apart, and at least a second
 
 
 class SettleConflict(Exception):
@@ -63,6 +67,9 @@ class Settler:
         self.delay = delay
         self.clock = clock
         self.stats = stats
+        # Rounds are at least this far apart: rows that become ready meanwhile go together, so
+        # the reads grow with how long unknown outcomes keep coming, not with how many there are.
+        self.spacing = max(MIN_SPACING, delay * SPACING)
         self._asks: list[_Ask] = []
         self._arrived = asyncio.Event()
         self._stopped = False
@@ -92,32 +99,32 @@ class Settler:
             _answer(ask, CallFailure(UNSETTLED, "not settled: the run stopped first"))
 
     async def run(self) -> None:
-        """Settle batches as their rows become ready, until cancelled."""
+        """Settle rows in rounds as they become ready, until cancelled."""
+        next_round = float("-inf")
         while True:
             if not self._asks:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            wait = min(ask.ready_at for ask in self._asks) - self.clock.monotonic()
+            wait = max(min(ask.ready_at for ask in self._asks), next_round) - self.clock.monotonic()
             if wait > 0:
                 await self.clock.sleep(wait)
                 continue
-            await self.lookup.gate.ready()  # rows that become ready meanwhile join this batch
-            batch = self._batch()
-            if batch:  # (none when the run stopped meanwhile)
+            await self.lookup.gate.ready()  # rows that become ready meanwhile join this round
+            next_round = self.clock.monotonic() + self.spacing
+            for batch in self._round():
                 await self._settle(batch)
 
-    def _batch(self) -> list[_Ask]:
-        """Up to SEARCH_VALUES ready rows of the connection whose row has waited longest."""
+    def _round(self) -> list[list[_Ask]]:
+        """The rows ready now, in batches of up to SEARCH_VALUES rows of one connection."""
         now = self.clock.monotonic()
         ready = sorted((ask for ask in self._asks if ask.ready_at <= now), key=lambda ask: ask.ready_at)
-        if not ready:
-            return []
-        connection = ready[0].job.connection_id
-        batch = [ask for ask in ready if ask.job.connection_id == connection][:SEARCH_VALUES]
-        for ask in batch:
-            self._asks.remove(ask)
-        return batch
+        self._asks = [ask for ask in self._asks if ask.ready_at > now]
+        by_connection: dict[str, list[_Ask]] = defaultdict(list)
+        for ask in ready:
+            by_connection[ask.job.connection_id].append(ask)
+        return [asks[start:start + SEARCH_VALUES] for asks in by_connection.values()
+                for start in range(0, len(asks), SEARCH_VALUES)]
 
     async def _settle(self, batch: list[_Ask]) -> None:
         assert batch[0].job.dedupe is not None
