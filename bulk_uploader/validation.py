@@ -41,6 +41,11 @@ def _string_map(value: Any, what: str) -> dict[str, str]:
     return out
 
 
+def talk_fields(data: dict[str, Any]) -> dict[str, str]:
+    """The metadata fields a manifest row's talk is sent with (RowInvalid when they cannot be read)."""
+    return _string_map(data.get("metadata"), "metadata")
+
+
 def _int(value: Any, name: str) -> int | None:
     if value is None or value == "":
         return None
