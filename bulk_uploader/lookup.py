@@ -2,9 +2,11 @@
 
 Every call first takes its turn at the ReadGate. A refusal for the quota
 (RESOURCE_EXHAUSTED) is not a failure: the gate holds every read for the pushback and
-the call goes again, as often as it takes. Any other failure goes through the run's
-RetryPolicy (credential refresh, backoff, a limited number of retries) and is raised
-when that gives up; the caller then leaves its rows unsettled rather than failing them.
+the call goes again, as often as it takes, unless the service has refused it for
+`patience` seconds on end (as for uploads: 10 minutes of nothing but refusals). Any
+other failure goes through the run's RetryPolicy (credential refresh, backoff, a limited
+number of retries). A failure is raised to the caller, which then leaves its rows
+unsettled rather than failing them.
 """
 
 from __future__ import annotations
@@ -30,17 +32,19 @@ class Lookup:
     """Search and Get within a budget; `stats` counts the calls made and the refusals."""
 
     def __init__(self, transport: Transport, scope: SearchScope, gate: ReadGate, policy: RetryPolicy,
-                 timeout: float, stats: ReadStats) -> None:
+                 timeout: float, stats: ReadStats, patience: float = 600.0) -> None:
         self.transport = transport
         self.scope = scope
         self.gate = gate
         self.policy = policy
         self.timeout = timeout
         self.stats = stats
+        self.patience = patience  # seconds of nothing but refusals before a read gives up
 
     async def _read(self, rpc: str, call: Callable[[], Awaitable[T]]) -> T:
         """One read, made as often as it takes: every call counted, refused and failed ones too."""
         attempts = self.policy.attempts()
+        refused_since: float | None = None
         while True:
             await self.gate.take()
             if rpc == "Search":
@@ -52,6 +56,10 @@ class Lookup:
             except CallFailure as failure:
                 if failure.code == "RESOURCE_EXHAUSTED":
                     self.stats.refused += 1
+                    now = self.gate.clock.monotonic()
+                    refused_since = now if refused_since is None else refused_since
+                    if now - refused_since > self.patience:
+                        raise
                     self.gate.refused(failure.pushback)
                     continue
                 await attempts.after(failure)  # raises when the policy gives up

@@ -14,7 +14,7 @@ The gate counts every call it lets through, refused ones too, over sliding windo
 fixed window the service counts in then holds no more than the budget), and a refusal
 by the service (RESOURCE_EXHAUSTED: the analysts, or other clients, spent the quota) holds
 every read for the server's pushback or a backoff growing from 1 s to a minute, whichever
-is longer. Reads wait; they never fail a row for the quota.
+is longer. Reads wait; they never fail a row for the quota (bulk_uploader.lookup).
 """
 
 from __future__ import annotations

@@ -112,8 +112,8 @@ class RowCheck:
 
     def record(self) -> dict[str, Any]:
         """The report line's fields."""
-        out = {"id": self.id, "talk_id": self.talk_id, "status": self.status,
-               "processing_state": self.processing_state, "line": self.line}
+        out: dict[str, Any] = {"id": self.id, "talk_id": self.talk_id, "status": self.status,
+                               "processing_state": self.processing_state, "line": self.line}
         if self.differing_keys:
             out["differing_keys"] = self.differing_keys
         return out

@@ -182,6 +182,11 @@ async def test_reads_that_fail_leave_the_rows_unsettled_and_refusals_only_wait()
     outcomes = await settle_all(settler, clock, [(job(0), clock.monotonic())], 60.0)
     assert isinstance(outcomes[0], CallFailure) and outcomes[0].code == "UNAVAILABLE"
     assert "not settled: Search/Get failed" in outcomes[0].message
+    # Refused for longer than the patience (600 s): the read gives up, and the row stays unsettled.
+    transport.failures = [CallFailure("RESOURCE_EXHAUSTED", "read quota", pushback=None)] * 30
+    outcomes = await settle_all(settler, clock, [(job(0), clock.monotonic())], 3600.0)
+    assert isinstance(outcomes[0], CallFailure) and outcomes[0].code == "RESOURCE_EXHAUSTED"
+    assert 12 <= 30 - len(transport.failures) <= 16  # about 10 minutes of tries, a minute apart at most
 
 
 async def test_a_stop_leaves_waiting_rows_unsettled() -> None:

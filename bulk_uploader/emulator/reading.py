@@ -46,7 +46,7 @@ class Processing:
         if self.delay < 0 or self.time < 0 or not 0.0 <= self.failure_rate <= 1.0:
             raise ValueError("processing delay and time must not be negative, the failure rate in [0, 1]")
 
-    def state(self, talk_id: str, age: float) -> int:
+    def state(self, talk_id: str, age: float) -> pb.ProcessingState.ValueType:
         """The processing state of a talk stored `age` seconds ago."""
         if age < self.delay:
             return pb.PROCESSING_STATE_NOT_STARTED

@@ -150,7 +150,7 @@ def _settler(options: UploadOptions, transport: Transport, stats: RunStats, cloc
     policy = RetryPolicy(retries=options.retries, backoff_base=options.backoff_base, backoff_max=options.backoff_max,
                          credentials=options.credentials, clock=clock)
     lookup = Lookup(transport, options.search_scope, ReadGate(options.read_budget, clock), policy, options.timeout,
-                    stats.reads)
+                    stats.reads, options.throttle_patience)
     return Settler(lookup, options.dedupe_key, options.settle_delay, clock, stats)
 
 
