@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,3 +148,23 @@ def test_verify_refuses_what_it_cannot_check(tmp_path: Path, served: ThreadedEmu
     bad_sample = verify(served, manifest, "--sample", "0")
     assert bad_sample.returncode == 2 and "--sample must be above 0" in bad_sample.stderr
     assert "Traceback" not in missing.stderr + elsewhere.stderr + no_key.stderr + bad_sample.stderr
+
+
+def test_an_interrupted_verify_reports_what_it_checked(tmp_path: Path) -> None:
+    server = emulator(tmp_path, processing=Processing(delay=0, time=3600))
+    try:
+        manifest = samples.write_dataset(tmp_path, 30, sizes=(2000,))
+        upload(server, manifest)
+        proc = subprocess.Popen([sys.executable, "-m", "bulk_uploader", "verify", str(manifest), "--endpoint", server.target,
+                                 "--insecure", "--wait", "--poll-interval", "0.5"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=cli_env(API_KEY=API_KEY))
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("verify: 30 uploaded row(s) to check")
+        assert proc.stdout.readline().startswith("waiting: 30 talk(s) still processing")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert "Interrupted 30 row(s)" in out and "processing: PROCESSING 30" in out and "Traceback" not in err
+        assert {r["processing_state"] for r in report(manifest).values()} == {"PROCESSING"}  # every row reported
+    finally:
+        server.close()
