@@ -106,6 +106,7 @@ def test_lost_answer_storm(tmp_path: Path, served: ThreadedEmulator, dedupe: boo
         assert served.emulator.store.duplicates(ROW_KEY) == {}
         assert "possible duplicates" not in result.stderr
     else:
+        assert served.emulator.reads == 0  # no dedupe key, nothing to read
         assert stored_duplicates == served.emulator.answers_lost > 0
         # An upper bound: every UNAVAILABLE/INTERNAL before a re-send is counted too.
         assert possible_duplicates(result.stderr) >= stored_duplicates
