@@ -3,6 +3,7 @@
     ManifestRow  a manifest line as read (manifest)           -> Job     a checked row (validation)
     Job          filled in by the reader (bytes read ahead)    -> RowResult  its outcome (results file)
     KeySet       a compact set of row keys (resume, duplicate ids, dedupe values)
+    TalkRecord   a stored talk as Get returns it (settling unknown outcomes, verify)
 
 No stage module defines a type another stage fills in; they all live here.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from array import array
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -238,3 +240,20 @@ _RESULT_FIELDS = tuple(f.name for f in fields(RowResult))
 encode_json = json.JSONEncoder(ensure_ascii=False).encode  # made once: json.dumps(ensure_ascii=False) builds one per call
 
 
+
+
+@dataclass(frozen=True, slots=True)
+class TalkRecord:
+    """A talk as the service's Get returns it: what a row is compared with."""
+
+    id: str
+    connection_id: str
+    fields: dict[str, str]  # the metadata fields given at upload
+    processing_state: str  # NOT_STARTED, PROCESSING, SUCCESS, FAILED (or UNSPECIFIED)
+
+
+def differing_fields(row: Mapping[str, str], talk: Mapping[str, str]) -> list[str]:
+    """The row's metadata keys the talk lacks or holds another value for, compared as text.
+
+    Keys the talk has beyond the row's are not counted: the service may add its own."""
+    return sorted(key for key, value in row.items() if talk.get(key) != value)

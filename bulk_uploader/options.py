@@ -15,11 +15,19 @@ from bulk_uploader import media_extra
 from bulk_uploader.auth import AuthProvider
 from bulk_uploader.errors import ConfigError
 from bulk_uploader.mapping import ColumnMapping
+from bulk_uploader.reads import ReadBudget
 from bulk_uploader.schema import ConnectionSchema
 from bulk_uploader.shard import Shard
 from bulk_uploader.textfile import MANIFEST_SUFFIXES, TextFormat
 
 DEFAULT_ENDPOINT = "api.speechsense.yandexcloud.net:443"
+# How Search names the metadata given at upload, as the documentation's search guide does
+# (`userMeta.ticket_id`); the .proto comment says `user.`.
+DEFAULT_SEARCH_PREFIX = "userMeta."
+# Seconds after an unknown outcome before a read asks whether the talk is stored. How soon
+# Search sees a new talk is not documented: a minute is many times a search index's usual
+# refresh, and costs a run at most a minute at its end.
+DEFAULT_SETTLE_DELAY = 60.0
 MiB = 1024 * 1024
 
 
@@ -91,11 +99,14 @@ class UploadOptions:
     dry_run: bool = False
     estimate_rate: float = 0.0  # dry run: files/s for the time estimate (0: measure from the results file)
     grace: float = 10.0  # seconds in-flight uploads get to finish after the first Ctrl-C
-    # Exactly once: a metadata key unique per row; after an unknown outcome, Search for it
-    # (within search_scope) before sending again.
+    # Exactly once: a metadata key unique per row; after an unknown outcome, rows are settled
+    # in batches (Search for their values within search_scope, Get the talks found) at least
+    # settle_delay seconds later, before anything is sent again; reads keep to read_budget.
     dedupe_key: str | None = None
     search_scope: SearchScope = SearchScope()
-    search_user_prefix: str = "user."  # how Search names user metadata keys (unknown: user. or userMeta.)
+    search_user_prefix: str = DEFAULT_SEARCH_PREFIX  # Search key = prefix + the dedupe key
+    settle_delay: float = DEFAULT_SETTLE_DELAY
+    read_budget: ReadBudget = ReadBudget()
     rps: float = 0.0  # requests per second cap (0: none)
     max_mbps: float = 0.0  # audio bandwidth cap in megabits per second (0: none)
     throttle_patience: float = 600.0  # seconds of nothing but RESOURCE_EXHAUSTED before rows fail
@@ -133,6 +144,8 @@ class UploadOptions:
             raise ConfigError("--rps, --max-mbps and --estimate-rate must not be negative")
         if self.dedupe_key is not None and not self.dedupe_key.strip():
             raise ConfigError("--dedupe-key is empty")
+        if self.settle_delay < 0:
+            raise ConfigError("--settle-delay must not be negative")
         if not self.dry_run and self.credentials is None:
             raise ConfigError("no credentials: set API_KEY or IAM_TOKEN, or pass --api-key-file/--iam-token-file")
 

@@ -78,6 +78,8 @@ def status_line(stats: RunStats) -> str:
     ]
     if stats.valid:
         parts.insert(1, f"valid {stats.valid}")
+    if stats.reads.total or stats.settling:
+        parts.insert(-3, f"settling {stats.settling}, reads {stats.reads.total} (refused {stats.reads.refused})")
     if stats.unreachable_since is not None:
         parts.insert(0, f"service unreachable for {time.monotonic() - stats.unreachable_since:.0f} s, waiting")
     return " | ".join(parts)

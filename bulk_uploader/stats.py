@@ -8,6 +8,20 @@ from dataclasses import dataclass, field
 
 
 @dataclass
+class ReadStats:
+    """Reads (Search and Get) a run or a verify made, and how the service answered them."""
+
+    searches: int = 0
+    gets: int = 0
+    refused: int = 0  # refused by the service for its quota (RESOURCE_EXHAUSTED): waited for, never failed a row
+
+    @property
+    def total(self) -> int:
+        """Read calls made, refused ones included."""
+        return self.searches + self.gets
+
+
+@dataclass
 class RunStats:
     """Plain counters; reporters read them from their own thread without locking (ints only)."""
 
@@ -29,7 +43,10 @@ class RunStats:
     calls: int = 0  # upload calls on the wire now
     concurrency: int = 0  # calls allowed in flight now (lowered by throttling)
     throttled: int = 0  # RESOURCE_EXHAUSTED answers
-    searches: int = 0  # reconciliation Searches made
+    reads: ReadStats = field(default_factory=ReadStats)  # Search and Get calls settling unknown outcomes
+    settling: int = 0  # rows waiting now for a batch of reads to settle them
+    settled: int = 0  # rows whose unknown outcome a batch of reads settled (found, or known not stored)
+    not_stored: int = 0  # of those, rows the reads found not stored (sent again)
     reconciled: int = 0  # rows found stored by Search instead of being sent again
     resent_after_unknown: int = 0  # rows uploaded again after an unknown outcome, no dedupe key
     possible_duplicates: int = 0  # talks those re-sends may have duplicated

@@ -41,6 +41,11 @@ def _string_map(value: Any, what: str) -> dict[str, str]:
     return out
 
 
+def talk_fields(data: dict[str, Any]) -> dict[str, str]:
+    """The metadata fields a manifest row's talk is sent with (RowInvalid when they cannot be read)."""
+    return _string_map(data.get("metadata"), "metadata")
+
+
 def _int(value: Any, name: str) -> int | None:
     if value is None or value == "":
         return None
@@ -108,7 +113,7 @@ class Validator:
         schemas: Sequence[ConnectionSchema],
         *,
         dedupe_key: str | None = None,
-        user_key_prefix: str = "user.",
+        search_prefix: str = "userMeta.",
         chat_connection_id: str | None = None,
         assume_timezone: tzinfo | None = None,
         max_chat_bytes: int = 4 * 1024 * 1024,
@@ -122,7 +127,7 @@ class Validator:
         self.max_chat_bytes = max_chat_bytes
         self.schemas = schemas
         self.dedupe_key = dedupe_key
-        self.user_key_prefix = user_key_prefix
+        self.search_prefix = search_prefix  # how Search names a talk metadata key
         self._dedupe_values = KeySet()
 
     def _connection_of(self, data: dict[str, Any], is_chat: bool) -> str:
@@ -135,26 +140,24 @@ class Validator:
         if self.dedupe_key is None or row.problem is not None:
             return
         data = row.data
-        metadata, users = data.get("metadata"), data.get("users")
+        metadata = data.get("metadata")
         value = metadata.get(self.dedupe_key) if isinstance(metadata, dict) else None
-        if value in (None, "") and isinstance(users, list):
-            value = next((u["fields"][self.dedupe_key] for u in users if isinstance(u, dict)
-                          and isinstance(u.get("fields"), dict) and u["fields"].get(self.dedupe_key)), None)
         if value not in (None, ""):
             self._dedupe_values.add(f"{self._connection_of(data, _is_chat(data))}\x00{as_text(value)}")
 
     def dedupe(self, job: Job) -> Job:
-        """Attach the (Search key, value) that identifies the row's talk; RowInvalid if it has none or shares it."""
+        """Attach the (Search key, value) that identifies the row's talk; RowInvalid if it has none or shares it.
+
+        The key is the talk metadata's (the connection's keys), searched as prefix + key
+        (`userMeta.<key>` by default). Participants' fields are not searchable in any
+        documented way, so a value there does not count."""
         key = self.dedupe_key
         if key is None:
             return job
-        if job.fields.get(key):
-            found = (key, job.fields[key])
-        else:
-            values = [u.fields[key] for u in job.users if u.fields.get(key)]
-            if not values:
-                raise RowInvalid(f"--dedupe-key {key}: the row has no {key!r} in its metadata", "NO_DEDUPE_KEY")
-            found = (self.user_key_prefix + key, values[0])
+        if not job.fields.get(key):
+            where = " (participants' fields are not searchable)" if any(u.fields.get(key) for u in job.users) else ""
+            raise RowInvalid(f"--dedupe-key {key}: the row has no {key!r} in its metadata{where}", "NO_DEDUPE_KEY")
+        found = (self.search_prefix + key, job.fields[key])
         if not self._dedupe_values.add(f"{job.connection_id}\x00{found[1]}"):
             raise RowInvalid(
                 f"--dedupe-key {key}: value {found[1]!r} is shared with an earlier row, so it cannot tell them apart",

@@ -26,10 +26,11 @@ from bulk_uploader.cli.upload_args import (
     ExactlyOnceArgs,
     MigrationArgs,
     OutputArgs,
+    ReadArgs,
     SpeedArgs,
 )
 
-GROUPS = (DestinationArgs, AuthArgs, SpeedArgs, ExactlyOnceArgs, MigrationArgs, OutputArgs)
+GROUPS = (DestinationArgs, AuthArgs, SpeedArgs, ExactlyOnceArgs, ReadArgs, MigrationArgs, OutputArgs)
 # Modules only the other commands need: the emulator (and sqlite3), cryptography, the manifest builder.
 OTHER_COMMANDS_ONLY = ("bulk_uploader.emulator", "sqlite3", "cryptography", "bulk_uploader.builder",
                        "bulk_uploader.sakey")
@@ -106,7 +107,7 @@ def test_upload_help_lists_every_option_under_its_group() -> None:
     assert result.returncode == 0, result.stderr
     expected = {"--" + field.name.replace("_", "-"): group.panel
                 for group in GROUPS for field in dataclasses.fields(group)}
-    assert len(expected) == 39
+    assert len(expected) == 40
     listed = _help_options_by_panel(result.stdout)
     assert listed.pop("--help") == "Options"
     assert listed == expected

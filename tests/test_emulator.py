@@ -240,10 +240,10 @@ async def test_metadata_update_changes_the_stored_talk(stub: pb_grpc.TalkService
     assert (await rejected(stub.Upload(update, metadata=AUTH))).code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_search_any_match_on_fields_and_user_fields(stub: pb_grpc.TalkServiceStub) -> None:
+async def test_search_any_match_on_the_documented_key_form(stub: pb_grpc.TalkServiceStub) -> None:
     ids = []
     for n in range(5):
-        request = upload_request(client_id=f"cl-{n % 2}")
+        request = upload_request(client_id=f"cl-{n % 2}", operator_id=f"op-{n}")
         request.metadata.users.add(id=f"op-{n}", role=pb.USER_ROLE_OPERATOR, fields={"team": "north" if n < 2 else "south"})
         ids.append((await stub.Upload(request, metadata=AUTH)).talk_id)
 
@@ -254,10 +254,16 @@ async def test_search_any_match_on_fields_and_user_fields(stub: pb_grpc.TalkServ
     def any_match(key: str, *values: str, inverse: bool = False) -> pb.Filter:
         return pb.Filter(key=key, any_match=pb.AnyMatchFilter(values=values), inverse=inverse)
 
-    assert list((await search(any_match("client_id", "cl-1"))).talk_ids) == [ids[1], ids[3]]
-    assert list((await search(any_match("client_id", "cl-1", inverse=True))).talk_ids) == [ids[0], ids[2], ids[4]]
-    assert list((await search(any_match("user.team", "north"))).talk_ids) == ids[:2]
-    assert list((await search(any_match("client_id", "cl-0"), any_match("user.team", "south"))).talk_ids) == [ids[2], ids[4]]
+    assert list((await search(any_match("userMeta.client_id", "cl-1"))).talk_ids) == [ids[1], ids[3]]
+    assert list((await search(any_match("userMeta.client_id", "cl-1", inverse=True))).talk_ids) == [ids[0], ids[2], ids[4]]
+    assert list((await search(any_match("userMeta.operator_id", "op-0", "op-4", "op-9"))).talk_ids) == [ids[0], ids[4]]
+    both = await search(any_match("userMeta.client_id", "cl-0"), any_match("userMeta.operator_id", "op-2", "op-3"))
+    assert list(both.talk_ids) == [ids[2]]
+    # Neither a bare field name nor the .proto comment's form (this emulator runs the documented one),
+    # nor a participant's field, is a key Search knows.
+    for key, value in (("client_id", "cl-1"), ("user.client_id", "cl-1"), ("userMeta.team", "north"),
+                       ("userMeta.user:team", "north")):
+        assert list((await search(any_match(key, value))).talk_ids) == [], key
     first = await search(page_size=2)
     assert first.talks_count == 5 and list(first.talk_ids) == ids[:2] and first.next_page_token
     second = await search(page_size=2, token=first.next_page_token)

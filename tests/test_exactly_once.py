@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ from bulk_uploader.emulator import EmulatorOptions, FaultOptions
 from bulk_uploader.results import load_results, read_records
 
 ROW_KEY = "client_id"  # samples.metadata(n) gives every row its own client_id: the dedupe key
+INDEX_LAG = 2.0  # seconds before the emulator's Search sees a new talk
+SETTLE_DELAY = "3"  # seconds the uploads wait after an unknown outcome before asking: more than the lag
 
 
 def command(served: ThreadedEmulator, manifest: Path, *extra: str) -> list[str]:
@@ -31,15 +34,28 @@ def possible_duplicates(stderr: str) -> int:
     return int(found.group(1)) if found else 0
 
 
-def test_sigkill_at_random_moments_then_resume_stores_every_row_exactly_once(tmp_path: Path, served: ThreadedEmulator) -> None:
-    rows = 300
+@pytest.fixture
+def lagging(tmp_path: Path) -> Iterator[ThreadedEmulator]:
+    """The emulator as the documentation describes the service: Search keys `userMeta.<field>`, the read
+    quota enforced, and an index that shows a new talk to Search only 2 s after it was stored."""
+    server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY], store_path=tmp_path / "store.sqlite3",
+                                              index_lag=INDEX_LAG))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_sigkill_at_random_moments_then_resume_stores_every_row_exactly_once(tmp_path: Path, lagging: ThreadedEmulator) -> None:
+    rows, served = 300, lagging
     manifest = samples.write_dataset(tmp_path, rows, sizes=(1500, 30_000, 5 * 1024 * 1024), distinct_files=30)
     results = manifest.with_name("manifest.jsonl.results.jsonl")
     # About 40 rows/s, so the migration spans the kills below.
     served.emulator.set_faults(FaultOptions(latency_ms=60, jitter_ms=60, lose_answer_rate=0.05,
                                             error_rates={"UNAVAILABLE": 0.05, "INTERNAL": 0.05}, seed=3))
     rng = random.Random(11)
-    argv = command(served, manifest, "--dedupe-key", ROW_KEY, "--concurrency", "4", "--quiet")
+    argv = command(served, manifest, "--dedupe-key", ROW_KEY, "--concurrency", "4", "--quiet",
+                   "--settle-delay", SETTLE_DELAY)
     kills = 0
     for _ in range(20):
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(API_KEY=API_KEY))
@@ -62,8 +78,9 @@ def test_sigkill_at_random_moments_then_resume_stores_every_row_exactly_once(tmp
     assert served.emulator.store.duplicates(ROW_KEY) == {}
     reconciled = [r for r in read_records(results) if r.get("reconciled")]
     print(f"kills {kills}: stored {served.emulator.store.count()}, answers lost {served.emulator.answers_lost}, "
-          f"rows settled by Search {len(reconciled)}")
+          f"rows settled by Search {len(reconciled)}, reads {served.emulator.reads}")
     assert served.emulator.answers_lost == 0 or reconciled  # lost answers were found by Search, not re-sent
+    assert served.emulator.reads_refused == 0
 
 
 @pytest.mark.parametrize("dedupe", [True, False])
@@ -74,7 +91,7 @@ def test_lost_answer_storm(tmp_path: Path, served: ThreadedEmulator, dedupe: boo
     # INTERNAL): the latter are indistinguishable from a lost answer, so they count as possible.
     served.emulator.set_faults(FaultOptions(lose_answer_rate=0.05, seed=5, error_rates={
         "RESOURCE_EXHAUSTED": 0.1, "UNAVAILABLE": 0.05, "INTERNAL": 0.05}))
-    extra = ("--dedupe-key", ROW_KEY) if dedupe else ()
+    extra = ("--dedupe-key", ROW_KEY, "--settle-delay", "0.5") if dedupe else ()
     result = run_cli(*command(served, manifest, "--concurrency", "16", *extra)[3:], env=cli_env(API_KEY=API_KEY))
     assert result.returncode == 0, result.stderr
     records = {r["id"]: r for r in read_records(manifest.with_name("manifest.jsonl.results.jsonl"))}
@@ -89,6 +106,7 @@ def test_lost_answer_storm(tmp_path: Path, served: ThreadedEmulator, dedupe: boo
         assert served.emulator.store.duplicates(ROW_KEY) == {}
         assert "possible duplicates" not in result.stderr
     else:
+        assert served.emulator.reads == 0  # no dedupe key, nothing to read
         assert stored_duplicates == served.emulator.answers_lost > 0
         # An upper bound: every UNAVAILABLE/INTERNAL before a re-send is counted too.
         assert possible_duplicates(result.stderr) >= stored_duplicates
@@ -189,7 +207,7 @@ def test_a_results_file_that_fills_up_stops_the_run_clearly_and_a_rerun_finishes
     rows = 400
     manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
     results = manifest.with_name("manifest.jsonl.results.jsonl")
-    argv = command(served, manifest, "--concurrency", "8", "--quiet", "--dedupe-key", ROW_KEY)
+    argv = command(served, manifest, "--concurrency", "8", "--quiet", "--dedupe-key", ROW_KEY, "--settle-delay", "0.5")
     full = subprocess.run([sys.executable, "-c", _WITH_FILE_SIZE_LIMIT, "30000", *argv], capture_output=True,
                           text=True, timeout=120, env=cli_env(API_KEY=API_KEY))
     assert full.returncode == 3, full.stderr  # stopped part-way by its environment: summary and retry command

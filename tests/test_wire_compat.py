@@ -61,7 +61,7 @@ def test_every_declared_message_matches_the_sdk_field_by_field(sdk: Callable[[di
     ours = {d.full_name: describe_message(d) for d in our_messages()}
     enums = our_enums()
     theirs = sdk({"op": "describe", "messages": sorted(ours), "enums": sorted(enums)})
-    assert len(ours) >= 22
+    assert len(ours) >= 28
     for name, fields in ours.items():
         for field_name, facts in fields.items():
             assert field_name in theirs[name], f"{name}.{field_name} is not in the vendor's definition"
@@ -69,7 +69,7 @@ def test_every_declared_message_matches_the_sdk_field_by_field(sdk: Callable[[di
     for name, values in enums.items():
         assert values == theirs[name], f"enum {name} differs"
     methods = [m for file in FILES for service in file.services_by_name.values() for m in service.methods]
-    assert len(methods) == 5
+    assert len(methods) == 6
     for method in methods:
         assert theirs["__rpcs__"][method.full_name] == [
             method.input_type.full_name, method.output_type.full_name,
@@ -111,9 +111,35 @@ def _requests() -> list[Message]:
         ),
         pb.SearchTalkResponse(talk_ids=["t1", "t2"], talks_count=2, next_page_token="x"),
         pb.UploadTalkResponse(talk_id="t1"),
+        _get_request(),
+        pb.GetTalkResponse(talk=[_talk()]),
         iam_pb2.CreateIamTokenRequest(jwt="eyJhbGciOiJQUzI1NiJ9.e30.c2ln"),
         iam_pb2.CreateIamTokenResponse(iam_token="t1.abc", expires_at={"seconds": 1_790_000_000, "nanos": 5}),
     ]
+
+
+def _get_request() -> pb.GetTalkRequest:
+    request = pb.GetTalkRequest(organization_id="org", space_id="sp", connection_id="conn-1", project_id="pr",
+                                talk_ids=["t1", "t2"])
+    request.results_mask.SetInParent()  # present and naming no paths: the basic data only
+    return request
+
+
+def _talk() -> pb.Talk:
+    talk = pb.Talk(
+        id="t1", organization_id="org", space_id="sp", connection_id="conn-1", project_ids=["pr"],
+        created_by="sa-1", modified_by="sa-2",
+        talk_fields=[pb.Field(name="client_id", value="cl-1", type=pb.FIELD_TYPE_STRING),
+                     pb.Field(name="date", value="2025-04-24T11:34:19Z", type=pb.FIELD_TYPE_DATE)],
+        talk_state=pb.TalkState(
+            processing_state=pb.PROCESSING_STATE_PROCESSING,
+            algorithm_processing_infos=[pb.AlgorithmProcessingInfo(algorithm=pb.ALGORITHM_SPEECHKIT,
+                                                                   processing_state=pb.PROCESSING_STATE_SUCCESS)],
+        ),
+    )
+    talk.created_at.FromJsonString("2025-04-24T11:34:19.500Z")
+    talk.modified_at.FromJsonString("2025-04-24T11:35:00Z")
+    return talk
 
 
 def test_requests_round_trip_through_the_sdk_classes(sdk: Callable[[dict[str, Any]], Any]) -> None:
@@ -130,3 +156,7 @@ def test_requests_round_trip_through_the_sdk_classes(sdk: Callable[[dict[str, An
     stream_chunk = answers[4]["json"]["audio"]["chunk"]["data"]
     assert stream_chunk  # bytes crossed intact (base64 in JSON)
     assert answers[5]["json"]["textContent"]["messages"][1]["timestamp"] == "2025-04-24T11:34:20.250Z"
+    get = next(a["json"] for r, a in zip(requests, answers, strict=True) if isinstance(r, pb.GetTalkRequest))
+    assert get["resultsMask"] == ""  # the empty mask crossed as present, not dropped
+    talk = next(a["json"] for r, a in zip(requests, answers, strict=True) if isinstance(r, pb.GetTalkResponse))
+    assert talk["talk"][0]["talkState"]["processingState"] == "PROCESSING_STATE_PROCESSING"

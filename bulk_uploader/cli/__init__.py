@@ -6,10 +6,11 @@
     bulk-upload talks STORE            list what an emulator store holds
     bulk-upload manifest FOLDER        build a manifest from another vendor's export
     bulk-upload report RESULTS...      summarise results files, write the rows to retry
+    bulk-upload verify MANIFEST        Get every uploaded row's talk: present, fields_differ or missing
 
 `application` holds the typer app and `main`; `upload`, with its option groups in
 `upload_args` (built by `arggroups`), its credentials in `credentials` and its run in
-`runtime`, is the default command; `tools` holds the others. Importing this package
+`runtime`, is the default command; `verify` checks an upload afterwards; `tools` holds the others. Importing this package
 registers every command on the app.
 """
 
@@ -25,6 +26,6 @@ from bulk_uploader.cli import upload  # noqa: E402, F401
 from bulk_uploader.cli.application import app, main  # noqa: E402
 
 # isort: split
-from bulk_uploader.cli import tools  # noqa: E402, F401
+from bulk_uploader.cli import tools, verify  # noqa: E402, F401
 
 __all__ = ["app", "main"]

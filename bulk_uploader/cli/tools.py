@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import anyio
 import typer
@@ -30,6 +30,7 @@ from bulk_uploader.mapping import load_mapping
 from bulk_uploader.options import UploadOptions
 from bulk_uploader.pipeline import RunSummary
 from bulk_uploader.progress import Reporter, make_reporter
+from bulk_uploader.reads import parse_quota
 from bulk_uploader.schema import load_schemas
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ def _emulator_options(
     sa_keys: list[Path],
     iam_token_ttl: float,
     env: Mapping[str, str],
+    reads: Mapping[str, Any],
 ) -> EmulatorOptions:
     from bulk_uploader.emulator import EmulatorOptions
     from bulk_uploader.emulator.server import DEFAULT_CONNECTIONS
@@ -69,6 +71,7 @@ def _emulator_options(
         token_secret=env.get("EMULATOR_TOKEN_SECRET") or None,
         service_account_keys=tuple(_emulator_sa_key(path) for path in sa_keys),
         iam_token_ttl=iam_token_ttl,
+        **reads,
     )
 
 
@@ -120,14 +123,21 @@ def emulator(
     max_in_flight: Annotated[int, typer.Option(help="Calls in flight cap (RESOURCE_EXHAUSTED beyond)")] = 0,
     lose_answer_rate: Annotated[float, typer.Option(help="Store the talk, then answer UNAVAILABLE")] = 0.0,
     seed: Annotated[Optional[int], typer.Option(help="Seed for the random faults")] = None,
-    user_key_prefix: Annotated[str, typer.Option(help="Search key prefix for user metadata")] = "user.",
+    user_key_prefix: Annotated[str, typer.Option(help="Search key prefix of the metadata given at upload")] = "userMeta.",
+    read_quota: Annotated[str, typer.Option(help="Reads (Search, Get) per project: READS/UNIT,... or off")] = (
+        "20/s,200/min,2000/h,20000/day"),
+    index_lag: Annotated[float, typer.Option(help="Seconds before Search sees a stored talk")] = 0.0,
+    processing_delay: Annotated[float, typer.Option(help="Seconds a talk waits before processing starts")] = 1.0,
+    processing_time: Annotated[float, typer.Option(help="Seconds processing takes")] = 2.0,
+    processing_failure_rate: Annotated[float, typer.Option(help="Share of talks whose processing fails")] = 0.0,
+    lose_every: Annotated[int, typer.Option(help="Answer every Nth new talk but never store it (0: none)")] = 0,
     sa_key: Annotated[
         list[Path], typer.Option(help="Service account key file whose JWTs to accept (made if absent; repeatable)")
     ] = [],  # noqa: B006
     iam_token_ttl: Annotated[float, typer.Option(help="Seconds the IAM tokens it issues live")] = 12 * 3600.0,
 ) -> None:
     """Run the local SpeechSense emulator until SIGINT/SIGTERM."""
-    from bulk_uploader.emulator import FaultOptions
+    from bulk_uploader.emulator import FaultOptions, Processing
 
     try:
         faults = FaultOptions(
@@ -137,10 +147,13 @@ def emulator(
             rps=rps,
             max_in_flight=max_in_flight,
             lose_answer_rate=lose_answer_rate,
+            lose_every=lose_every,
             seed=seed,
         )
+        reads = {"read_quota": parse_quota(read_quota), "index_lag": index_lag, "processing": Processing(
+            delay=processing_delay, time=processing_time, failure_rate=processing_failure_rate)}
         options = _emulator_options(host, port, api_key, iam_token, config, store, faults, user_key_prefix,
-                                    sa_keys=sa_key, iam_token_ttl=iam_token_ttl, env=os.environ)
+                                    sa_keys=sa_key, iam_token_ttl=iam_token_ttl, env=os.environ, reads=reads)
         media_extra.require("the emulator, which decodes audio to judge it,")
     except (ValueError, ConfigError) as exc:
         raise fail(str(exc)) from None

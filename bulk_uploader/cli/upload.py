@@ -24,14 +24,16 @@ from bulk_uploader.cli.upload_args import (
     ExactlyOnceArgs,
     MigrationArgs,
     OutputArgs,
+    ReadArgs,
     SpeedArgs,
 )
 from bulk_uploader.errors import ConfigError, SchemaError
 from bulk_uploader.mapping import load_mapping
 from bulk_uploader.options import SearchScope, UploadOptions
 from bulk_uploader.progress import make_reporter
+from bulk_uploader.reads import DEFAULT_READ_SHARE, ReadBudget, parse_quota
 from bulk_uploader.schema import load_schemas
-from bulk_uploader.shard import parse_shard, shard_from_environment
+from bulk_uploader.shard import Shard, parse_shard, shard_from_environment
 from bulk_uploader.textfile import MANIFEST_SUFFIXES, detect_format
 
 
@@ -44,8 +46,14 @@ def _timezone(text: str | None) -> tzinfo | None:
         raise ConfigError(f"--assume-timezone: {exc}") from None
 
 
+def read_budget(reads: ReadArgs, shard: Shard | None = None) -> ReadBudget:
+    """The reads a process may make: --read-share of --read-quota; by default a tenth, split between shards."""
+    share = reads.read_share if reads.read_share is not None else DEFAULT_READ_SHARE / (shard.count if shard else 1)
+    return ReadBudget(share, parse_quota(reads.read_quota))
+
+
 def upload_options(manifest: Path, env: Mapping[str, str], *, destination: DestinationArgs, auth: AuthArgs,
-                   speed: SpeedArgs, once: ExactlyOnceArgs, migration: MigrationArgs,
+                   speed: SpeedArgs, once: ExactlyOnceArgs, reads: ReadArgs, migration: MigrationArgs,
                    output: OutputArgs) -> UploadOptions:
     """The run's options, checked; ConfigError or SchemaError names the first thing wrong."""
     column_mapping = load_mapping(migration.mapping) if migration.mapping else None
@@ -54,6 +62,7 @@ def upload_options(manifest: Path, env: Mapping[str, str], *, destination: Desti
     readable = manifest.is_file() and manifest.suffix.lower() in MANIFEST_SUFFIXES  # else UploadOptions says why
     text_format = detect_format(manifest, encoding=migration.encoding, delimiter=migration.delimiter) \
         if readable else None
+    shard = parse_shard(migration.shard) if migration.shard else shard_from_environment(env, migration.shard_count)
     return UploadOptions(
         manifest=manifest,
         results=output.results,
@@ -73,11 +82,13 @@ def upload_options(manifest: Path, env: Mapping[str, str], *, destination: Desti
         estimate_rate=migration.estimate_rate,
         grace=output.grace,
         dedupe_key=once.dedupe_key or (column_mapping.dedupe_key if column_mapping else None),
-        search_scope=SearchScope(once.organization_id, once.space_id, once.project_id),
+        search_scope=SearchScope(reads.organization_id, reads.space_id, reads.project_id),
         search_user_prefix=once.search_user_prefix,
+        settle_delay=once.settle_delay,
+        read_budget=read_budget(reads, shard),
         rps=speed.rps,
         max_mbps=speed.max_mbps,
-        shard=parse_shard(migration.shard) if migration.shard else shard_from_environment(env, migration.shard_count),
+        shard=shard,
         mapping=column_mapping,
         text_format=text_format,
         outage_patience=speed.outage_patience,
@@ -96,13 +107,14 @@ def upload(
     auth: AuthArgs,
     speed: SpeedArgs,
     once: ExactlyOnceArgs,
+    reads: ReadArgs,
     migration: MigrationArgs,
     output: OutputArgs,
 ) -> None:
     """Upload every row of MANIFEST not uploaded before; results go to the results file."""
     try:
         options = upload_options(manifest, os.environ, destination=destination, auth=auth, speed=speed,
-                                 once=once, migration=migration, output=output)
+                                 once=once, reads=reads, migration=migration, output=output)
     except (ConfigError, SchemaError) as exc:
         raise fail(str(exc)) from None
     reporter = make_reporter(quiet=output.quiet)

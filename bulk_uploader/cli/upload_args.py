@@ -1,5 +1,5 @@
 """The options of `bulk-upload upload`, in groups: where to send, credentials, speed, exactly once,
-migration and output. Each group is one frozen dataclass; its fields are the options, with the
+reads, migration and output (`verify` shares where to send, credentials and reads). Each group is one frozen dataclass; its fields are the options, with the
 names, defaults and help text the command line has always had.
 """
 
@@ -14,7 +14,8 @@ import typer
 from bulk_uploader.auth import DEFAULT_TOKEN_REFRESH
 from bulk_uploader.cli.arggroups import OptionGroup
 from bulk_uploader.cli.runtime import EventLoop
-from bulk_uploader.options import DEFAULT_ENDPOINT
+from bulk_uploader.options import DEFAULT_ENDPOINT, DEFAULT_SEARCH_PREFIX, DEFAULT_SETTLE_DELAY
+from bulk_uploader.reads import DEFAULT_READ_SHARE
 from bulk_uploader.transport import DEFAULT_IAM_ENDPOINT
 
 
@@ -82,16 +83,37 @@ class SpeedArgs(OptionGroup):
 
 @dataclass(frozen=True)
 class ExactlyOnceArgs(OptionGroup):
-    """The key that makes a re-send safe after an unknown outcome, and where Search looks for it."""
+    """The key that makes a re-send safe after an unknown outcome, and how rows are settled."""
 
     panel = "Exactly once"
     dedupe_key: Annotated[
-        Optional[str], typer.Option(help="Metadata key unique per row; Search for it before re-sending after an unknown outcome")
+        Optional[str], typer.Option(help="Metadata key unique per row; after an unknown outcome, reads find the "
+                                         "row's talk by it before anything is sent again")
     ] = None
-    organization_id: Annotated[str, typer.Option(help="Search scope: organization id")] = ""
-    space_id: Annotated[str, typer.Option(help="Search scope: space id")] = ""
-    project_id: Annotated[str, typer.Option(help="Search scope: project id")] = ""
-    search_user_prefix: Annotated[str, typer.Option(help="How Search names user metadata keys")] = "user."
+    search_user_prefix: Annotated[
+        str, typer.Option(help="How Search names a metadata key (the docs: userMeta.<key>; the .proto: user.)")
+    ] = DEFAULT_SEARCH_PREFIX
+    settle_delay: Annotated[
+        float, typer.Option(help="Seconds after an unknown outcome before reads ask whether the talk is stored "
+                                 "(how soon Search sees a new talk is not documented)")
+    ] = DEFAULT_SETTLE_DELAY
+
+
+@dataclass(frozen=True)
+class ReadArgs(OptionGroup):
+    """Where Search and Get look, and how much of the project's read quota they may spend."""
+
+    panel = "Reads"
+    organization_id: Annotated[str, typer.Option(help="Search and Get scope: organization id")] = ""
+    space_id: Annotated[str, typer.Option(help="Search and Get scope: space id")] = ""
+    project_id: Annotated[str, typer.Option(help="Search and Get scope: project id")] = ""
+    read_share: Annotated[
+        Optional[float], typer.Option(help=f"Share of the read quota this process may spend "
+                                           f"(default {DEFAULT_READ_SHARE:g}, divided between shards)")
+    ] = None
+    read_quota: Annotated[
+        str, typer.Option(help="The project's read quota, shared with the analysts (READS/UNIT,...)")
+    ] = "20/s,200/min,2000/h,20000/day"
 
 
 @dataclass(frozen=True)

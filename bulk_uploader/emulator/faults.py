@@ -4,8 +4,9 @@ Applied to every rpc, in this order: the in-flight cap and the requests-per-seco
 (both answered RESOURCE_EXHAUSTED at once, with a `grpc-retry-pushback-ms` trailer), then a
 random error drawn from `error_rates` (before anything is stored); after the talk is
 stored, with probability `lose_answer_rate` the caller gets UNAVAILABLE anyway ("stored,
-answer lost"). Every answer but the caps' comes `latency_ms` (+ jitter) after the call
-arrived.
+answer lost"). With `lose_every` N, every Nth talk accepted is answered with its id and
+never stored (a talk the service lost, for `bulk-upload verify` to find). Every answer
+but the caps' comes `latency_ms` (+ jitter) after the call arrived.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class FaultOptions:
     rps_burst: float = 0.0  # token bucket size, in requests (0: one second's worth, rps)
     max_in_flight: int = 0  # calls processed at once; the excess gets RESOURCE_EXHAUSTED
     lose_answer_rate: float = 0.0  # store the talk, then answer UNAVAILABLE
+    lose_every: int = 0  # answer every Nth new talk with its id but never store it (0: none)
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -42,7 +44,7 @@ class FaultOptions:
                 raise ValueError(f"error rate for {name} must be in [0, 1]")
         if sum(self.error_rates.values()) > 1.0:
             raise ValueError("error rates add up to more than 1")
-        for name in ("latency_ms", "jitter_ms", "rps", "rps_burst", "max_in_flight", "lose_answer_rate"):
+        for name in ("latency_ms", "jitter_ms", "rps", "rps_burst", "max_in_flight", "lose_answer_rate", "lose_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.lose_answer_rate > 1:
@@ -70,6 +72,7 @@ class FaultInjector:
         self._burst = max(1.0, options.rps_burst or options.rps)
         self._tokens = self._burst
         self._refilled = time.monotonic()
+        self._new_talks = 0
 
     def enter(self) -> str | None:
         """Admit a call: None, or why it is refused (caller answers RESOURCE_EXHAUSTED)."""
@@ -120,3 +123,8 @@ class FaultInjector:
     def lose_answer(self) -> bool:
         """Whether to answer UNAVAILABLE after storing the talk."""
         return self.options.lose_answer_rate > 0 and self._random.random() < self.options.lose_answer_rate
+
+    def lose_talk(self) -> bool:
+        """Whether to lose the new talk being stored (every `lose_every`th)."""
+        self._new_talks += 1
+        return self.options.lose_every > 0 and self._new_talks % self.options.lose_every == 0

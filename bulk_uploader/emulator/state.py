@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bulk_uploader.emulator.faults import FaultInjector, FaultOptions
+from bulk_uploader.emulator.reading import DOCUMENTED_READ_QUOTA, Processing, ReadQuota
 from bulk_uploader.emulator.store import TalkStore
 from bulk_uploader.sakey import ServiceAccountKey
 from bulk_uploader.schema import ConnectionSchema
@@ -36,8 +37,13 @@ class EmulatorOptions:
     connections: Sequence[ConnectionSchema] = DEFAULT_CONNECTIONS
     store_path: Path | str = ":memory:"
     faults: FaultOptions = field(default_factory=FaultOptions)
-    # How Search names user metadata keys: unknown for the real service (`user.` or `userMeta.`).
-    user_key_prefix: str = "user."
+    # How Search names the metadata given at upload: the documentation's `userMeta.<field>`
+    # (the .proto comment says `user.`); a bare field name matches nothing.
+    user_key_prefix: str = "userMeta."
+    # Reads (Search, Get) admitted per project: (reads, window seconds); () enforces none.
+    read_quota: Sequence[tuple[int, float]] = DOCUMENTED_READ_QUOTA
+    index_lag: float = 0.0  # seconds before Search sees a stored talk (Get sees it at once)
+    processing: Processing = field(default_factory=Processing)
     max_receive_bytes: int = MAX_RECEIVE_BYTES
     # Accept IAM tokens minted with this secret by mint_token() in any process, until they
     # expire: lets a token command (a separate process) hand out short-lived tokens.
@@ -66,12 +72,16 @@ class EmulatorState:
         self.connections = {c.id: c for c in self.options.connections if c.id}
         self.store = TalkStore(self.options.store_path)
         self.injector = FaultInjector(self.options.faults)
+        self.read_quota = ReadQuota(self.options.read_quota)
         self._tokens: dict[str, float | None] = {t: None for t in self.options.iam_tokens}
         self.rejections: dict[str, int] = {}  # status name -> calls refused with it
         self.answers_lost = 0
         # What the decoder found in the audio of the latest talks: talk id -> (channels, seconds).
         # For tests and rehearsals; only the latest talks.DECODED_KEPT are kept.
         self.decoded: dict[str, tuple[int, float]] = {}
+        self.talks_lost: list[str] = []  # ids answered but never stored (FaultOptions.lose_every)
+        self.reads = 0  # Search and Get calls admitted under the read quota
+        self.reads_refused = 0  # refused for the read quota
         self.tokens_seen: set[str] = set()  # distinct minted tokens accepted
         self.iam_tokens_issued = 0  # by IamTokenService.Create
         self.jwts_refused = 0

@@ -1,8 +1,9 @@
-"""The emulator's TalkService: Upload, UploadAsStream and UploadText store talks, Search finds them.
+"""The emulator's TalkService: Upload, UploadAsStream and UploadText store talks, Search and Get read them.
 
 Every rpc runs inside the call guard (guard.py) and applies the request checks
 (checks.py) before it stores anything in the emulator's TalkStore. A request with a
-talk_id updates that talk's metadata instead of storing a new talk.
+talk_id updates that talk's metadata instead of storing a new talk. Search and Get are
+reads: each spends the read quota, and answers as reading.py describes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import io
 import secrets
 import tempfile
+import time
 from typing import IO, TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -19,6 +21,7 @@ from grpc import aio
 
 from bulk_uploader.emulator.checks import audio_format, chat_messages, check_connection, reject, talk_users
 from bulk_uploader.emulator.guard import guarded
+from bulk_uploader.emulator.reading import search_filters, talk_message
 from bulk_uploader.emulator.store import messages_digest
 from bulk_uploader.proto import speechsense_pb2 as pb
 from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
@@ -72,6 +75,9 @@ class TalkServicer(pb_grpc.TalkServiceServicer):
 
     def _store(self, context: aio.ServicerContext, meta: pb.TalkMetadata, users: list[dict[str, Any]], **talk: Any) -> str:
         talk_id = secrets.token_hex(10)
+        if self.emu.injector.lose_talk():
+            self.emu.talks_lost.append(talk_id)
+            return talk_id
         key = dict(context.invocation_metadata() or ()).get(IDEMPOTENCY_HEADER)
         self.emu.store.add(
             talk_id=talk_id,
@@ -189,15 +195,18 @@ class TalkServicer(pb_grpc.TalkServiceServicer):
             return pb.UploadTextResponse(talk_id=talk_id)
         raise AssertionError("unreachable: aborted")  # pragma: no cover
 
+    def _read(self, project_id: str) -> None:
+        """Spend one read of the project's quota, or refuse the call."""
+        wait = self.emu.read_quota.admit(project_id, time.monotonic())
+        if wait is not None:
+            self.emu.reads_refused += 1
+            raise self.emu.read_quota.refusal(wait)
+        self.emu.reads += 1
+
     async def Search(self, request: pb.SearchTalkRequest, context: aio.ServicerContext) -> pb.SearchTalkResponse:
         async with guarded(self.emu, context):
-            prefix = self.emu.options.user_key_prefix
-            filters = []
-            for f in request.filters:
-                if f.WhichOneof("filter") != "any_match":
-                    reject(grpc.StatusCode.UNIMPLEMENTED, "the emulator supports any_match filters only")
-                key = f"user:{f.key[len(prefix):]}" if prefix and f.key.startswith(prefix) else f.key
-                filters.append((key, list(f.any_match.values), f.inverse))
+            self._read(request.project_id)
+            filters = search_filters(request, self.emu.options.user_key_prefix)
             size = request.page_size or 100
             if not 1 <= size <= 1000:
                 reject(grpc.StatusCode.INVALID_ARGUMENT, "page_size must be in 1..1000")
@@ -205,7 +214,20 @@ class TalkServicer(pb_grpc.TalkServiceServicer):
                 offset = int(request.page_token or 0)
             except ValueError:
                 reject(grpc.StatusCode.INVALID_ARGUMENT, "bad page_token")
-            ids, total = self.emu.store.search(request.connection_id, filters, offset, size)
+            visible = time.time() - self.emu.options.index_lag
+            ids, total = self.emu.store.search(request.connection_id, filters, offset, size, visible)
             following = str(offset + size) if offset + size < total else ""
             return pb.SearchTalkResponse(talk_ids=ids, talks_count=total, next_page_token=following)
+        raise AssertionError("unreachable: aborted")  # pragma: no cover
+
+    async def Get(self, request: pb.GetTalkRequest, context: aio.ServicerContext) -> pb.GetTalkResponse:
+        async with guarded(self.emu, context):
+            self._read(request.project_id)
+            if not request.talk_ids:
+                reject(grpc.StatusCode.INVALID_ARGUMENT, "talk_ids is empty")
+            talks = self.emu.store.get_many(request.talk_ids)
+            if request.connection_id:
+                talks = [t for t in talks if t.connection_id == request.connection_id]
+            now, processing = time.time(), self.emu.options.processing
+            return pb.GetTalkResponse(talk=[talk_message(t, now, processing) for t in talks])
         raise AssertionError("unreachable: aborted")  # pragma: no cover

@@ -2,24 +2,31 @@
 
     manifest -> Feeder (checks, read-ahead) -> JobQueue -> `concurrency` workers, each a
     Sender carrying one row at a time to its outcome -> Recorder (results file, counts)
+                                      Settler (batches of reads) <- rows whose outcome is unknown
 
 The orchestrator decides nothing about rows: it builds the collaborators, starts their
 tasks, enforces RunControl (a stop cancels the feeder and, after the grace, the rest)
-and turns how the run ended into a RunSummary.
+and turns how the run ended into a RunSummary. A row parked while it waits to be
+settled lets one more worker start, so `concurrency` rows are always being sent.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
+from anyio.abc import TaskGroup
 
 from bulk_uploader import reader
 from bulk_uploader.auth import AuthProvider
 from bulk_uploader.clock import SYSTEM_CLOCK, Clock
 from bulk_uploader.errors import AuthError, ConfigError, ResultsFileError
 from bulk_uploader.flow import AdaptiveLimiter
+from bulk_uploader.lookup import Lookup
 from bulk_uploader.manifest import count_rows
+from bulk_uploader.model import Job
 from bulk_uploader.options import UploadOptions
 from bulk_uploader.pipeline.control import RunControl
 from bulk_uploader.pipeline.feeder import Feeder, JobQueue
@@ -27,9 +34,11 @@ from bulk_uploader.pipeline.recorder import Recorder, internal_error
 from bulk_uploader.pipeline.sender import Inspector, Sender
 from bulk_uploader.pipeline.summary import RunSummary, problems_path
 from bulk_uploader.progress import Reporter
+from bulk_uploader.reads import ReadGate
 from bulk_uploader.report import measured_rate
 from bulk_uploader.results import Destination, LedgerLock, PreviousResults, check_ledger, load_results
 from bulk_uploader.retry import Outage, RetryPolicy
+from bulk_uploader.settle import Settler
 from bulk_uploader.stats import RunStats
 from bulk_uploader.transport import Transport
 from bulk_uploader.validation import Validator
@@ -79,9 +88,10 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
         if error is not None and control.failure is None:
             control.failure = error
     rate = await anyio.to_thread.run_sync(measured_rate, options.results_path) if options.dry_run else None
+    reads = options.read_budget.describe() if options.dedupe_key and not options.dry_run else None
     return RunSummary(stats, str(options.results_path), previous, recorder.problems, interrupted=control.stopping,
                       dry_run=options.dry_run, rate=rate, given_rate=options.estimate_rate, failure=control.failure,
-                      problems_path=_dry_run_problems(options, stats))
+                      problems_path=_dry_run_problems(options, stats), read_budget=reads)
 
 
 def destination(options: UploadOptions) -> Destination:
@@ -126,7 +136,7 @@ async def _close(transport: Transport | None, recorder: Recorder, lock: LedgerLo
 def _validator(options: UploadOptions) -> Validator:
     return Validator(
         options.manifest.parent, options.connection_id, options.schemas,
-        dedupe_key=options.dedupe_key, user_key_prefix=options.search_user_prefix,
+        dedupe_key=options.dedupe_key, search_prefix=options.search_user_prefix,
         chat_connection_id=options.chat_connection_id, assume_timezone=options.assume_timezone,
         max_chat_bytes=options.stream_threshold, swap_channels=options.swap_channels,
     )
@@ -144,27 +154,46 @@ def _workers(options: UploadOptions, transport: Transport | None, validator: Val
         stats=stats, clock=clock,
         outage=Outage(transport.wait_ready, patience=options.outage_patience, clock=clock, stats=stats),
     )
-    return Sender(options, transport, validator, recorder, stats, policy, limiter, control, clock)
+    sender = Sender(options, transport, validator, recorder, stats, policy, limiter, control, clock)
+    if options.dedupe_key:
+        sender.settler = _settler(options, transport, stats, clock)
+    return sender
+
+
+def _settler(options: UploadOptions, transport: Transport, stats: RunStats, clock: Clock) -> Settler:
+    """The run's settler, its reads within the read budget; retried under a policy of their own, as a
+    refused read must wait for the read quota rather than halve the uploads in flight."""
+    assert options.dedupe_key is not None
+    policy = RetryPolicy(retries=options.retries, backoff_base=options.backoff_base, backoff_max=options.backoff_max,
+                         credentials=options.credentials, clock=clock)
+    lookup = Lookup(transport, options.search_scope, ReadGate(options.read_budget, clock), policy, options.timeout,
+                    stats.reads, options.throttle_patience)
+    return Settler(lookup, options.dedupe_key, options.settle_delay, clock, stats)
 
 
 async def _run(options: UploadOptions, control: RunControl, sender: Sender | Inspector, feeder: Feeder,
                previous: PreviousResults, stats: RunStats) -> None:
-    """The run's task group: the feeder, the workers, the control's enforcer and the credential refresher."""
+    """The run's task group: the feeder, the workers, the settler, the control's enforcer and the credential refresher."""
+    settler = sender.settler if isinstance(sender, Sender) else None
     with anyio.CancelScope() as run_scope:
         # The outer group hosts the tasks that last as long as the workers do, and is
         # cancelled as soon as they are done, so a stop never waits longer than needed.
         async with anyio.create_task_group() as outer:
             feeder_scope = anyio.CancelScope()
-            outer.start_soon(_enforce, control, feeder_scope, run_scope, options.grace, stats)
+            outer.start_soon(_enforce, control, feeder_scope, run_scope, options.grace, stats, settler)
             if options.credentials is not None and not options.dry_run:
                 outer.start_soon(_keep_fresh, options.credentials, control)
             if isinstance(sender, Sender):
                 outer.start_soon(_watch_stalls, sender, options.stall_seconds)
+            if settler is not None:
+                outer.start_soon(settler.run)
             async with anyio.create_task_group() as group:
                 jobs = JobQueue(options.concurrency, reader.READ_AHEAD_BYTES)
                 group.start_soon(_feed, feeder, jobs, feeder_scope, control)
-                for _ in range(options.concurrency):
-                    group.start_soon(_work, jobs, sender, feeder.recorder, control, previous, stats)
+                workers = _Workers(group, options.concurrency, jobs, sender, feeder.recorder, control, previous, stats)
+                if isinstance(sender, Sender):
+                    sender.parking = workers.parked
+                workers.start()
             outer.cancel_scope.cancel()
 
 
@@ -176,35 +205,78 @@ async def _feed(feeder: Feeder, jobs: JobQueue, scope: anyio.CancelScope, contro
             control.fail(exc)
 
 
-async def _work(jobs: JobQueue, sender: Sender | Inspector, recorder: Recorder, control: RunControl,
-                previous: PreviousResults, stats: RunStats) -> None:
-    """One worker: take a job, carry it to its outcome, record it; until the queue is closed and empty."""
-    unknown = previous.unknown
-    while (job := await jobs.get()) is not None:
-        if control.stopping:
-            continue  # drained after a stop: not started, so left for the next run
-        stats.in_flight += 1
+class _Workers:
+    """The workers: `target` of them carry rows at once, and a row parked while it waits (to be
+    settled) lets one more start; once it goes on, the first worker to finish a row beyond
+    `target` stops."""
+
+    def __init__(self, group: TaskGroup, target: int, jobs: JobQueue, sender: Sender | Inspector, recorder: Recorder,
+                 control: RunControl, previous: PreviousResults, stats: RunStats) -> None:
+        self.group, self.target = group, target
+        self.jobs, self.sender, self.recorder, self.control, self.stats = jobs, sender, recorder, control, stats
+        self.unknown = previous.unknown
+        self.running = 0
+        self.waiting = 0  # rows parked
+
+    def start(self) -> None:
+        """Start the first `target` workers."""
+        for _ in range(self.target):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        self.running += 1
+        self.group.start_soon(self._work)
+
+    @asynccontextmanager
+    async def parked(self) -> AsyncIterator[None]:
+        """While a row waits inside this block, another worker takes rows."""
+        self.waiting += 1
+        if self.running - self.waiting < self.target:
+            self._spawn()
         try:
-            result = await sender.process(job, unknown.get(job.key, 0))
-            if result is not None:
-                recorder.record(result)
-        except ResultsFileError as exc:
-            # Outcomes can no longer be recorded: going on would send rows no run can account for.
-            control.fail(exc)
-        except Exception as exc:  # a bug met by one row: that row says so, the others go on
-            try:
-                recorder.record(internal_error(job.key, job.line, job.audio_path, exc, unknown.get(job.key, 0)))
-            except ResultsFileError as error:
-                control.fail(error)
+            yield
         finally:
-            stats.in_flight -= 1
+            self.waiting -= 1
+
+    async def _work(self) -> None:
+        """Take a job, carry it to its outcome, record it; until the queue is closed and empty."""
+        jobs, control, stats = self.jobs, self.control, self.stats
+        try:
+            while (job := await jobs.get()) is not None:
+                if control.stopping:
+                    continue  # drained after a stop: not started, so left for the next run
+                stats.in_flight += 1
+                try:
+                    result = await self.sender.process(job, self.unknown.get(job.key, 0))
+                    if result is not None:
+                        self.recorder.record(result)
+                except ResultsFileError as exc:
+                    # Outcomes can no longer be recorded: going on would send rows no run can account for.
+                    control.fail(exc)
+                except Exception as exc:  # a bug met by one row: that row says so, the others go on
+                    self._record_bug(job, exc)
+                finally:
+                    stats.in_flight -= 1
+                if self.running - self.waiting > self.target:
+                    return  # a parked row went on: one worker too many
+        finally:
+            self.running -= 1
+
+    def _record_bug(self, job: Job, exc: Exception) -> None:
+        try:
+            self.recorder.record(internal_error(job.key, job.line, job.audio_path, exc, self.unknown.get(job.key, 0)))
+        except ResultsFileError as error:
+            self.control.fail(error)
 
 
 async def _enforce(control: RunControl, feeder: anyio.CancelScope, run: anyio.CancelScope, grace: float,
-                   stats: RunStats) -> None:
-    """A stop ends the feeding at once and the whole run after the grace; an abort ends it now."""
+                   stats: RunStats, settler: Settler | None) -> None:
+    """A stop ends the feeding and the waiting to be settled at once, and the whole run after the grace;
+    an abort ends it now."""
     await control.wait_stopping()
     feeder.cancel()
+    if settler is not None:
+        settler.stop()  # rows waiting to be settled stay ambiguous: the next run settles them
     with anyio.move_on_after(grace):
         await control.wait_aborted()
     control.abort()

@@ -2,14 +2,18 @@
 
 Each attempt waits for a slot of the limiter (and the --rps pacer), is journaled by the
 recorder just before it leaves, and goes out through the transport. After a failure the
-policy decides: wait and try again, or give up. After an attempt whose outcome is
-unknown, a row with a dedupe key asks Search whether its talk exists before it is sent
-again.
+policy decides: wait and try again, or give up. A row with a dedupe key whose outcome is
+unknown (an attempt of this run or of an earlier one) is settled before it is sent again:
+it is handed to the Settler, which asks about it in a batch of reads, and while it waits
+it is parked: the worker that carried it is replaced, so the waiting holds up no other row.
+A row the reads found stored is done; one they found not stored is sent again; one they
+could not settle stays ambiguous.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 
 from bulk_uploader import reader, transcode
@@ -23,7 +27,8 @@ from bulk_uploader.options import UploadOptions
 from bulk_uploader.pipeline.control import RunControl
 from bulk_uploader.pipeline.recorder import Recorder
 from bulk_uploader.pipeline.refusals import Refusals
-from bulk_uploader.retry import RetryPolicy
+from bulk_uploader.retry import Attempts, RetryPolicy
+from bulk_uploader.settle import SettleConflict, Settler
 from bulk_uploader.stats import RunStats
 from bulk_uploader.transcode import Plan
 from bulk_uploader.transport import Transport
@@ -61,6 +66,11 @@ class Sender:
         self.refusals = Refusals(options.concurrency)
         self.request_pacer = Pacer(options.rps, clock) if options.rps else None
         self.byte_pacer = Pacer(options.max_mbps * 1e6 / 8, clock) if options.max_mbps else None
+        self.settler: Settler | None = None  # with --dedupe-key: settles rows whose outcome is unknown
+        # While a row waits (to be settled, or before its next try after an unknown outcome)
+        # it is parked: the run lets another worker take rows meanwhile.
+        self.parking: Callable[[], AbstractAsyncContextManager[object]] = nullcontext
+        self.started = clock.monotonic()  # an unknown outcome of an earlier run happened before this
 
     async def process(self, job: Job, unknown_before: int) -> RowResult | None:
         """The row's outcome; None when the run is stopping for a reason all rows share (told to control)."""
@@ -76,6 +86,8 @@ class Sender:
             self.refusals.succeeded(job.connection_id)
         except RowInvalid as exc:
             result.status, result.code, result.error = "invalid", exc.code, str(exc)
+        except SettleConflict as exc:
+            result.status, result.code, result.error = "failed", "DEDUPE_CONFLICT", str(exc)
         except CallFailure as failure:
             if failure.auth:
                 self.control.fail(AuthError(
@@ -121,26 +133,56 @@ class Sender:
         return _Payload("UploadAsStream", job.size, info=plan.info)
 
     async def deliver(self, job: Job, result: RowResult) -> str:
-        """Bring one row to the service; returns the talk id or raises CallFailure / RowInvalid."""
+        """Bring one row to the service; returns the talk id or raises CallFailure / RowInvalid / SettleConflict."""
         payload = await self._payload(job, result)
         result.rpc = payload.rpc
         attempts = self.policy.attempts()
-        reconciled_at = -1  # unknown_outcomes when Search last said "not there"
+        unknown_at = self.started  # when the last attempt whose outcome is unknown ended
         while True:
-            if result.unknown_outcomes > reconciled_at and job.dedupe is not None:
-                found = await self.reconcile(job)
-                if found:
-                    result.reconciled, result.rpc = True, "Search"
+            if result.unknown_outcomes and self._settles(job):
+                found = await self._settled(job, result, payload, unknown_at)
+                if found is not None:
                     return found
-                reconciled_at = result.unknown_outcomes
             result.attempts += 1
             try:
                 return await self.attempt(job, result, payload)
             except CallFailure as failure:
                 if failure.outcome_unknown:
                     result.unknown_outcomes += 1
+                    unknown_at = self.clock.monotonic()
                 payload.cautious = payload.cautious or failure.status_lost
-                await attempts.after(failure)
+                settles = bool(result.unknown_outcomes) and self._settles(job)
+                try:
+                    await self._after(attempts, failure, parked=settles)
+                except CallFailure as final:
+                    if not settles or final.auth:
+                        raise
+                    # Out of retries: the reads still tell "stored" from "failed".
+                    if (found := await self._settled(job, result, payload, unknown_at)) is None:
+                        raise
+                    return found
+
+    def _settles(self, job: Job) -> bool:
+        return self.settler is not None and job.dedupe is not None
+
+    async def _after(self, attempts: Attempts, failure: CallFailure, *, parked: bool) -> None:
+        """Wait before the next try as the policy says (parked, when the row is to be settled first)."""
+        async with self.parking() if parked else nullcontext():
+            await attempts.after(failure)
+
+    async def _settled(self, job: Job, result: RowResult, payload: _Payload, since: float) -> str | None:
+        """The row's stored talk id (recorded as found), or None once the reads said it is not stored."""
+        assert self.settler is not None
+        payload.data = job.data = None  # a parked row holds no file: re-read if it is sent again
+        async with self.parking():
+            found = await self.settler.settle(job, since)
+        if found is not None:
+            result.reconciled, result.rpc = True, "Search"
+            return found
+        result.unknown_outcomes = 0  # every earlier attempt is known not to have stored a talk
+        if payload.rpc == "Upload":
+            payload.data, payload.info = await reader.read_whole(job)
+        return None
 
     async def attempt(self, job: Job, result: RowResult, payload: _Payload) -> str:
         """One call, within the in-flight limit and the rate caps, journaled just before it leaves."""
@@ -202,31 +244,6 @@ class Sender:
             if self.byte_pacer is not None:
                 await self.byte_pacer.take(len(chunk))
             yield chunk
-
-    async def reconcile(self, job: Job) -> str | None:
-        """Ask Search whether the row's talk exists (after an unknown outcome); its id or None.
-
-        Raises CallFailure when Search cannot answer: the row then ends ambiguous rather
-        than being sent again blindly.
-        """
-        assert job.dedupe is not None
-        key, value = job.dedupe
-        options = self.options
-        attempts = self.policy.attempts()
-        while True:
-            try:
-                async with self.limiter.slot():
-                    if self.request_pacer is not None:
-                        await self.request_pacer.take()
-                    ids = await self.transport.search(options.search_scope, job.connection_id, key, value,
-                                                      options.timeout)
-                self.stats.searches += 1
-                return ids[0] if ids else None
-            except CallFailure as failure:
-                try:
-                    await attempts.after(failure)
-                except CallFailure:
-                    raise CallFailure(failure.code, f"Search for {key}={value!r} failed: {failure.message}") from None
 
 
 class Inspector:

@@ -26,6 +26,7 @@ class RunSummary:
     given_rate: float = 0.0  # dry run: --estimate-rate, files/s
     problems_path: str | None = None  # dry run: the file every problem row was written to
     failure: BulkUploadError | None = None  # what stopped the run part-way, for every row alike
+    read_budget: str | None = None  # with --dedupe-key: the reads this run was allowed, described
 
     @property
     def exit_code(self) -> int:
@@ -69,9 +70,12 @@ class RunSummary:
         out = []
         if s.throttled:
             out.append(f"throttled {s.throttled} time(s); concurrency ended at {s.concurrency}")
-        if s.reconciled or s.searches:
-            out.append(f"found already stored by Search after an unknown outcome (not re-sent): {s.reconciled} "
-                       f"of {s.searches} Search call(s)")
+        if s.settled:
+            out.append(f"settled by reads after an unknown outcome: {s.settled} time(s); {s.reconciled} row(s) found "
+                       f"stored (not sent again), {s.not_stored} time(s) found not stored (sent again)")
+        if self.read_budget is not None:
+            out.append(f"reads: {s.reads.total} (Search {s.reads.searches}, Get {s.reads.gets}), refused by the "
+                       f"service {s.reads.refused}; budget {self.read_budget}")
         if s.outages:
             out.append(f"service unreachable {s.outages} time(s), {s.outage_seconds:.0f} s in all: rows waited, "
                        "none failed for it")

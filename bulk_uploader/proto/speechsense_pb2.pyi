@@ -4,7 +4,7 @@ isort:skip_file
 The subset of yandex.cloud.speechsense.v1 that bulk-upload speaks.
 
 Same package, message names, field numbers and types as the vendor's
-definitions (yandex/cloud/speechsense/v1/{talk_service,audio,text,search}.proto),
+definitions (yandex/cloud/speechsense/v1/{talk_service,talk,audio,text,search}.proto),
 so the bytes on the wire are identical; fields and rpcs the uploader does not
 use are left out (proto3 skips unknown fields). The file lives at a path that
 mirrors its Python package so the generated imports need no rewriting.
@@ -13,6 +13,7 @@ tests/test_wire_compat.py compares every message here with the vendor SDK.
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -46,6 +47,79 @@ USER_ROLE_OPERATOR: UserRole.ValueType  # 1
 USER_ROLE_CLIENT: UserRole.ValueType  # 2
 USER_ROLE_BOT: UserRole.ValueType  # 3
 Global___UserRole: _TypeAlias = UserRole  # noqa: Y015
+
+class _FieldType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FieldTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FieldType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FIELD_TYPE_UNSPECIFIED: _FieldType.ValueType  # 0
+    FIELD_TYPE_STRING: _FieldType.ValueType  # 1
+    FIELD_TYPE_NUMBER: _FieldType.ValueType  # 2
+    FIELD_TYPE_DECIMAL: _FieldType.ValueType  # 3
+    FIELD_TYPE_BOOLEAN: _FieldType.ValueType  # 4
+    FIELD_TYPE_DATE: _FieldType.ValueType  # 5
+    FIELD_TYPE_JSON: _FieldType.ValueType  # 6
+
+class FieldType(_FieldType, metaclass=_FieldTypeEnumTypeWrapper): ...
+
+FIELD_TYPE_UNSPECIFIED: FieldType.ValueType  # 0
+FIELD_TYPE_STRING: FieldType.ValueType  # 1
+FIELD_TYPE_NUMBER: FieldType.ValueType  # 2
+FIELD_TYPE_DECIMAL: FieldType.ValueType  # 3
+FIELD_TYPE_BOOLEAN: FieldType.ValueType  # 4
+FIELD_TYPE_DATE: FieldType.ValueType  # 5
+FIELD_TYPE_JSON: FieldType.ValueType  # 6
+Global___FieldType: _TypeAlias = FieldType  # noqa: Y015
+
+class _ProcessingState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ProcessingStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ProcessingState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PROCESSING_STATE_UNSPECIFIED: _ProcessingState.ValueType  # 0
+    PROCESSING_STATE_NOT_STARTED: _ProcessingState.ValueType  # 1
+    PROCESSING_STATE_PROCESSING: _ProcessingState.ValueType  # 2
+    PROCESSING_STATE_SUCCESS: _ProcessingState.ValueType  # 3
+    PROCESSING_STATE_FAILED: _ProcessingState.ValueType  # 4
+
+class ProcessingState(_ProcessingState, metaclass=_ProcessingStateEnumTypeWrapper): ...
+
+PROCESSING_STATE_UNSPECIFIED: ProcessingState.ValueType  # 0
+PROCESSING_STATE_NOT_STARTED: ProcessingState.ValueType  # 1
+PROCESSING_STATE_PROCESSING: ProcessingState.ValueType  # 2
+PROCESSING_STATE_SUCCESS: ProcessingState.ValueType  # 3
+PROCESSING_STATE_FAILED: ProcessingState.ValueType  # 4
+Global___ProcessingState: _TypeAlias = ProcessingState  # noqa: Y015
+
+class _Algorithm:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AlgorithmEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Algorithm.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ALGORITHM_UNSPECIFIED: _Algorithm.ValueType  # 0
+    ALGORITHM_SPEECHKIT: _Algorithm.ValueType  # 1
+    ALGORITHM_YGPT: _Algorithm.ValueType  # 2
+    ALGORITHM_CLASSIFIER: _Algorithm.ValueType  # 3
+    ALGORITHM_SUMMARIZATION: _Algorithm.ValueType  # 4
+    ALGORITHM_EMBEDDING: _Algorithm.ValueType  # 5
+    ALGORITHM_STATISTICS: _Algorithm.ValueType  # 6
+    ALGORITHM_ASSISTANT: _Algorithm.ValueType  # 7
+
+class Algorithm(_Algorithm, metaclass=_AlgorithmEnumTypeWrapper): ...
+
+ALGORITHM_UNSPECIFIED: Algorithm.ValueType  # 0
+ALGORITHM_SPEECHKIT: Algorithm.ValueType  # 1
+ALGORITHM_YGPT: Algorithm.ValueType  # 2
+ALGORITHM_CLASSIFIER: Algorithm.ValueType  # 3
+ALGORITHM_SUMMARIZATION: Algorithm.ValueType  # 4
+ALGORITHM_EMBEDDING: Algorithm.ValueType  # 5
+ALGORITHM_STATISTICS: Algorithm.ValueType  # 6
+ALGORITHM_ASSISTANT: Algorithm.ValueType  # 7
+Global___Algorithm: _TypeAlias = Algorithm  # noqa: Y015
 
 @_typing.final
 class StreamTalkRequest(_message.Message):
@@ -327,6 +401,190 @@ class SearchTalkResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SearchTalkResponse: _TypeAlias = SearchTalkResponse  # noqa: Y015
+
+@_typing.final
+class GetTalkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    SPACE_ID_FIELD_NUMBER: _builtins.int
+    CONNECTION_ID_FIELD_NUMBER: _builtins.int
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    TALK_IDS_FIELD_NUMBER: _builtins.int
+    RESULTS_MASK_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    space_id: _builtins.str
+    connection_id: _builtins.str
+    project_id: _builtins.str
+    @_builtins.property
+    def talk_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def results_mask(self) -> _field_mask_pb2.FieldMask:
+        """Which analysis blocks to return. Set but naming no paths: the basic data only."""
+
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        space_id: _builtins.str = ...,
+        connection_id: _builtins.str = ...,
+        project_id: _builtins.str = ...,
+        talk_ids: _abc.Iterable[_builtins.str] | None = ...,
+        results_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["results_mask", b"results_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "organization_id", b"organization_id", "project_id", b"project_id", "results_mask", b"results_mask", "space_id", b"space_id", "talk_ids", b"talk_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTalkRequest: _TypeAlias = GetTalkRequest  # noqa: Y015
+
+@_typing.final
+class GetTalkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TALK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def talk(self) -> _containers.RepeatedCompositeFieldContainer[Global___Talk]: ...
+    def __init__(
+        self,
+        *,
+        talk: _abc.Iterable[Global___Talk] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["talk", b"talk"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTalkResponse: _TypeAlias = GetTalkResponse  # noqa: Y015
+
+@_typing.final
+class Talk(_message.Message):
+    """--- talk.proto (the fields an uploader needs; analysis results, 11-18 and 20, left out) ---"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    SPACE_ID_FIELD_NUMBER: _builtins.int
+    CONNECTION_ID_FIELD_NUMBER: _builtins.int
+    PROJECT_IDS_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    MODIFIED_BY_FIELD_NUMBER: _builtins.int
+    MODIFIED_AT_FIELD_NUMBER: _builtins.int
+    TALK_FIELDS_FIELD_NUMBER: _builtins.int
+    TALK_STATE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    organization_id: _builtins.str
+    space_id: _builtins.str
+    connection_id: _builtins.str
+    created_by: _builtins.str
+    modified_by: _builtins.str
+    @_builtins.property
+    def project_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def modified_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def talk_fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___Field]: ...
+    @_builtins.property
+    def talk_state(self) -> Global___TalkState: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
+        space_id: _builtins.str = ...,
+        connection_id: _builtins.str = ...,
+        project_ids: _abc.Iterable[_builtins.str] | None = ...,
+        created_by: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        modified_by: _builtins.str = ...,
+        modified_at: _timestamp_pb2.Timestamp | None = ...,
+        talk_fields: _abc.Iterable[Global___Field] | None = ...,
+        talk_state: Global___TalkState | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "modified_at", b"modified_at", "talk_state", b"talk_state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "created_at", b"created_at", "created_by", b"created_by", "id", b"id", "modified_at", b"modified_at", "modified_by", b"modified_by", "organization_id", b"organization_id", "project_ids", b"project_ids", "space_id", b"space_id", "talk_fields", b"talk_fields", "talk_state", b"talk_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Talk: _TypeAlias = Talk  # noqa: Y015
+
+@_typing.final
+class Field(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    value: _builtins.str
+    type: Global___FieldType.ValueType
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.str = ...,
+        type: Global___FieldType.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "type", b"type", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Field: _TypeAlias = Field  # noqa: Y015
+
+@_typing.final
+class TalkState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESSING_STATE_FIELD_NUMBER: _builtins.int
+    ALGORITHM_PROCESSING_INFOS_FIELD_NUMBER: _builtins.int
+    processing_state: Global___ProcessingState.ValueType
+    @_builtins.property
+    def algorithm_processing_infos(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlgorithmProcessingInfo]: ...
+    def __init__(
+        self,
+        *,
+        processing_state: Global___ProcessingState.ValueType = ...,
+        algorithm_processing_infos: _abc.Iterable[Global___AlgorithmProcessingInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm_processing_infos", b"algorithm_processing_infos", "processing_state", b"processing_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TalkState: _TypeAlias = TalkState  # noqa: Y015
+
+@_typing.final
+class AlgorithmProcessingInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    PROCESSING_STATE_FIELD_NUMBER: _builtins.int
+    algorithm: Global___Algorithm.ValueType
+    processing_state: Global___ProcessingState.ValueType
+    def __init__(
+        self,
+        *,
+        algorithm: Global___Algorithm.ValueType = ...,
+        processing_state: Global___ProcessingState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "processing_state", b"processing_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlgorithmProcessingInfo: _TypeAlias = AlgorithmProcessingInfo  # noqa: Y015
 
 @_typing.final
 class AudioRequest(_message.Message):

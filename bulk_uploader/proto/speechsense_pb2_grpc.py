@@ -54,6 +54,11 @@ class TalkServiceStub:
                 request_serializer=bulk__uploader_dot_proto_dot_speechsense__pb2.SearchTalkRequest.SerializeToString,
                 response_deserializer=bulk__uploader_dot_proto_dot_speechsense__pb2.SearchTalkResponse.FromString,
                 _registered_method=True)
+        self.Get = channel.unary_unary(
+                '/yandex.cloud.speechsense.v1.TalkService/Get',
+                request_serializer=bulk__uploader_dot_proto_dot_speechsense__pb2.GetTalkRequest.SerializeToString,
+                response_deserializer=bulk__uploader_dot_proto_dot_speechsense__pb2.GetTalkResponse.FromString,
+                _registered_method=True)
 
 
 class TalkServiceServicer:
@@ -81,7 +86,15 @@ class TalkServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Search(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Talk ids whose fields match the filters. A read: counts against the project's read quota.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Get(self, request, context):
+        """Talks by id ("bulk get", up to 100 a call recommended). A read, like Search.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -108,6 +121,11 @@ def add_TalkServiceServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=bulk__uploader_dot_proto_dot_speechsense__pb2.SearchTalkRequest.FromString,
                     response_serializer=bulk__uploader_dot_proto_dot_speechsense__pb2.SearchTalkResponse.SerializeToString,
+            ),
+            'Get': grpc.unary_unary_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=bulk__uploader_dot_proto_dot_speechsense__pb2.GetTalkRequest.FromString,
+                    response_serializer=bulk__uploader_dot_proto_dot_speechsense__pb2.GetTalkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +236,33 @@ class TalkService:
             '/yandex.cloud.speechsense.v1.TalkService/Search',
             bulk__uploader_dot_proto_dot_speechsense__pb2.SearchTalkRequest.SerializeToString,
             bulk__uploader_dot_proto_dot_speechsense__pb2.SearchTalkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/yandex.cloud.speechsense.v1.TalkService/Get',
+            bulk__uploader_dot_proto_dot_speechsense__pb2.GetTalkRequest.SerializeToString,
+            bulk__uploader_dot_proto_dot_speechsense__pb2.GetTalkResponse.FromString,
             options,
             channel_credentials,
             insecure,

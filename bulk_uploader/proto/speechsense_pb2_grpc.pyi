@@ -4,7 +4,7 @@ isort:skip_file
 The subset of yandex.cloud.speechsense.v1 that bulk-upload speaks.
 
 Same package, message names, field numbers and types as the vendor's
-definitions (yandex/cloud/speechsense/v1/{talk_service,audio,text,search}.proto),
+definitions (yandex/cloud/speechsense/v1/{talk_service,talk,audio,text,search}.proto),
 so the bytes on the wire are identical; fields and rpcs the uploader does not
 use are left out (proto3 skips unknown fields). The file lives at a path that
 mirrors its Python package so the generated imports need no rewriting.
@@ -47,6 +47,9 @@ class TalkServiceStub:
     """
     UploadText: _grpc.UnaryUnaryMultiCallable[_speechsense_pb2.UploadTextRequest, _speechsense_pb2.UploadTextResponse]
     Search: _grpc.UnaryUnaryMultiCallable[_speechsense_pb2.SearchTalkRequest, _speechsense_pb2.SearchTalkResponse]
+    """Talk ids whose fields match the filters. A read: counts against the project's read quota."""
+    Get: _grpc.UnaryUnaryMultiCallable[_speechsense_pb2.GetTalkRequest, _speechsense_pb2.GetTalkResponse]
+    """Talks by id ("bulk get", up to 100 a call recommended). A read, like Search."""
 
 @_typing.type_check_only
 class TalkServiceAsyncStub(TalkServiceStub):
@@ -59,6 +62,9 @@ class TalkServiceAsyncStub(TalkServiceStub):
     """
     UploadText: _aio.UnaryUnaryMultiCallable[_speechsense_pb2.UploadTextRequest, _speechsense_pb2.UploadTextResponse]  # type: ignore[assignment]
     Search: _aio.UnaryUnaryMultiCallable[_speechsense_pb2.SearchTalkRequest, _speechsense_pb2.SearchTalkResponse]  # type: ignore[assignment]
+    """Talk ids whose fields match the filters. A read: counts against the project's read quota."""
+    Get: _aio.UnaryUnaryMultiCallable[_speechsense_pb2.GetTalkRequest, _speechsense_pb2.GetTalkResponse]  # type: ignore[assignment]
+    """Talks by id ("bulk get", up to 100 a call recommended). A read, like Search."""
 
 class TalkServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -91,6 +97,15 @@ class TalkServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _speechsense_pb2.SearchTalkRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_speechsense_pb2.SearchTalkResponse, _abc.Awaitable[_speechsense_pb2.SearchTalkResponse]]: ...
+    ) -> _typing.Union[_speechsense_pb2.SearchTalkResponse, _abc.Awaitable[_speechsense_pb2.SearchTalkResponse]]:
+        """Talk ids whose fields match the filters. A read: counts against the project's read quota."""
+
+    @_abc_1.abstractmethod
+    def Get(
+        self,
+        request: _speechsense_pb2.GetTalkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_speechsense_pb2.GetTalkResponse, _abc.Awaitable[_speechsense_pb2.GetTalkResponse]]:
+        """Talks by id ("bulk get", up to 100 a call recommended). A read, like Search."""
 
 def add_TalkServiceServicer_to_server(servicer: TalkServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

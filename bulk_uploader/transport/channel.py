@@ -14,7 +14,7 @@ from bulk_uploader.audio import AudioInfo
 from bulk_uploader.auth import AuthProvider
 from bulk_uploader.chat import ChatMessage
 from bulk_uploader.errors import ConfigError
-from bulk_uploader.model import Job
+from bulk_uploader.model import Job, TalkRecord
 from bulk_uploader.options import SearchScope
 from bulk_uploader.proto import speechsense_pb2 as pb
 from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
@@ -28,6 +28,11 @@ from bulk_uploader.transport.messages import (
 from bulk_uploader.transport.status import LOST_STATUS, classify, closed_under
 
 CAUTIOUS_WAIT = 1.0  # seconds a stream retried after a lost answer waits for an early one
+SEARCH_PAGE_SIZE = 1000  # the most a Search page may hold: fewest reads
+# NOT_STARTED, PROCESSING, ...; a state this code does not know (a newer service) keeps its number.
+_STATES = {number: name.removeprefix("PROCESSING_STATE_") for name, number in pb.ProcessingState.items()}
+
+
 
 
 async def _early_answer(call: aio.StreamUnaryCall, seconds: float) -> None:
@@ -179,18 +184,41 @@ class Transport:
         response = await self._unary(self._stub.Upload, request, job, timeout)
         return str(response.talk_id or job.talk_id or "")
 
-    async def search(self, scope: SearchScope, connection_id: str, key: str, value: str, timeout: float) -> list[str]:
-        """Ids of the talks in the connection whose `key` equals `value` (any_match)."""
+    async def search(self, scope: SearchScope, connection_id: str, key: str, values: Sequence[str], timeout: float,
+                     page_token: str = "") -> tuple[list[str], str]:
+        """One page of the ids of the talks in the connection whose `key` is any of `values`
+        (AnyMatchFilter ORs them), and the next page's token ("" after the last)."""
         request = pb.SearchTalkRequest(
             organization_id=scope.organization_id,
             space_id=scope.space_id,
             project_id=scope.project_id,
             connection_id=connection_id,
-            filters=[pb.Filter(key=key, any_match=pb.AnyMatchFilter(values=[value]))],
-            page_size=10,
+            filters=[pb.Filter(key=key, any_match=pb.AnyMatchFilter(values=values))],
+            page_size=SEARCH_PAGE_SIZE,
+            page_token=page_token,
         )
         response = await self._unary(self._stub.Search, request, None, timeout)
-        return list(response.talk_ids)
+        return list(response.talk_ids), str(response.next_page_token)
+
+    async def get(self, scope: SearchScope, connection_id: str, talk_ids: Sequence[str], timeout: float
+                  ) -> list[TalkRecord]:
+        """The talks among `talk_ids` the service holds: their basic data only (ids, fields, state)."""
+        request = pb.GetTalkRequest(
+            organization_id=scope.organization_id,
+            space_id=scope.space_id,
+            project_id=scope.project_id,
+            connection_id=connection_id,
+            talk_ids=talk_ids,
+        )
+        request.results_mask.SetInParent()  # set and naming no paths: no analysis results, which are big
+        response = await self._unary(self._stub.Get, request, None, timeout)
+        return [
+            TalkRecord(
+                talk.id, talk.connection_id, {field.name: field.value for field in talk.talk_fields},
+                _STATES.get(talk.talk_state.processing_state, f"STATE_{talk.talk_state.processing_state}"),
+            )
+            for talk in response.talk
+        ]
 
     async def upload_stream(
         self,
