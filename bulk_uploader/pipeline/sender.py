@@ -181,7 +181,8 @@ class Sender:
             return found
         result.unknown_outcomes = 0  # every earlier attempt is known not to have stored a talk
         if payload.rpc == "Upload":
-            payload.data, payload.info = await reader.read_whole(job)
+            payload.data, plan = await reader.read_whole(job, self.options.transcode)
+            payload.info = plan.info
         return None
 
     async def attempt(self, job: Job, result: RowResult, payload: _Payload) -> str:
