@@ -100,6 +100,7 @@ class Feeder:
         self.stats = stats
         self.uploaded = uploaded  # rows an earlier run recorded uploaded
         self.read_ahead = not options.dry_run
+        self.threshold = options.stream_threshold
         self._preload = reader.Preloader()
         self._batch: list[Job] = []  # files to be read together
         self._batch_bytes = 0
@@ -112,7 +113,7 @@ class Feeder:
                 if n % _YIELD_EVERY == 0:
                     await anyio.lowlevel.checkpoint()
                 job = self._job(row)
-                if job is not None:
+                if job is not None and not self._batched(job):  # most small files wait in the batch
                     for ready in await self._ready(job):
                         await queue.put(ready)
             for ready in await self._flush():
@@ -139,13 +140,18 @@ class Feeder:
             self.recorder.record(internal_error(row.key, row.line, shown, exc))
         return None
 
-    async def _ready(self, job: Job) -> list[Job]:
-        """Jobs ready for the queue once `job` joins: a full read-ahead batch, or the batch then `job`."""
-        if self.read_ahead and job.kind == "audio" and job.size <= self.options.stream_threshold:
+    def _batched(self, job: Job) -> bool:
+        """Whether `job` joined a read-ahead batch that is not full yet (nothing to queue now):
+        a plain call, so most rows cost no coroutine here."""
+        if self.read_ahead and job.kind == "audio" and job.size <= self.threshold:
             self._batch.append(job)
             self._batch_bytes += job.size
-            if len(self._batch) < reader.PRELOAD_BATCH and self._batch_bytes < reader.PRELOAD_BATCH_BYTES:
-                return []
+            return len(self._batch) < reader.PRELOAD_BATCH and self._batch_bytes < reader.PRELOAD_BATCH_BYTES
+        return False
+
+    async def _ready(self, job: Job) -> list[Job]:
+        """Jobs ready for the queue now: a full read-ahead batch `job` completed, or the batch then `job`."""
+        if self._batch and self._batch[-1] is job:
             return await self._flush()
         return [*await self._flush(), job] if self._batch else [job]
 
