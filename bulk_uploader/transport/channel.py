@@ -47,25 +47,57 @@ async def _early_answer(call: aio.StreamUnaryCall, seconds: float) -> None:
         pass
 
 
-async def _diagnose(endpoint: str, insecure: bool) -> str:
-    """Why a channel to `endpoint` does not connect, as a user can act on it."""
+async def _preflight(channel: aio.Channel, endpoint: str, insecure: bool, timeout: float) -> None:
+    """Wait up to `timeout` for `channel` to connect, or raise ConfigError saying why it does not.
+
+    A failure with a definite cause (nothing listening, a name that does not resolve, TLS
+    against plaintext or the reverse), seen twice a second apart, ends the wait at once.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    seen: str | None = None
+    while loop.time() < deadline:
+        state = channel.get_state(try_to_connect=True)
+        if state is grpc.ChannelConnectivity.READY:
+            return
+        if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            reason, definite = await _diagnose(endpoint, insecure)
+            if definite and reason == seen:
+                break
+            seen = reason if definite else None
+            if definite:
+                await asyncio.sleep(1.0)
+                continue
+        try:
+            await asyncio.wait_for(channel.wait_for_state_change(state), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            break
+    if channel.get_state() is grpc.ChannelConnectivity.READY:
+        return
+    reason, _ = await _diagnose(endpoint, insecure)
+    raise ConfigError(f"cannot reach the service at {endpoint}: {reason}; nothing was sent")
+
+
+async def _diagnose(endpoint: str, insecure: bool) -> tuple[str, bool]:
+    """Why a channel to `endpoint` does not connect, as a user can act on it, and whether that is
+    definite (waiting longer would not help)."""
     host, _, port = endpoint.rpartition(":")
     try:
         await asyncio.wait_for(asyncio.to_thread(_tcp_connect, host.strip("[]"), int(port)), 6)
     except socket.gaierror:
-        return f"the name {host} does not resolve (DNS)"
+        return f"the name {host} does not resolve (DNS)", True
     except ConnectionRefusedError:
-        return "nothing is listening there (connection refused)"
+        return "nothing is listening there (connection refused)", True
     except (OSError, TimeoutError) as exc:
-        return f"no connection ({getattr(exc, 'strerror', None) or type(exc).__name__})"
+        return f"no connection ({getattr(exc, 'strerror', None) or type(exc).__name__})", False
     other = aio.insecure_channel(endpoint) if not insecure else aio.secure_channel(endpoint, grpc.ssl_channel_credentials())
     try:
         await asyncio.wait_for(other.channel_ready(), 3)
         if insecure:
-            return "the server speaks TLS: leave out --insecure"
-        return "the server speaks plaintext, not TLS: for the emulator add --insecure"
+            return "the server speaks TLS: leave out --insecure", True
+        return "the server speaks plaintext, not TLS: for the emulator add --insecure", True
     except TimeoutError:
-        return "a TCP connection opens, but no gRPC connection does (TLS or HTTP/2 fails)"
+        return "a TCP connection opens, but no gRPC connection does (TLS or HTTP/2 fails)", False
     finally:
         await other.close()
 
@@ -138,10 +170,7 @@ class Transport:
 
     async def preflight(self, timeout: float) -> None:
         """Connect before the first row; raise ConfigError saying why the service cannot be reached."""
-        if await self.wait_ready(timeout):
-            return
-        reason = await _diagnose(self.endpoint, self.insecure)
-        raise ConfigError(f"cannot reach the service at {self.endpoint}: {reason}; nothing was sent")
+        await _preflight(self._channel, self.endpoint, self.insecure, timeout)
 
     def _metadata(self, job: Job | None = None) -> tuple[tuple[tuple[str, str], ...], str]:
         """Request headers and the authorization value among them."""
