@@ -65,12 +65,13 @@ class ResultsWriter:
             self._write(b"\n")  # a line torn by a kill: the next record starts on a line of its own
 
     def _ends_torn(self, size: int) -> bool:
+        """Whether the file's last byte is not a newline (the descriptor is write-only: read through another)."""
         try:
-            return os.pread(self._fd, 1, size - 1) != b"\n"
-        except OSError:  # opened for writing only on some systems: read through a second descriptor
             with self.path.open("rb") as f:
                 f.seek(size - 1)
                 return f.read(1) != b"\n"
+        except OSError as exc:
+            raise ResultsFileError(f"cannot read results file {self.path}: {exc.strerror}") from None
 
     def write(self, result: RowResult) -> None:
         """Record one finished row: with the next journal line, or at the end of the event loop's turn."""
