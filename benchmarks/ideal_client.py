@@ -19,7 +19,8 @@ from pathlib import Path
 from grpc import aio
 
 from bulk_uploader.allocator import keep_big_buffers
-from bulk_uploader.audio import SNIFF_BYTES, check_audio
+from bulk_uploader.audio import judge
+from bulk_uploader.probe import probe_bytes
 from bulk_uploader.proto import speechsense_pb2 as pb
 from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
 from bulk_uploader.transport import audio_metadata
@@ -41,7 +42,7 @@ async def main() -> None:
         row = json.loads(line)
         data = (manifest.parent / row["audio_path"]).read_bytes()
         meta = pb.TalkMetadata(connection_id=row.get("connection_id", "demo-audio"), fields=row["metadata"])
-        audio = audio_metadata(check_audio(data[:SNIFF_BYTES], None))
+        audio = audio_metadata(judge(probe_bytes(data), None).info)
         if len(data) <= threshold:
             jobs.append(("unary", pb.UploadTalkRequest(metadata=meta, audio=pb.AudioRequest(
                 audio_metadata=audio, audio_data=pb.AudioChunk(data=data))), len(data)))

@@ -7,7 +7,8 @@
 Starts `bulk-upload emulator` in its own process per scenario, makes the data sets under
 benchmarks/.data, runs each contender as its own process and measures it from outside
 (os.wait4: user+sys CPU and peak RSS of the whole client process), prints a markdown table
-and writes it to benchmarks/RESULTS.md with the machine, versions and date.
+and replaces its own sections of benchmarks/RESULTS.md (results_md.py), stamped with the machine,
+versions and date.
 
 Contenders: bulk-upload as users run it (results file, --quiet); the ideal client (requests
 prebuilt in memory, N tasks on one grpc.aio channel: the ceiling); a thread pool over the
@@ -23,7 +24,6 @@ import argparse
 import compileall
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -34,9 +34,10 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import results_md
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
@@ -265,33 +266,25 @@ def million_scenario(runs: int) -> dict[str, Any]:
     return out
 
 
-def versions() -> str:
-    import google.protobuf
-    import grpc
+PREAMBLE = """# Benchmark results
 
-    return f"Python {platform.python_version()}, grpcio {grpc.__version__}, protobuf {google.protobuf.__version__}"
+Each section says when and with what it was measured; `benchmarks/run.py` and the other scripts
+each replace only their own sections. Method of the upload scenarios (`run.py`): medians of the
+runs; emulator (or lean server) in its own process on loopback; each client its own process,
+CPU (user+sys) and peak RSS of the whole client process from os.wait4; files/s over each contender's
+own timed section (bulk-upload: its run, from reading the results file to the last row recorded;
+ideal: after requests are built; thread pool: after start-up; xargs: the whole batch).
+Ratios are bulk-upload / ideal computed pair by pair within a round, then the median.
+"""
 
 
-def render(tables: list[dict[str, Any]], million: dict[str, Any] | None, runs: int, startup: float | None) -> str:
-    cpu = ""
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    lines = [
-        "# Benchmark results", "",
-        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {os.cpu_count()} cores {cpu}, {platform.system()} {platform.release()}",
-        f"- versions: {versions()}",
-        f"- method: medians of {runs} run(s); emulator in its own process on loopback; each client its own process,",
-        "  CPU (user+sys) and peak RSS of the whole client process from os.wait4; files/s over each contender's",
-        "  own timed section (bulk-upload: its run, from reading the results file to the last row recorded;",
-        "  ideal: after requests are built; thread pool: after start-up; xargs: the whole batch).",
-        "  Ratios are bulk-upload / ideal computed pair by pair within a round, then the median.", "",
-    ]
+def render(tables: list[dict[str, Any]], million: dict[str, Any] | None, runs: int, startup: float | None
+           ) -> list[tuple[str, str]]:
+    """The sections this run measured: (heading, body) for results_md."""
+    sections = []
     for t in tables:
-        lines += [f"## {t['title']} (concurrency {t['concurrency']})", "",
-                  "| contender | files | files/s | MB/s | CPU ms/file | peak RSS MB |", "|---|---|---|---|---|---|"]
+        lines = [results_md.stamp(f"medians of {runs} run(s)"), "",
+                 "| contender | files | files/s | MB/s | CPU ms/file | peak RSS MB |", "|---|---|---|---|---|---|"]
         for name, r in t["rows"].items():
             lines.append(f"| {name} | {r['files']} | {r['files_per_s']:.1f} | {r['mb_per_s']:.1f} | "
                          f"{r['cpu_per_file_ms']:.3f} | {r['rss_mb']:.0f} |")
@@ -314,15 +307,16 @@ def render(tables: list[dict[str, Any]], million: dict[str, Any] | None, runs: i
         if "xargs" in t["rows"] and "bulk-upload" in t["rows"]:
             ratio = t["rows"]["bulk-upload"]["files_per_s"] / t["rows"]["xargs"]["files_per_s"]
             lines.append(f"bulk-upload / one process per file (xargs): files/s {ratio:.0f}x")
-        lines.append("")
+        sections.append((f"{t['title']} (concurrency {t['concurrency']})", "\n".join(lines)))
     if million:
         d, r = million["dry_run"], million["resume"]
-        lines += ["## 1,000,000-row manifest (rows share 50 files of 16 KiB)", "",
-                  "| run | wall s | peak RSS MB | first new upload after s |", "|---|---|---|---|",
-                  f"| --dry-run | {statistics.median(x['wall'] for x in d):.1f} | {statistics.median(x['rss_mb'] for x in d):.0f} | |",
-                  f"| resume, results file lists 999,900 rows | {statistics.median(x['wall'] for x in r):.1f} | "
-                  f"{statistics.median(x['rss_mb'] for x in r):.0f} | {statistics.median(x['startup'] for x in r):.1f} |", ""]
-    return "\n".join(lines)
+        lines = [results_md.stamp(f"medians of {runs} run(s)"), "",
+                 "| run | wall s | peak RSS MB | first new upload after s |", "|---|---|---|---|",
+                 f"| --dry-run | {statistics.median(x['wall'] for x in d):.1f} | {statistics.median(x['rss_mb'] for x in d):.0f} | |",
+                 f"| resume, results file lists 999,900 rows | {statistics.median(x['wall'] for x in r):.1f} | "
+                 f"{statistics.median(x['rss_mb'] for x in r):.0f} | {statistics.median(x['startup'] for x in r):.1f} |"]
+        sections.append(("1,000,000-row manifest (rows share 50 files of 16 KiB)", "\n".join(lines)))
+    return sections
 
 
 def main() -> None:
@@ -357,11 +351,12 @@ def main() -> None:
                                       64, args.runs, latency_ms=100))
     million = million_scenario(args.runs) if "million" in args.only else None
     startup = startup_cpu(args.runs) if tables else None
-    report = render(tables, million, args.runs, startup)
+    sections = render(tables, million, args.runs, startup)
     print()
-    print(report)
+    for heading, body in sections:
+        print(f"## {heading}\n\n{body}\n")
     if not args.no_write:
-        (HERE / "RESULTS.md").write_text(report + "\n")
+        results_md.write_sections(sections, preamble=PREAMBLE)
 
 
 if __name__ == "__main__":
