@@ -1,4 +1,5 @@
-"""A corpus of recordings in the formats call recorders export, made by FFmpeg's real encoders at test time.
+"""A corpus of recordings in the formats call recorders export, made by real encoders at test time
+(FFmpeg's, and libsndfile's for GSM 6.10, which FFmpeg cannot encode).
 
 Each entry: a file name, how it is made, and what is expected of it plain and with --transcode.
 Layouts no encoder writes (a Broadcast WAV's chunks before `fmt `, junk before the first MP3
@@ -69,6 +70,18 @@ def truncated_wav(path: Path) -> None:
     path.write_bytes(data[: 44 + (len(data) - 44) // 2])
 
 
+def gsm_wav(path: Path) -> None:
+    """A GSM 6.10 WAV (format tag 0x31), as call recorders write it, by libsndfile's encoder
+    (FFmpeg has a GSM decoder only)."""
+    import numpy
+    import soundfile
+
+    rate = 8000
+    t = numpy.arange(int(SECONDS * rate)) / rate
+    tone = (0.3 * numpy.sin(2 * numpy.pi * 440 * t) * 32767).astype(numpy.int16)
+    soundfile.write(path, tone, rate, subtype="GSM610", format="WAV")
+
+
 def long_wav(path: Path) -> None:
     media.synthesize(path, "wav", "pcm_s16le", rate=8000, channels=1, seconds=4 * 3600 + 300, freqs=(0.0,))
 
@@ -89,6 +102,7 @@ CORPUS = [
     # Converted with --transcode.
     Entry("mulaw.wav", encode("wav", "pcm_mulaw"), "NEEDS_TRANSCODE", "pcm"),
     Entry("alaw.wav", encode("wav", "pcm_alaw"), "NEEDS_TRANSCODE", "pcm"),
+    Entry("gsm.wav", gsm_wav, "NEEDS_TRANSCODE", "pcm"),
     Entry("ima-adpcm.wav", encode("wav", "adpcm_ima_wav"), "NEEDS_TRANSCODE", "pcm"),
     Entry("ms-adpcm.wav", encode("wav", "adpcm_ms"), "NEEDS_TRANSCODE", "pcm"),
     Entry("u8.wav", encode("wav", "pcm_u8"), "NEEDS_TRANSCODE", "pcm"),
