@@ -62,6 +62,18 @@ def mp3_after_junk(path: Path) -> None:
     path.write_bytes(junk + buffer.getvalue())
 
 
+def id3_layer2(path: Path) -> None:
+    """MPEG Layer II audio behind an ID3v2 tag, as tagging tools leave it: the tag an MP3
+    encoder's muxer wrote, then the MP2 encoder's frames (FFmpeg's mp2 muxer writes no tag)."""
+    tagged, frames = io.BytesIO(), io.BytesIO()
+    media.synthesize(tagged, "mp3", "libmp3lame", rate=16000, channels=1, seconds=0.5)
+    media.synthesize(frames, "mp2", "mp2", rate=16000, channels=1, seconds=SECONDS)
+    head = tagged.getvalue()
+    assert head[:3] == b"ID3"
+    size = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10]))  # syncsafe
+    path.write_bytes(head[:size] + frames.getvalue())
+
+
 def truncated_wav(path: Path) -> None:
     """A 16-bit WAV whose header promises twice the audio the file holds (a copy cut short)."""
     buffer = io.BytesIO()
@@ -120,6 +132,7 @@ CORPUS = [
           "pcm"),
     Entry("call.amr", encode("amr", "libopencore_amrnb", 8000, 1, bit_rate=12200), "NEEDS_TRANSCODE", "pcm"),
     Entry("layer2.mp2", encode("mp2", "mp2", 16000, 1), "NEEDS_TRANSCODE", "pcm"),
+    Entry("id3-layer2.mp3", id3_layer2, "NEEDS_TRANSCODE", "pcm"),
     Entry("mp3-in-riff.wav", encode("wav", "libmp3lame", 16000, 1), "NEEDS_TRANSCODE", "mp3"),
     Entry("softphone.webm", encode("webm", "libopus", 48000, 2), "NEEDS_TRANSCODE", "ogg_opus", channels=2),
     # Invalid however they are sent.
