@@ -53,13 +53,17 @@ def broadcast_wav(path: Path) -> None:
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
 
 
-def mp3_after_junk(path: Path) -> None:
-    """An MP3 (no ID3 tag) after 1,500 bytes of junk, which decoders skip."""
-    buffer = io.BytesIO()
-    media.synthesize(buffer, "mp3", "libmp3lame", rate=16000, channels=1, seconds=SECONDS,
-                     format_options={"id3v2_version": "0"})
-    junk = bytes(random.Random(5).randrange(0, 255) for _ in range(1500)).replace(b"\xff", b"\x00")
-    path.write_bytes(junk + buffer.getvalue())
+def mp3_after(prefix: bytes) -> Callable[[Path], None]:
+    """An MP3 (no ID3 tag) after `prefix` (junk, or zero padding), which decoders skip."""
+    def make(path: Path) -> None:
+        buffer = io.BytesIO()
+        media.synthesize(buffer, "mp3", "libmp3lame", rate=16000, channels=1, seconds=SECONDS,
+                         format_options={"id3v2_version": "0"})
+        path.write_bytes(prefix + buffer.getvalue())
+    return make
+
+
+JUNK = bytes(random.Random(5).randrange(0, 255) for _ in range(1500)).replace(b"\xff", b"\x00")
 
 
 def id3_layer2(path: Path) -> None:
@@ -109,7 +113,8 @@ CORPUS = [
     Entry("pcm16.wav", encode("wav", "pcm_s16le", 8000, 2), "as-is", channels=2),
     Entry("broadcast.wav", broadcast_wav, "as-is"),
     Entry("lame.mp3", encode("mp3", "libmp3lame", 16000, 2), "as-is", channels=2),
-    Entry("junk-first.mp3", mp3_after_junk, "as-is"),
+    Entry("junk-first.mp3", mp3_after(JUNK), "as-is"),
+    Entry("padded.mp3", mp3_after(bytes(4096)), "as-is"),
     Entry("opus.ogg", encode("ogg", "libopus", 48000, 2), "as-is", channels=2),
     # Converted with --transcode.
     Entry("mulaw.wav", encode("wav", "pcm_mulaw"), "NEEDS_TRANSCODE", "pcm"),
