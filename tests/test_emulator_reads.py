@@ -53,16 +53,21 @@ async def test_get_answers_the_talks_it_holds_with_their_fields_and_state() -> N
 
 
 async def test_processing_moves_from_not_started_through_processing_to_success_or_failed() -> None:
-    async with serving(processing=Processing(delay=0.3, time=0.3, failure_rate=0.5)) as (_, stub):
+    loop = asyncio.get_running_loop()
+    # Seconds, not tenths: every talk is checked in each state even when uploading them is slow.
+    async with serving(processing=Processing(delay=2.0, time=2.0, failure_rate=0.5)) as (_, stub):
+        first = loop.time()
         ids = [(await stub.Upload(upload_request(client_id=f"cl-{n}"), metadata=AUTH)).talk_id for n in range(20)]
+        last = loop.time()
+        assert last - first < 1.5  # else no moment finds every talk in the same state
 
         async def states() -> set[int]:
             return {t.talk_state.processing_state for t in (await stub.Get(get_request(*ids), metadata=AUTH)).talk}
 
         assert await states() == {pb.PROCESSING_STATE_NOT_STARTED}
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(last + 2.2 - loop.time())
         assert await states() == {pb.PROCESSING_STATE_PROCESSING}
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(last + 4.2 - loop.time())
         ended = [t.talk_state.processing_state for t in (await stub.Get(get_request(*ids), metadata=AUTH)).talk]
         assert set(ended) == {pb.PROCESSING_STATE_SUCCESS, pb.PROCESSING_STATE_FAILED}
         again = [t.talk_state.processing_state for t in (await stub.Get(get_request(*ids), metadata=AUTH)).talk]

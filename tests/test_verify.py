@@ -110,7 +110,8 @@ def test_fields_that_differ_are_named_and_a_sample_checks_a_stable_share(tmp_pat
 
 
 def test_waiting_polls_until_processing_ends_and_lists_the_failures(tmp_path: Path) -> None:
-    server = emulator(tmp_path, processing=Processing(delay=0.3, time=0.7, failure_rate=0.2))
+    # Processing starts 5 s after each upload: verify's first look finds all 50 waiting even on a busy machine.
+    server = emulator(tmp_path, processing=Processing(delay=5.0, time=1.0, failure_rate=0.2))
     try:
         manifest = samples.write_dataset(tmp_path, 50, sizes=(2000,))
         upload(server, manifest)
