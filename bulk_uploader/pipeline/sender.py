@@ -259,7 +259,9 @@ class Inspector:
         """None for a row that would be sent (counted by format), else its `invalid` result."""
         try:
             if job.kind == "audio":
-                plan = await reader.inspect(job, self.transcode)
+                plan = job.plan if job.plan is not None else await reader.inspect(job, self.transcode)
+                if isinstance(plan, Exception):
+                    raise plan  # met when its head was read ahead
                 kind = plan.info.format.value
                 if plan.converted:
                     self.stats.converted[plan.probes[0].name] += 1
