@@ -23,6 +23,8 @@ from bulk_uploader.schema import ConnectionSchema, check_fields, dialog_user_ids
 
 
 def _string_map(value: Any, what: str) -> dict[str, str]:
+    if type(value) is dict and all(type(item) is str for item in value.values()):
+        return dict(value)  # the usual row, its values text already (and JSON's keys always are)
     if value is None:
         return {}
     if not isinstance(value, dict):

@@ -126,7 +126,7 @@ class Feeder:
         if shard is not None and not shard.contains(row.key):
             self.validator.claim(row)
             return None
-        if row.problem is None and row.key in self.uploaded:
+        if row.problem is None and self.uploaded and row.key in self.uploaded:
             self.stats.skipped += 1
             self.validator.claim(row)
             return None
