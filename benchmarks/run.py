@@ -79,8 +79,10 @@ def run_measured(argv: list[str], env: dict[str, str] | None = None, timeout: fl
     """Run a process to its end through measure.py: (stdout, stderr, wall, cpu, peak rss MB, exit status)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "usage.json"
+        # cwd: a folder of its own, as `python -m` puts the working folder first on sys.path, where
+        # a checkout's package would shadow the one PYTHONPATH names (--baseline).
         done = subprocess.run([PY, str(HERE / "measure.py"), str(report), "--", *argv], capture_output=True,
-                              text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+                              text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL, cwd=tmp)
         usage = json.loads(report.read_text())
     return done.stdout, done.stderr, usage["wall"], usage["cpu"], usage["rss_mb"], usage["status"]
 
