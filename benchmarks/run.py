@@ -3,8 +3,10 @@
     python benchmarks/run.py                 # every scenario, 3 runs each (about 10 minutes)
     python benchmarks/run.py --runs 1 --only small latency
     python benchmarks/run.py --only small 64mib --baseline /tmp/base   # A/B against another checkout
+    python benchmarks/run.py --only small-lean latency-lean              # against the lean server
 
-Starts `bulk-upload emulator` in its own process per scenario, makes the data sets under
+Starts `bulk-upload emulator` (or, for the `-lean` scenarios, benchmarks/lean_server.py, which
+checks and stores nothing, so that the client is what is measured) in its own process per scenario, makes the data sets under
 benchmarks/.data, runs each contender as its own process and measures it from outside
 (os.wait4: user+sys CPU and peak RSS of the whole client process), prints a markdown table
 and replaces its own sections of benchmarks/RESULTS.md (results_md.py), stamped with the machine,
@@ -77,8 +79,10 @@ def run_measured(argv: list[str], env: dict[str, str] | None = None, timeout: fl
     """Run a process to its end through measure.py: (stdout, stderr, wall, cpu, peak rss MB, exit status)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "usage.json"
+        # cwd: a folder of its own, as `python -m` puts the working folder first on sys.path, where
+        # a checkout's package would shadow the one PYTHONPATH names (--baseline).
         done = subprocess.run([PY, str(HERE / "measure.py"), str(report), "--", *argv], capture_output=True,
-                              text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+                              text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL, cwd=tmp)
         usage = json.loads(report.read_text())
     return done.stdout, done.stderr, usage["wall"], usage["cpu"], usage["rss_mb"], usage["status"]
 
@@ -95,6 +99,28 @@ class EmulatorProcess:
     def close(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.communicate(timeout=60)
+
+
+class LeanServerProcess:
+    """benchmarks/lean_server.py in its own process; `totals` holds what it counted once closed."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([PY, str(HERE / "lean_server.py"), "--port", "0", "--max-seconds", "3600", *args],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.target = self.proc.stdout.readline().split()[-1]
+        self.totals: dict[str, int] = {}
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=60)
+        self.totals = json.loads(out.splitlines()[-1])
+
+
+def start_server(kind: str, latency_ms: float = 0) -> EmulatorProcess | LeanServerProcess:
+    """The server a scenario runs against: the emulator, or the lean server."""
+    args = ["--latency-ms", str(latency_ms)] if latency_ms else []
+    return LeanServerProcess(*args) if kind == "lean" else EmulatorProcess(*args)
 
 
 def client_env(root: Path = HERE.parent) -> dict[str, str]:
@@ -155,16 +181,34 @@ def per_process(target: str, manifest: Path, concurrency: int, limit: int) -> Me
     return Measure(len(rows), size, wall, wall, cpu, rss)
 
 
-def startup_cpu(runs: int) -> float:
-    """CPU seconds bulk-upload spends before and around any row: a one-row dry run (median)."""
-    manifest = dataset("one", 1, 16 * 1024)
-    cpus = []
-    for _ in range(max(3, runs)):
-        _, err, _, cpu, _, code = run_measured([PY, "-m", "bulk_uploader", str(manifest), "--dry-run", "--quiet"],
-                                               client_env())
-        assert code == 0, err[-2000:]
-        cpus.append(cpu)
-    return statistics.median(cpus)
+def startup_table(runs: int) -> dict[str, dict[str, float]]:
+    """Median CPU seconds of whole processes that do (almost) nothing: a one-row dry run, a one-row
+    upload to the lean server, and commands that send nothing; with --baseline, the baseline's beside."""
+    one = dataset("one", 1, 16 * 1024)
+    results = one.with_name("startup.results.jsonl")
+    server = LeanServerProcess()
+    commands = {
+        "one-row --dry-run": [str(one), "--dry-run", "--quiet"],
+        "one-row upload (lean server)": [str(one), "--endpoint", server.target, "--insecure", "--quiet",
+                                         "--results", str(results)],
+        "--help": ["--help"],
+        "report (one-row results file)": ["report", str(results)],
+        "verify --help": ["verify", "--help"],
+    }
+    roots = {"bulk-upload": HERE.parent, **({"baseline": BASELINE} if BASELINE is not None else {})}
+    cpus: dict[str, dict[str, list[float]]] = {name: {who: [] for who in roots} for name in commands}
+    try:
+        for _ in range(max(5, runs)):
+            for name, args in commands.items():
+                for who, root in roots.items():  # side by side, so noise hits both alike
+                    if name.startswith("one-row upload"):
+                        results.unlink(missing_ok=True)
+                    _, err, _, cpu, _, code = run_measured([PY, "-m", "bulk_uploader", *args], client_env(root))
+                    assert code in (0, 1), err[-2000:]
+                    cpus[name][who].append(cpu)
+    finally:
+        server.close()
+    return {name: {who: statistics.median(v) for who, v in by.items()} for name, by in cpus.items()}
 
 
 def median(measures: list[Measure]) -> dict[str, float]:
@@ -180,13 +224,15 @@ def median(measures: list[Measure]) -> dict[str, float]:
 
 
 def upload_scenario(name: str, title: str, manifest: Path, concurrency: int, runs: int, latency_ms: float = 0,
-                    contenders: tuple[str, ...] = ("bulk-upload", "ideal", "threadpool"), xargs_files: int = 0) -> dict[str, Any]:
-    emulator = EmulatorProcess(*(["--latency-ms", str(latency_ms)] if latency_ms else []))
+                    contenders: tuple[str, ...] = ("bulk-upload", "ideal", "threadpool"), xargs_files: int = 0,
+                    server: str = "emulator") -> dict[str, Any]:
+    emulator = start_server(server, latency_ms)
     if ONLY_CONTENDERS:
         contenders = tuple(c for c in contenders if c in ONLY_CONTENDERS)
     if BASELINE is not None:
         contenders = ("bulk-upload", "baseline", *contenders[1:])
-    table: dict[str, Any] = {"title": title, "concurrency": concurrency, "rows": {}, "pairs": [], "ab": []}
+    table: dict[str, Any] = {"title": title, "concurrency": concurrency, "rows": {}, "pairs": [], "ab": [],
+                             "server": server, "latency_ms": latency_ms}
     measured: dict[str, list[Measure]] = {c: [] for c in contenders}
     try:
         for n in range(runs):
@@ -237,33 +283,42 @@ def million_scenario(runs: int) -> dict[str, Any]:
                                       "attempts": 1, "bytes": 16428, "seconds": 0.01, "audio_path": "x", "line": n + 1,
                                       "rpc": "Upload", "unknown_outcomes": 0, "reconciled": False,
                                       "finished_at": "2026-11-21T00:00:00+00:00"}) + "\n")
-    out: dict[str, Any] = {"dry_run": [], "resume": []}
+    roots = {"bulk-upload": HERE.parent, **({"baseline": BASELINE} if BASELINE is not None else {})}
+    out: dict[str, Any] = {who: {"dry_run": [], "resume": []} for who in roots}
     for _ in range(runs):
-        stdout, err, wall, cpu, rss, code = run_measured(
-            [PY, "-m", "bulk_uploader", str(manifest), "--dry-run", "--quiet", "--concurrency", "32"], client_env())
-        assert code == 0, err[-2000:]
-        out["dry_run"].append({"wall": wall, "rss_mb": rss, "cpu": cpu})
-        print(f"  [million] dry run: {wall:.1f} s, peak RSS {rss:.0f} MB", flush=True)
-
-        store = Path(tempfile.mkdtemp()) / "store.sqlite3"
-        emulator = EmulatorProcess("--store", str(store))
-        results = folder / "resume.results.jsonl"
-        shutil.copyfile(done, results)
-        started = time.time()
-        try:
-            stdout, err, wall, cpu, rss, code = run_measured(
-                [PY, "-m", "bulk_uploader", str(manifest), "--endpoint", emulator.target, "--insecure", "--quiet",
-                 "--concurrency", "32", "--results", str(results)], client_env())
-        finally:
-            emulator.close()
-        assert code == 0, err[-2000:]
-        first = sqlite3.connect(store).execute("SELECT MIN(created_at), COUNT(*) FROM talks").fetchone()
-        assert first[1] == new_rows, first
-        out["resume"].append({"wall": wall, "rss_mb": rss, "startup": first[0] - started})
-        print(f"  [million] resume: {wall:.1f} s, first new upload after {first[0] - started:.1f} s, "
-              f"peak RSS {rss:.0f} MB", flush=True)
-        shutil.rmtree(store.parent)
+        for who, root in roots.items():  # side by side, so noise hits both alike
+            out[who]["dry_run"].append(_million_dry_run(manifest, root, who))
+            out[who]["resume"].append(_million_resume(manifest, done, new_rows, root, who))
     return out
+
+
+def _million_dry_run(manifest: Path, root: Path, who: str) -> dict[str, float]:
+    _, err, wall, cpu, rss, code = run_measured(
+        [PY, "-m", "bulk_uploader", str(manifest), "--dry-run", "--quiet", "--concurrency", "32"], client_env(root))
+    assert code == 0, err[-2000:]
+    print(f"  [million] {who} dry run: {wall:.1f} s, CPU {cpu:.1f} s, peak RSS {rss:.0f} MB", flush=True)
+    return {"wall": wall, "rss_mb": rss, "cpu": cpu}
+
+
+def _million_resume(manifest: Path, done: Path, new_rows: int, root: Path, who: str) -> dict[str, float]:
+    store = Path(tempfile.mkdtemp()) / "store.sqlite3"
+    emulator = EmulatorProcess("--store", str(store))
+    results = manifest.with_name("resume.results.jsonl")
+    shutil.copyfile(done, results)
+    started = time.time()
+    try:
+        _, err, wall, cpu, rss, code = run_measured(
+            [PY, "-m", "bulk_uploader", str(manifest), "--endpoint", emulator.target, "--insecure", "--quiet",
+             "--concurrency", "32", "--results", str(results)], client_env(root))
+    finally:
+        emulator.close()
+    assert code == 0, err[-2000:]
+    first = sqlite3.connect(store).execute("SELECT MIN(created_at), COUNT(*) FROM talks").fetchone()
+    assert first[1] == new_rows, first
+    shutil.rmtree(store.parent)
+    print(f"  [million] {who} resume: {wall:.1f} s, first new upload after {first[0] - started:.1f} s, "
+          f"peak RSS {rss:.0f} MB", flush=True)
+    return {"wall": wall, "rss_mb": rss, "cpu": cpu, "startup": first[0] - started}
 
 
 PREAMBLE = """# Benchmark results
@@ -276,6 +331,50 @@ own timed section (bulk-upload: its run, from reading the results file to the la
 ideal: after requests are built; thread pool: after start-up; xargs: the whole batch).
 Ratios are bulk-upload / ideal computed pair by pair within a round, then the median.
 """
+
+
+# Targets against the lean server, where the client is what is measured (issue: throughput at the limits).
+LEAN_FILES_PER_S = 0.95  # of the ideal client's, at least
+LEAN_CPU_PER_FILE = 1.15  # times the ideal client's, at most
+ONE_ROW_CPU = 0.15  # CPU seconds of a one-row run, at most
+MILLION_DRY_RUN_S = 30.0  # wall seconds of the 1,000,000-row dry run, under
+
+
+def _med(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(x[key] for x in runs)
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def limit_lines(t: dict[str, Any]) -> list[str]:
+    """Each figure as a ratio to its limit: the ideal client's files/s and CPU per file (lean server),
+    and concurrency / latency (a scenario with server latency)."""
+    lines = []
+    if t["latency_ms"]:
+        limit = t["concurrency"] / (t["latency_ms"] / 1000)
+        shown = ", ".join(f"{name} {r['files_per_s'] / limit:.3f}" for name, r in t["rows"].items())
+        lines.append(f"files/s as a share of concurrency / latency ({t['concurrency']} / {t['latency_ms'] / 1000:g} s "
+                     f"= {limit:.0f} files/s): {shown}")
+    elif t["server"] == "lean" and t["pairs"]:
+        files = statistics.median(x["files_per_s"] for x in t["pairs"])
+        cpu = statistics.median(x["cpu"] for x in t["pairs"])
+        lines.append(f"targets: files/s at least {LEAN_FILES_PER_S} of the ideal's: {files:.3f}, "
+                     f"{_met(files >= LEAN_FILES_PER_S)}; CPU per file at most {LEAN_CPU_PER_FILE}x the ideal's: "
+                     f"{cpu:.3f}, {_met(cpu <= LEAN_CPU_PER_FILE)}")
+    return lines
+
+
+def render_startup(table: dict[str, dict[str, float]], runs: int) -> tuple[str, str]:
+    """The start-up section: CPU seconds per command, as a share of the one-row target."""
+    who = list(next(iter(table.values())))
+    lines = [results_md.stamp(f"medians of {max(5, runs)} run(s)"), "",
+             "| command | " + " | ".join(f"{w} CPU s" for w in who) + f" | bulk-upload / {ONE_ROW_CPU} s target |",
+             "|---|" + "---|" * (len(who) + 1)]
+    for name, by in table.items():
+        lines.append(f"| {name} | " + " | ".join(f"{by[w]:.3f}" for w in who) + f" | {by['bulk-upload'] / ONE_ROW_CPU:.2f} |")
+    return "Start-up: CPU of whole processes that do (almost) nothing", "\n".join(lines)
 
 
 def render(tables: list[dict[str, Any]], million: dict[str, Any] | None, runs: int, startup: float | None
@@ -298,6 +397,7 @@ def render(tables: list[dict[str, Any]], million: dict[str, Any] | None, runs: i
             lines += [f"bulk-upload / baseline, pair by pair (median): files/s "
                       f"{statistics.median(x['files_per_s'] for x in p):.3f}, MB/s {statistics.median(x['mb_per_s'] for x in p):.3f}, "
                       f"CPU per file {statistics.median(x['cpu'] for x in p):.3f}"]
+        lines += limit_lines(t)
         if startup is not None and "ideal" in t["rows"] and "bulk-upload" in t["rows"]:
             b, i = t["rows"]["bulk-upload"], t["rows"]["ideal"]
             per_row = b["cpu_per_file_ms"] - 1000 * startup / b["files"]
@@ -307,14 +407,19 @@ def render(tables: list[dict[str, Any]], million: dict[str, Any] | None, runs: i
         if "xargs" in t["rows"] and "bulk-upload" in t["rows"]:
             ratio = t["rows"]["bulk-upload"]["files_per_s"] / t["rows"]["xargs"]["files_per_s"]
             lines.append(f"bulk-upload / one process per file (xargs): files/s {ratio:.0f}x")
-        sections.append((f"{t['title']} (concurrency {t['concurrency']})", "\n".join(lines)))
+        server = ", lean server" if t["server"] == "lean" else ""
+        sections.append((f"{t['title']} (concurrency {t['concurrency']}{server})", "\n".join(lines)))
     if million:
-        d, r = million["dry_run"], million["resume"]
         lines = [results_md.stamp(f"medians of {runs} run(s)"), "",
-                 "| run | wall s | peak RSS MB | first new upload after s |", "|---|---|---|---|",
-                 f"| --dry-run | {statistics.median(x['wall'] for x in d):.1f} | {statistics.median(x['rss_mb'] for x in d):.0f} | |",
-                 f"| resume, results file lists 999,900 rows | {statistics.median(x['wall'] for x in r):.1f} | "
-                 f"{statistics.median(x['rss_mb'] for x in r):.0f} | {statistics.median(x['startup'] for x in r):.1f} |"]
+                 "| run | wall s | CPU s | peak RSS MB | first new upload after s |", "|---|---|---|---|---|"]
+        for who, m in million.items():
+            d, r = m["dry_run"], m["resume"]
+            lines += [f"| {who}: --dry-run | {_med(d, 'wall'):.1f} | {_med(d, 'cpu'):.1f} | {_med(d, 'rss_mb'):.0f} | |",
+                      f"| {who}: resume, results file lists 999,900 rows | {_med(r, 'wall'):.1f} | {_med(r, 'cpu'):.1f} | "
+                      f"{_med(r, 'rss_mb'):.0f} | {_med(r, 'startup'):.1f} |"]
+        dry = _med(million["bulk-upload"]["dry_run"], "wall")
+        lines.append(f"\ntarget: the dry run under {MILLION_DRY_RUN_S:g} s: {dry:.1f} s = {dry / MILLION_DRY_RUN_S:.2f} "
+                     f"of it, {_met(dry < MILLION_DRY_RUN_S)}")
         sections.append(("1,000,000-row manifest (rows share 50 files of 16 KiB)", "\n".join(lines)))
     return sections
 
@@ -322,7 +427,8 @@ def render(tables: list[dict[str, Any]], million: dict[str, Any] | None, runs: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", nargs="*", default=["small", "1mib", "64mib", "latency", "million"])
+    parser.add_argument("--only", nargs="*", default=["small", "1mib", "64mib", "latency", "million", "small-lean",
+                                                       "latency-lean", "startup"])
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     parser.add_argument("--baseline", type=Path, help="a checkout of another version to run side by side")
     parser.add_argument("--contenders", nargs="*", default=["ideal", "threadpool", "xargs"],
@@ -349,9 +455,18 @@ def main() -> None:
     if "latency" in args.only:
         tables.append(upload_scenario("latency", "100 ms server latency, 16 KiB files", dataset("latency3k", 3000, 16 * 1024),
                                       64, args.runs, latency_ms=100))
+    if "small-lean" in args.only:
+        tables.append(upload_scenario("small-lean", "2,000 files of 16 KiB, no server latency", dataset("small", 2000, 16 * 1024),
+                                      32, args.runs, contenders=("bulk-upload", "ideal"), server="lean"))
+    if "latency-lean" in args.only:
+        tables.append(upload_scenario("latency-lean", "100 ms server latency, 16 KiB files", dataset("latency3k", 3000, 16 * 1024),
+                                      64, args.runs, latency_ms=100, contenders=("bulk-upload", "ideal"), server="lean"))
     million = million_scenario(args.runs) if "million" in args.only else None
-    startup = startup_cpu(args.runs) if tables else None
+    starts = startup_table(args.runs) if tables or "startup" in args.only else None
+    startup = starts["one-row --dry-run"]["bulk-upload"] if starts else None
     sections = render(tables, million, args.runs, startup)
+    if starts and "startup" in args.only:
+        sections.append(render_startup(starts, args.runs))
     print()
     for heading, body in sections:
         print(f"## {heading}\n\n{body}\n")

@@ -13,8 +13,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-import anyio
-
 from bulk_uploader.clock import SYSTEM_CLOCK, Clock
 from bulk_uploader.errors import AuthError, ConfigError
 
@@ -92,6 +90,8 @@ class _RefreshingToken:
         self._lifetime: float | None = None  # seconds the current token lives, when told
         self._failures = 0  # renewals failed in a row since the last token came
         self._retry_at = 0.0
+        import anyio  # here, not at the top: commands that hold no refreshing credential never load it
+
         self._lock = anyio.Lock()
 
     def header(self) -> str:
@@ -175,6 +175,8 @@ class TokenCommand(_RefreshingToken):
         run = functools.partial(subprocess.run, ["/bin/sh", "-c", self.command], capture_output=True,
                                 stdin=subprocess.DEVNULL, timeout=self.timeout, check=False)
         try:
+            import anyio.to_thread
+
             done = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
         except subprocess.TimeoutExpired:
             raise AuthError(f"--iam-token-command did not finish within {self.timeout:g} s") from None

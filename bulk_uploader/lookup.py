@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from bulk_uploader.errors import CallFailure
 from bulk_uploader.model import TalkRecord
@@ -21,7 +21,9 @@ from bulk_uploader.options import SearchScope
 from bulk_uploader.reads import ReadGate
 from bulk_uploader.retry import RetryPolicy
 from bulk_uploader.stats import ReadStats
-from bulk_uploader.transport import Transport
+
+if TYPE_CHECKING:
+    from bulk_uploader.transport import Transport  # gRPC: loaded by whoever opens the transport
 
 T = TypeVar("T")
 GET_BATCH = 100  # talks per Get: the documentation recommends up to 100 (more may exceed the message size)

@@ -17,10 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bulk_uploader.audio import AudioFormat
 from bulk_uploader.chat import ChatMessage
+
+if TYPE_CHECKING:
+    from bulk_uploader.transcode import Plan
 
 # Columns user<N>.id, user<N>.role and user<N>.<field> describe participant N.
 USER_COLUMN = re.compile(r"user(\d+)\.(.+)")
@@ -198,6 +201,8 @@ class Job:
     messages: tuple[ChatMessage, ...] = ()  # chat rows with inline messages
     chat_path: Path | None = None  # chat rows whose messages are in a file (read by the reader stage)
     data: bytes | None = field(default=None, repr=False)  # a small file's bytes, read ahead
+    # How its audio is sent, or why it cannot be (RowInvalid, or a bug met), worked out ahead (a dry run's heads).
+    plan: Plan | Exception | None = field(default=None, repr=False)
     swap_channels: bool = False  # send the file's right channel as the left one and the left as the right
     right_audio_path: str | None = None  # the right channel's own mono file, as written in the manifest
     right_path: Path | None = None  # ... resolved against the manifest's folder

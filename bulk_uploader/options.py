@@ -10,17 +10,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bulk_uploader import media_extra
-from bulk_uploader.auth import AuthProvider
 from bulk_uploader.errors import ConfigError
-from bulk_uploader.mapping import ColumnMapping
 from bulk_uploader.reads import ReadBudget
 from bulk_uploader.schema import ConnectionSchema
 from bulk_uploader.shard import Shard
 from bulk_uploader.textfile import MANIFEST_SUFFIXES, TextFormat
 
+if TYPE_CHECKING:
+    from bulk_uploader.auth import AuthProvider
+    from bulk_uploader.mapping import ColumnMapping
+
 DEFAULT_ENDPOINT = "api.speechsense.yandexcloud.net:443"
+DEFAULT_IAM_ENDPOINT = "iam.api.cloud.yandex.net:443"  # where service account keys are exchanged for tokens
 # How Search names the metadata given at upload, as the documentation's search guide does
 # (`userMeta.ticket_id`); the .proto comment says `user.`.
 DEFAULT_SEARCH_PREFIX = "userMeta."

@@ -110,7 +110,8 @@ def _wav_chunks(source: Source, head: bytes) -> tuple[bytes | None, int, int, in
         if chunk_id == b"ds64":
             ds64 = struct.unpack_from("<Q", source.read_at(pos + 16, 8).ljust(8, b"\0"))[0]
         elif chunk_id == b"fmt ":
-            fmt = source.read_at(pos + 8, min(size, 64))
+            end = pos + 8 + min(size, 64)
+            fmt = head[pos + 8 : end] if end <= len(head) else source.read_at(pos + 8, min(size, 64))
         elif chunk_id == b"data":
             data_at, data_size = pos + 8, size
             if fmt is not None:

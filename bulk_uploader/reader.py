@@ -185,8 +185,54 @@ _plan_in_thread = aiofiles.os.wrap(plan_audio)  # the loop's executor: a lighter
 
 
 async def inspect(job: Job, transcode: bool = False) -> Plan:
-    """Probe and judge a file without reading it whole (dry runs, streamed and converted files)."""
+    """Probe and judge a file without reading it whole (streamed and converted files)."""
     return await _plan_in_thread(job, transcode)
+
+
+# A dry run reads only heads, HEAD_BATCH files at a time: one executor hop per file would
+# cost several times the read itself.
+HEAD_BATCH = 64
+
+
+def _plan_all(jobs: list[Job], transcode: bool) -> tuple[list[Plan | Exception], float]:
+    """Each job's Plan, or the exception that stopped it (RowInvalid, or a bug the row reports), and the seconds taken."""
+    started = time.perf_counter()
+    out: list[Plan | Exception] = []
+    for job in jobs:
+        try:
+            out.append(plan_audio(job, transcode))
+        except Exception as exc:  # kept for its own row: the others of the batch go on
+            out.append(exc)
+    return out, time.perf_counter() - started
+
+
+_plan_many = aiofiles.os.wrap(_plan_all)
+
+
+class HeadReader:
+    """A dry run's read-ahead: probes and judges a batch of files at once and leaves each row's
+    Plan (or why it cannot be sent) on `job.plan`. Like Preloader, on the event loop while a
+    batch is quick, else in a thread until batches are quick again; always in a thread with
+    --transcode, where the decoder may be asked about a file."""
+
+    def __init__(self, transcode: bool = False, budget: float = INLINE_READ_BUDGET) -> None:
+        self.transcode = transcode
+        self.budget = budget
+        self.inline = not transcode
+        self.batches_in_thread = 0
+
+    async def __call__(self, jobs: list[Job]) -> list[Job]:
+        if not jobs:
+            return jobs
+        if self.inline:
+            plans, seconds = _plan_all(jobs, self.transcode)
+        else:
+            self.batches_in_thread += 1
+            plans, seconds = await _plan_many(jobs, self.transcode)
+        self.inline = seconds < self.budget and not self.transcode
+        for job, plan in zip(jobs, plans, strict=True):
+            job.plan = plan
+        return jobs
 
 
 async def read_whole(job: Job, transcode: bool = False) -> tuple[bytes, Plan]:

@@ -133,7 +133,7 @@ def check_value(key: str, value: str) -> str | None:
 def check_fields(fields: Mapping[str, str], schema: ConnectionSchema) -> list[str]:
     """Every reason the service would reject these talk fields for this connection (empty: fine)."""
     problems = []
-    missing = sorted(schema.keys - fields.keys())
+    missing = sorted(schema.keys - fields.keys()) if not schema.keys <= fields.keys() else None
     if missing:
         problems.append(f"missing required metadata keys for the {schema.type} connection: {', '.join(missing)}")
     if schema.strict:

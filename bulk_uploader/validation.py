@@ -23,6 +23,8 @@ from bulk_uploader.schema import ConnectionSchema, check_fields, dialog_user_ids
 
 
 def _string_map(value: Any, what: str) -> dict[str, str]:
+    if type(value) is dict and all(type(item) is str for item in value.values()):
+        return dict(value)  # the usual row, its values text already (and JSON's keys always are)
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -129,6 +131,7 @@ class Validator:
         self.dedupe_key = dedupe_key
         self.search_prefix = search_prefix  # how Search names a talk metadata key
         self._dedupe_values = KeySet()
+        self._schemas: dict[tuple[str, str], ConnectionSchema] = {}  # by (connection, kind): looked up once
 
     def _connection_of(self, data: dict[str, Any], is_chat: bool) -> str:
         default = (self.chat_connection_id or self.connection_id) if is_chat else self.connection_id
@@ -168,7 +171,11 @@ class Validator:
 
     def schema_for(self, connection_id: str, kind: Literal["audio", "chat"]) -> ConnectionSchema:
         """The user's schema for the connection, or the documented keys (extra keys allowed)."""
-        return find_schema(self.schemas, connection_id) or ConnectionSchema.default(kind, strict=False)
+        found = self._schemas.get((connection_id, kind))
+        if found is None:
+            found = find_schema(self.schemas, connection_id) or ConnectionSchema.default(kind, strict=False)
+            self._schemas[(connection_id, kind)] = found
+        return found
 
     def check(self, row: ManifestRow) -> Job:
         """A Job for the row, or RowInvalid with every reason found."""

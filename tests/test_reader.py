@@ -105,3 +105,37 @@ def test_a_file_is_read_whole_and_one_that_changed_since_its_check_is_refused(tm
     os.utime(big, ns=(mtime + 10**9, mtime + 10**9))  # rewritten to the same size
     with pytest.raises(reader.FileChanged, match="modified since"):
         reader._read_file(big, 3 * 1024 * 1024 + 7, mtime)
+
+
+async def test_a_dry_run_reads_heads_in_batches_and_each_row_keeps_its_own_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bulk_uploader import samples
+    from bulk_uploader.transcode import Plan
+
+    good, text, gone, bug = (tmp_path / f"{name}.wav" for name in ("good", "text", "gone", "bug"))
+    good.write_bytes(samples.wav(16_000))
+    bug.write_bytes(samples.wav(8_000))
+    text.write_text("not audio at all" * 20)
+    gone.write_bytes(samples.wav(4_000))
+    jobs = jobs_for([good, text, gone, bug])
+    gone.unlink()  # after its row was checked
+    original, threads = reader.plan_audio, []
+
+    def watched(job: Job, transcode: bool, data: bytes | None = None) -> Plan:
+        threads.append(threading.get_ident())
+        if job.path == bug:
+            raise KeyError("a fault met by this row only")
+        return original(job, transcode, data)
+
+    monkeypatch.setattr(reader, "plan_audio", watched)
+    heads = reader.HeadReader(budget=60.0)
+    await heads(jobs)
+    assert isinstance(jobs[0].plan, Plan) and jobs[0].plan.info.format.value == "wav"
+    assert isinstance(jobs[1].plan, RowInvalid) and isinstance(jobs[2].plan, RowInvalid)
+    assert jobs[2].plan.code == "FILE_UNREADABLE" and isinstance(jobs[3].plan, KeyError)
+    assert threads == [threading.get_ident()] * 4 and heads.batches_in_thread == 0  # quick: on the event loop
+    # With --transcode the decoder may be asked: every batch in a thread, one hop per batch.
+    converting = reader.HeadReader(transcode=True, budget=60.0)
+    await converting(jobs_for([good, good]))
+    await converting(jobs_for([good]))
+    assert threading.get_ident() not in threads[4:] and len(threads) == 7 and converting.batches_in_thread == 2

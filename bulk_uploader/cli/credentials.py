@@ -13,7 +13,6 @@ from bulk_uploader.auth import AuthProvider, Credentials, ServiceAccountAuth, To
 from bulk_uploader.cli.upload_args import AuthArgs
 from bulk_uploader.errors import ConfigError
 from bulk_uploader.options import is_loopback
-from bulk_uploader.transport import IamTokenExchange
 
 
 def _read_secret(path: Path, what: str) -> str:
@@ -48,6 +47,7 @@ def choose_credentials(auth: AuthArgs, insecure: bool, env: Mapping[str, str]) -
             raise ConfigError("--insecure would send the service account's signed JWT in plaintext to "
                               f"{auth.iam_endpoint}; with the emulator, pass --iam-endpoint as well")
         from bulk_uploader.sakey import ServiceAccountKey  # cryptography, only when needed
+        from bulk_uploader.transport import IamTokenExchange  # gRPC
 
         return ServiceAccountAuth(ServiceAccountKey.load(auth.sa_key),
                                   IamTokenExchange(auth.iam_endpoint, insecure=insecure),

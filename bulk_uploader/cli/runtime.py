@@ -12,7 +12,6 @@ import tempfile
 import traceback
 from collections.abc import Coroutine, Sequence
 from datetime import datetime, timezone
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +19,11 @@ import anyio
 
 from bulk_uploader.allocator import keep_big_buffers
 from bulk_uploader.cli.application import EXIT_BUG, EXIT_USAGE
+from bulk_uploader.cli.upload_args import EventLoop
 from bulk_uploader.errors import BulkUploadError
 from bulk_uploader.options import UploadOptions, is_loopback
 from bulk_uploader.pipeline import RunControl, RunSummary, run_upload
 from bulk_uploader.progress import Reporter
-
-
-class EventLoop(str, Enum):
-    """--event-loop"""
-
-    uvloop = "uvloop"
-    asyncio = "asyncio"
 
 
 async def _watch_signals(control: RunControl, reporter: Reporter) -> None:

@@ -6,7 +6,6 @@ the manifest builder), so an upload's start-up does not load them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shlex
@@ -18,23 +17,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-import anyio
 import typer
 
 from bulk_uploader import media_extra
-from bulk_uploader.auth import Credentials
 from bulk_uploader.cli.application import EXIT_OK, EXIT_ROWS, app, fail
-from bulk_uploader.cli.runtime import upload_with_signals
 from bulk_uploader.errors import ConfigError
-from bulk_uploader.mapping import load_mapping
-from bulk_uploader.options import UploadOptions
-from bulk_uploader.pipeline import RunSummary
-from bulk_uploader.progress import Reporter, make_reporter
 from bulk_uploader.reads import parse_quota
 from bulk_uploader.schema import load_schemas
 
 if TYPE_CHECKING:
     from bulk_uploader.emulator import EmulatorOptions, FaultOptions
+    from bulk_uploader.pipeline import RunSummary
+    from bulk_uploader.progress import Reporter
     from bulk_uploader.sakey import ServiceAccountKey
 
 
@@ -90,6 +84,8 @@ def _emulator_sa_key(path: Path) -> ServiceAccountKey:
 
 
 async def _serve(options: EmulatorOptions) -> None:
+    import anyio
+
     from bulk_uploader.emulator import Emulator
 
     emulator = Emulator(options)
@@ -157,6 +153,8 @@ def emulator(
         media_extra.require("the emulator, which decodes audio to judge it,")
     except (ValueError, ConfigError) as exc:
         raise fail(str(exc)) from None
+    import asyncio
+
     asyncio.run(_serve(options))
 
 
@@ -204,6 +202,7 @@ def report(
     delimiter: Annotated[Optional[str], typer.Option(help="The manifest's CSV delimiter \\[default: detected]")] = None,
 ) -> None:
     """Summarise results files and write the failed rows as a manifest ready to retry."""
+    from bulk_uploader.mapping import load_mapping
     from bulk_uploader.report import summarize, write_retry_manifest
     from bulk_uploader.textfile import detect_format
 
@@ -271,7 +270,7 @@ def manifest(
     The metadata is in sidecars (call.json beside call.wav) or in one export file (CSV or JSONL) joined
     to the recordings on a column."""
     from bulk_uploader.builder import build_manifest
-    from bulk_uploader.mapping import ColumnMapping
+    from bulk_uploader.mapping import ColumnMapping, load_mapping
     from bulk_uploader.textfile import detect_format
 
     try:
@@ -303,7 +302,10 @@ def manifest(
 
 
 async def _demo(folder: Path, rows: int, concurrency: int, reporter: Reporter) -> tuple[RunSummary, int]:
+    from bulk_uploader.auth import Credentials
+    from bulk_uploader.cli.runtime import upload_with_signals
     from bulk_uploader.emulator import Emulator, EmulatorOptions
+    from bulk_uploader.options import UploadOptions
     from bulk_uploader.samples import write_dataset
 
     manifest = write_dataset(folder, rows, sizes=(8 * 1024, 64 * 1024, 300 * 1024, 6 * 1024 * 1024),
@@ -352,6 +354,10 @@ def demo(
         raise fail(str(exc)) from None
     remove = folder is None and not keep
     folder = folder or Path(tempfile.mkdtemp(prefix="bulk-upload-demo-"))
+    import asyncio
+
+    from bulk_uploader.progress import make_reporter
+
     reporter = make_reporter(quiet=quiet)
     try:
         summary, stored = asyncio.run(_demo(folder, rows, concurrency, reporter))

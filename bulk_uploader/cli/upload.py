@@ -17,7 +17,6 @@ from bulk_uploader.chat import parse_timezone
 from bulk_uploader.cli.application import app, fail, invoked_argv
 from bulk_uploader.cli.arggroups import grouped_command
 from bulk_uploader.cli.credentials import choose_credentials
-from bulk_uploader.cli.runtime import retry_command, run_cli_upload
 from bulk_uploader.cli.upload_args import (
     AuthArgs,
     DestinationArgs,
@@ -28,7 +27,6 @@ from bulk_uploader.cli.upload_args import (
     SpeedArgs,
 )
 from bulk_uploader.errors import ConfigError, SchemaError
-from bulk_uploader.mapping import load_mapping
 from bulk_uploader.options import SearchScope, UploadOptions
 from bulk_uploader.progress import make_reporter
 from bulk_uploader.reads import DEFAULT_READ_SHARE, ReadBudget, parse_quota
@@ -56,7 +54,12 @@ def upload_options(manifest: Path, env: Mapping[str, str], *, destination: Desti
                    speed: SpeedArgs, once: ExactlyOnceArgs, reads: ReadArgs, migration: MigrationArgs,
                    output: OutputArgs) -> UploadOptions:
     """The run's options, checked; ConfigError or SchemaError names the first thing wrong."""
-    column_mapping = load_mapping(migration.mapping) if migration.mapping else None
+    if migration.mapping:
+        from bulk_uploader.mapping import load_mapping  # only for another vendor's export
+
+        column_mapping = load_mapping(migration.mapping)
+    else:
+        column_mapping = None
     credentials = choose_credentials(auth, destination.insecure, env)
     # Detected here, once, so the notice is printed before the run and the run reads the file one way.
     readable = manifest.is_file() and manifest.suffix.lower() in MANIFEST_SUFFIXES  # else UploadOptions says why
@@ -112,6 +115,8 @@ def upload(
     output: OutputArgs,
 ) -> None:
     """Upload every row of MANIFEST not uploaded before; results go to the results file."""
+    from bulk_uploader.cli.runtime import retry_command, run_cli_upload  # the pipeline: loaded to run, not to parse
+
     try:
         options = upload_options(manifest, os.environ, destination=destination, auth=auth, speed=speed,
                                  once=once, reads=reads, migration=migration, output=output)

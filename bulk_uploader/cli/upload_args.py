@@ -6,6 +6,7 @@ names, defaults and help text the command line has always had.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,10 +14,15 @@ import typer
 
 from bulk_uploader.auth import DEFAULT_TOKEN_REFRESH
 from bulk_uploader.cli.arggroups import OptionGroup
-from bulk_uploader.cli.runtime import EventLoop
-from bulk_uploader.options import DEFAULT_ENDPOINT, DEFAULT_SEARCH_PREFIX, DEFAULT_SETTLE_DELAY
+from bulk_uploader.options import DEFAULT_ENDPOINT, DEFAULT_IAM_ENDPOINT, DEFAULT_SEARCH_PREFIX, DEFAULT_SETTLE_DELAY
 from bulk_uploader.reads import DEFAULT_READ_SHARE
-from bulk_uploader.transport import DEFAULT_IAM_ENDPOINT
+
+
+class EventLoop(str, Enum):
+    """--event-loop"""
+
+    uvloop = "uvloop"
+    asyncio = "asyncio"
 
 
 @dataclass(frozen=True)

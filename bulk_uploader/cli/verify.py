@@ -6,31 +6,28 @@ stops cleanly on SIGINT/SIGTERM with what it checked so far.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
-import anyio
 import typer
 
-from bulk_uploader.auth import AuthProvider
 from bulk_uploader.cli.application import app, fail
 from bulk_uploader.cli.arggroups import OptionGroup, grouped_command
 from bulk_uploader.cli.credentials import choose_credentials
 from bulk_uploader.cli.upload import read_budget
 from bulk_uploader.cli.upload_args import AuthArgs, DestinationArgs, ReadArgs
-from bulk_uploader.errors import AuthError, CallFailure, ConfigError, ResultsFileError
-from bulk_uploader.lookup import Lookup
-from bulk_uploader.mapping import load_mapping
-from bulk_uploader.options import SearchScope, results_path_for
-from bulk_uploader.reads import ReadGate
-from bulk_uploader.retry import RetryPolicy
-from bulk_uploader.stats import ReadStats
-from bulk_uploader.transport import Transport
-from bulk_uploader.verify import Verifier, VerifyOptions, VerifySummary, estimate, report_path_for, uploaded_talks
+from bulk_uploader.errors import AuthError, ConfigError, ResultsFileError
+from bulk_uploader.options import results_path_for
+
+if TYPE_CHECKING:
+    import anyio
+
+    from bulk_uploader.auth import AuthProvider
+    from bulk_uploader.lookup import Lookup
+    from bulk_uploader.transport import Transport
+    from bulk_uploader.verify import VerifyOptions, VerifySummary
 
 
 @dataclass(frozen=True)
@@ -55,6 +52,9 @@ class VerifyArgs(OptionGroup):
 
 
 def _options(manifest: Path, check: VerifyArgs, destination: DestinationArgs, reads: ReadArgs) -> VerifyOptions:
+    from bulk_uploader.mapping import load_mapping
+    from bulk_uploader.verify import VerifyOptions, report_path_for
+
     if not manifest.is_file():
         raise ConfigError(f"{manifest}: manifest not found")
     results = check.results or [results_path_for(manifest)]
@@ -67,6 +67,10 @@ def _options(manifest: Path, check: VerifyArgs, destination: DestinationArgs, re
 
 
 async def _watch(scope: anyio.CancelScope, summary: VerifySummary) -> None:
+    import signal
+
+    import anyio
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             summary.interrupted = True
@@ -84,6 +88,11 @@ async def _keep_fresh(credentials: AuthProvider, scope: anyio.CancelScope, summa
 
 async def _verify(options: VerifyOptions, talks: dict[str, str], transport: Transport, lookup: Lookup,
                   credentials: AuthProvider) -> VerifySummary:
+    import anyio
+
+    from bulk_uploader.errors import CallFailure
+    from bulk_uploader.verify import Verifier, estimate
+
     verifier = Verifier(options, lookup, lambda text: typer.echo(text))
     typer.echo(estimate(verifier.count_sampled(talks), options))
     try:
@@ -114,6 +123,16 @@ def verify(
     check: VerifyArgs,
 ) -> None:
     """Check that every uploaded row's talk is stored with its fields, and how far its processing is."""
+    import asyncio
+
+    from bulk_uploader.lookup import Lookup
+    from bulk_uploader.options import SearchScope
+    from bulk_uploader.reads import ReadGate
+    from bulk_uploader.retry import RetryPolicy
+    from bulk_uploader.stats import ReadStats
+    from bulk_uploader.transport import Transport
+    from bulk_uploader.verify import uploaded_talks
+
     try:
         options = _options(manifest, check, destination, reads)
         credentials = choose_credentials(auth, destination.insecure, os.environ)

@@ -99,9 +99,10 @@ class Feeder:
         self.recorder = recorder
         self.stats = stats
         self.uploaded = uploaded  # rows an earlier run recorded uploaded
-        self.read_ahead = not options.dry_run
+        self.dry_run = options.dry_run
         self.threshold = options.stream_threshold
-        self._preload = reader.Preloader()
+        # What is read ahead: the files sent whole, or for a dry run every audio file's head.
+        self._preload = reader.HeadReader(options.transcode) if options.dry_run else reader.Preloader()
         self._batch: list[Job] = []  # files to be read together
         self._batch_bytes = 0
 
@@ -125,7 +126,7 @@ class Feeder:
         if shard is not None and not shard.contains(row.key):
             self.validator.claim(row)
             return None
-        if row.problem is None and row.key in self.uploaded:
+        if row.problem is None and self.uploaded and row.key in self.uploaded:
             self.stats.skipped += 1
             self.validator.claim(row)
             return None
@@ -143,7 +144,12 @@ class Feeder:
     def _batched(self, job: Job) -> bool:
         """Whether `job` joined a read-ahead batch that is not full yet (nothing to queue now):
         a plain call, so most rows cost no coroutine here."""
-        if self.read_ahead and job.kind == "audio" and job.size <= self.threshold:
+        if job.kind != "audio":
+            return False
+        if self.dry_run:
+            self._batch.append(job)
+            return len(self._batch) < reader.HEAD_BATCH
+        if job.size <= self.threshold:
             self._batch.append(job)
             self._batch_bytes += job.size
             return len(self._batch) < reader.PRELOAD_BATCH and self._batch_bytes < reader.PRELOAD_BATCH_BYTES

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
@@ -40,8 +41,10 @@ from bulk_uploader.results import Destination, LedgerLock, PreviousResults, chec
 from bulk_uploader.retry import Outage, RetryPolicy
 from bulk_uploader.settle import Settler
 from bulk_uploader.stats import RunStats
-from bulk_uploader.transport import Transport
 from bulk_uploader.validation import Validator
+
+if TYPE_CHECKING:
+    from bulk_uploader.transport import Transport
 
 
 async def run_upload(options: UploadOptions, reporter: Reporter, control: RunControl | None = None, *,
@@ -56,10 +59,7 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
     """
     control = control or RunControl()
     # Connecting starts now, so the handshakes overlap reading the results file and the manifest.
-    transport = None if options.dry_run else Transport(
-        options.endpoint, options.credentials, insecure=options.insecure,
-        max_message_bytes=options.stream_threshold + 1024 * 1024,
-    )
+    transport = None if options.dry_run else _connect(options)
     lock = None if options.dry_run else LedgerLock(options.results_path)
     stats = RunStats(concurrency=options.concurrency, dry_run=options.dry_run)
     recorder = Recorder(stats, reporter, dedupe=bool(options.dedupe_key))
@@ -92,6 +92,13 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
     return RunSummary(stats, str(options.results_path), previous, recorder.problems, interrupted=control.stopping,
                       dry_run=options.dry_run, rate=rate, given_rate=options.estimate_rate, failure=control.failure,
                       problems_path=_dry_run_problems(options, stats), read_budget=reads)
+
+
+def _connect(options: UploadOptions) -> Transport:
+    from bulk_uploader.transport import Transport  # gRPC: a dry run never loads it
+
+    return Transport(options.endpoint, options.credentials, insecure=options.insecure,
+                     max_message_bytes=options.stream_threshold + 1024 * 1024)
 
 
 def destination(options: UploadOptions) -> Destination:

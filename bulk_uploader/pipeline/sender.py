@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bulk_uploader import reader, transcode
 from bulk_uploader.audio import AudioInfo
@@ -31,8 +32,10 @@ from bulk_uploader.retry import Attempts, RetryPolicy
 from bulk_uploader.settle import SettleConflict, Settler
 from bulk_uploader.stats import RunStats
 from bulk_uploader.transcode import Plan
-from bulk_uploader.transport import Transport
 from bulk_uploader.validation import Validator
+
+if TYPE_CHECKING:
+    from bulk_uploader.transport import Transport
 
 
 @dataclass(slots=True)
@@ -259,7 +262,9 @@ class Inspector:
         """None for a row that would be sent (counted by format), else its `invalid` result."""
         try:
             if job.kind == "audio":
-                plan = await reader.inspect(job, self.transcode)
+                plan = job.plan if job.plan is not None else await reader.inspect(job, self.transcode)
+                if isinstance(plan, Exception):
+                    raise plan  # met when its head was read ahead
                 kind = plan.info.format.value
                 if plan.converted:
                     self.stats.converted[plan.probes[0].name] += 1

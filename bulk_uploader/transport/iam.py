@@ -8,11 +8,10 @@ import grpc
 from grpc import aio
 
 from bulk_uploader.errors import AuthError, CallFailure
+from bulk_uploader.options import DEFAULT_IAM_ENDPOINT
 from bulk_uploader.proto import iam_pb2, iam_pb2_grpc
 from bulk_uploader.retry import RetryPolicy
 from bulk_uploader.transport.status import classify
-
-DEFAULT_IAM_ENDPOINT = "iam.api.cloud.yandex.net:443"
 
 
 class IamTokenExchange:

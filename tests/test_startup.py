@@ -1,0 +1,63 @@
+"""Start-up: a command imports only what it uses. The light commands never load gRPC (nor the
+pipeline, nor asyncio); a dry run sends nothing and never loads gRPC either. Checked in a real
+process by what its sys.modules holds when it exits, not by timing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import cli_env
+
+from bulk_uploader import samples
+from bulk_uploader.model import RowResult
+from bulk_uploader.results import Destination, ResultsWriter
+
+HEAVY = ("grpc", "google.protobuf", "bulk_uploader.transport", "bulk_uploader.pipeline", "asyncio")
+
+# Runs the console script's main with argv, then prints the heavy modules loaded by then.
+PROBE = """
+import atexit, sys
+atexit.register(lambda: print("LOADED", *[m for m in {heavy!r} if m in sys.modules], file=sys.stderr))
+from bulk_uploader.cli import main
+main(sys.argv[1:])
+"""
+
+
+def loaded_by(*args: str) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *args], capture_output=True, text=True,
+                          timeout=60, env=cli_env(), stdin=subprocess.DEVNULL)
+    line = [l for l in done.stderr.splitlines() if l.startswith("LOADED")][-1]
+    return set(line.split()[1:]), done
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    path = tmp_path / "manifest.jsonl.results.jsonl"
+    writer = ResultsWriter(path, header=Destination("localhost:1", "c").header())
+    writer.write(RowResult("row-1", "uploaded", talk_id="t1", line=1, audio_path="a.wav", attempts=1))
+    writer.write(RowResult("row-2", "failed", code="INVALID_ARGUMENT", error="no", line=2, audio_path="b.wav"))
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["upload", "--help"], ["verify", "--help"]])
+def test_light_commands_load_neither_grpc_nor_the_pipeline(args: list[str]) -> None:
+    loaded, done = loaded_by(*args)
+    assert done.returncode == 0, done.stderr
+    assert loaded == set()
+
+
+def test_report_loads_neither_grpc_nor_the_pipeline(results: Path) -> None:
+    loaded, done = loaded_by("report", str(results))
+    assert done.returncode == 1 and "failed 1" in done.stdout + done.stderr, done.stdout + done.stderr
+    assert loaded == set()
+
+
+def test_a_dry_run_never_loads_grpc(tmp_path: Path) -> None:
+    manifest = samples.write_dataset(tmp_path, 3)
+    loaded, done = loaded_by(str(manifest), "--dry-run", "--connection-id", "demo-audio")
+    assert done.returncode == 0 and "valid 3" in done.stderr, done.stderr
+    assert loaded == {"asyncio", "bulk_uploader.pipeline"}  # it runs the pipeline, and nothing that sends
