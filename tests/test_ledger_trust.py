@@ -75,7 +75,11 @@ def test_a_file_cut_short_while_it_streams_is_not_stored_in_part(tmp_path: Path,
     manifest = samples.write_dataset(tmp_path, 1, sizes=(6 * 1024 * 1024,))
     audio = tmp_path / json.loads(manifest.read_text())["audio_path"]
     proc = start_upload(served.target, manifest, "--max-mbps", "12")  # about 4 s for the file
-    time.sleep(1.5)
+    ledger = manifest.with_name("manifest.jsonl.results.jsonl")
+    deadline = time.monotonic() + 60
+    while not (ledger.exists() and '"sending"' in ledger.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # however slow the start, cut the file only once its stream has begun
+    time.sleep(0.5)
     with audio.open("r+b") as f:
         f.truncate(3 * 1024 * 1024)  # the recorder's export rewrote it
     _, err = proc.communicate(timeout=60)
