@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -190,10 +190,12 @@ async def inspect(job: Job, transcode: bool = False) -> Plan:
 
 
 async def read_whole(job: Job, transcode: bool = False) -> tuple[bytes, Plan]:
-    """A whole (small) file, preloaded or read now, and how it is sent."""
+    """A whole (small) file, preloaded (the job lets go of it) or read now, and how it is sent."""
     assert job.path is not None
+    data, job.data = job.data, None
     try:
-        data = job.data if job.data is not None else await _read_bytes(job.path, job.size, job.mtime_ns)
+        if data is None:
+            data = await _read_bytes(job.path, job.size, job.mtime_ns)
     except FileChanged as exc:
         raise _changed(job, exc) from None
     except OSError as exc:
@@ -220,8 +222,10 @@ async def read_chat(job: Job, validator: Validator) -> tuple[ChatMessage, ...]:
     return validator.chat_messages(raw, job.fields)
 
 
-async def read_chunks(job: Job, chunk_size: int) -> AsyncIterator[bytes]:
-    """Yield a file in chunk_size pieces; memory stays at one chunk whatever the file's size.
+async def read_chunks(job: Job, chunk_size: int, frame: Callable[[bytes], bytes] = bytes
+                      ) -> AsyncIterator[tuple[bytes, int]]:
+    """Yield a file in chunk_size pieces, each as frame(piece) (the request carrying it) and its
+    size; memory stays at one request whatever the file's size (the piece is let go once framed).
 
     Raises RowInvalid (FILE_CHANGED) as soon as more bytes come than the row was checked
     with, or at the end when fewer came or the file was modified: the caller then cancels
@@ -231,11 +235,15 @@ async def read_chunks(job: Job, chunk_size: int) -> AsyncIterator[bytes]:
     read = 0
     try:
         async with aiofiles.open(job.path, "rb") as f:
-            while chunk := await f.read(chunk_size):
-                read += len(chunk)
+            while piece := await f.read(chunk_size):
+                size = len(piece)
+                read += size
                 if read > job.size:
                     break
-                yield chunk
+                message = frame(piece)
+                del piece
+                yield message, size
+                del message  # not held while the next piece is read
             _unchanged(os.fstat(f.fileno()), job.size, job.mtime_ns, read)
     except FileChanged as exc:
         raise _changed(job, exc) from None

@@ -1,7 +1,7 @@
 """run_upload: wires the feeder, the senders and the recorder, and owns the one task group.
 
-    manifest -> Feeder (checks, read-ahead) -> JobQueue -> `concurrency` workers, each a
-    Sender carrying one row at a time to its outcome -> Recorder (results file, counts)
+    manifest -> Feeder (checks, memory budget, read-ahead) -> JobQueue -> `concurrency` workers,
+    each a Sender carrying one row at a time to its outcome -> Recorder (results file, counts)
                                       Settler (batches of reads) <- rows whose outcome is unknown
 
 The orchestrator decides nothing about rows: it builds the collaborators, starts their
@@ -21,6 +21,7 @@ from anyio.abc import TaskGroup
 
 from bulk_uploader import reader
 from bulk_uploader.auth import AuthProvider
+from bulk_uploader.budget import MemoryBudget
 from bulk_uploader.clock import SYSTEM_CLOCK, Clock
 from bulk_uploader.errors import AuthError, ConfigError, ResultsFileError
 from bulk_uploader.flow import AdaptiveLimiter
@@ -80,7 +81,8 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
     validator = _validator(options)
     try:
         await _run(options, control, _workers(options, transport, validator, recorder, stats, control, clock),
-                   Feeder(options, validator, recorder, stats, previous.uploaded), previous, stats)
+                   Feeder(options, validator, recorder, stats, previous.uploaded,
+                          None if options.dry_run else MemoryBudget(options.memory_budget)), previous, stats)
     finally:
         stats.finished = time.monotonic()
         reporter.stop()
@@ -190,7 +192,8 @@ async def _run(options: UploadOptions, control: RunControl, sender: Sender | Ins
             async with anyio.create_task_group() as group:
                 jobs = JobQueue(options.concurrency, reader.READ_AHEAD_BYTES)
                 group.start_soon(_feed, feeder, jobs, feeder_scope, control)
-                workers = _Workers(group, options.concurrency, jobs, sender, feeder.recorder, control, previous, stats)
+                workers = _Workers(group, options.concurrency, jobs, sender, feeder.recorder, control, previous, stats,
+                                   feeder.memory)
                 if isinstance(sender, Sender):
                     sender.parking = workers.parked
                 workers.start()
@@ -211,8 +214,9 @@ class _Workers:
     `target` stops."""
 
     def __init__(self, group: TaskGroup, target: int, jobs: JobQueue, sender: Sender | Inspector, recorder: Recorder,
-                 control: RunControl, previous: PreviousResults, stats: RunStats) -> None:
+                 control: RunControl, previous: PreviousResults, stats: RunStats, memory: MemoryBudget | None) -> None:
         self.group, self.target = group, target
+        self.memory = memory  # a row's share of it is given back once the row is done
         self.jobs, self.sender, self.recorder, self.control, self.stats = jobs, sender, recorder, control, stats
         self.unknown = previous.unknown
         self.running = 0
@@ -244,6 +248,7 @@ class _Workers:
         try:
             while (job := await jobs.get()) is not None:
                 if control.stopping:
+                    self._done(job)
                     continue  # drained after a stop: not started, so left for the next run
                 stats.in_flight += 1
                 try:
@@ -257,10 +262,15 @@ class _Workers:
                     self._record_bug(job, exc)
                 finally:
                     stats.in_flight -= 1
+                    self._done(job)
                 if self.running - self.waiting > self.target:
                     return  # a parked row went on: one worker too many
         finally:
             self.running -= 1
+
+    def _done(self, job: Job) -> None:
+        if self.memory is not None:
+            self.memory.give(job.share)
 
     def _record_bug(self, job: Job, exc: Exception) -> None:
         try:

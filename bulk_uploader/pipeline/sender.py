@@ -31,17 +31,17 @@ from bulk_uploader.retry import Attempts, RetryPolicy
 from bulk_uploader.settle import SettleConflict, Settler
 from bulk_uploader.stats import RunStats
 from bulk_uploader.transcode import Plan
-from bulk_uploader.transport import Transport
+from bulk_uploader.transport import Transport, chunk_request, upload_request
 from bulk_uploader.validation import Validator
 
 
 @dataclass(slots=True)
 class _Payload:
-    """What an attempt sends: a whole file's bytes, a streamed file's format, or a chat's messages."""
+    """What an attempt sends: a whole file's request, a streamed file's format, or a chat's messages."""
 
     rpc: str
-    size: int
-    data: bytes | None = None
+    size: int  # bytes of audio (or of the chat)
+    request: bytes | None = None  # Upload of a whole file, in wire form; None between attempts (read again)
     info: AudioInfo | None = None
     messages: tuple[ChatMessage, ...] = ()
     plan: Plan | None = None  # a converted file: made as it is sent
@@ -118,19 +118,28 @@ class Sender:
             messages = job.messages or await reader.read_chat(job, self.validator)
             result.bytes = encoded_size(messages)
             return _Payload("UploadText", result.bytes, messages=messages)
-        transcoding = self.options.transcode
         if job.size <= self.options.stream_threshold and not (job.swap_channels or job.right_path):
-            data, plan = await reader.read_whole(job, transcoding)
+            request, plan = await self._whole(job)
         else:
-            data, plan = None, await reader.inspect(job, transcoding)
+            request, plan = None, await reader.inspect(job, self.options.transcode)
         result.source_format, result.sent_format = plan.source, plan.info.describe()
         if plan.converted:
             self.stats.converted[plan.probes[0].name] += 1
             return _Payload("UploadAsStream", plan.estimate, info=plan.info, plan=plan)
-        if data is not None:
-            result.bytes = len(data)
-            return _Payload("Upload", len(data), data=data, info=plan.info)
+        if request is not None:
+            result.bytes = job.size
+            return _Payload("Upload", job.size, request=request, info=plan.info)
         return _Payload("UploadAsStream", job.size, info=plan.info)
+
+    async def _whole(self, job: Job) -> tuple[bytes | None, Plan]:
+        """A file sent whole: its Upload request (None when it is converted, so streamed) and its plan.
+
+        The file's bytes are let go as soon as the request holds them: while a call is in
+        flight its bytes are held twice, the request and gRPC's copy (bulk_uploader.budget)."""
+        data, plan = await reader.read_whole(job, self.options.transcode)
+        if plan.converted:
+            return None, plan
+        return upload_request(job, plan.info, data), plan
 
     async def deliver(self, job: Job, result: RowResult) -> str:
         """Bring one row to the service; returns the talk id or raises CallFailure / RowInvalid / SettleConflict."""
@@ -145,8 +154,15 @@ class Sender:
                     return found
             result.attempts += 1
             try:
+                if payload.rpc == "Upload" and payload.request is None:
+                    payload.request, plan = await self._whole(job)  # a row waiting for its next try held none
+                    payload.info = plan.info
                 return await self.attempt(job, result, payload)
             except CallFailure as failure:
+                # Until the next try the row holds no bytes: neither the request nor, through the
+                # failure's frames, the call that sent it.
+                payload.request = None
+                failure.__traceback__ = failure.__context__ = None
                 if failure.outcome_unknown:
                     result.unknown_outcomes += 1
                     unknown_at = self.clock.monotonic()
@@ -173,16 +189,12 @@ class Sender:
     async def _settled(self, job: Job, result: RowResult, payload: _Payload, since: float) -> str | None:
         """The row's stored talk id (recorded as found), or None once the reads said it is not stored."""
         assert self.settler is not None
-        payload.data = job.data = None  # a parked row holds no file: re-read if it is sent again
         async with self.parking():
             found = await self.settler.settle(job, since)
         if found is not None:
             result.reconciled, result.rpc = True, "Search"
             return found
         result.unknown_outcomes = 0  # every earlier attempt is known not to have stored a talk
-        if payload.rpc == "Upload":
-            payload.data, plan = await reader.read_whole(job, self.options.transcode)
-            payload.info = plan.info
         return None
 
     async def attempt(self, job: Job, result: RowResult, payload: _Payload) -> str:
@@ -217,16 +229,16 @@ class Sender:
         if job.kind == "chat":
             return await transport.upload_text(job, payload.messages, timeout)
         assert payload.info is not None
-        if payload.data is not None:
+        if payload.request is not None:
             if self.byte_pacer is not None:
-                await self.byte_pacer.take(len(payload.data))
-            talk_id = await transport.upload(job, payload.data, payload.info, timeout)
-            self.stats.bytes_sent += len(payload.data)
+                await self.byte_pacer.take(payload.size)
+            talk_id = await transport.upload(job, payload.request, timeout)
+            self.stats.bytes_sent += payload.size
             return talk_id
         if payload.plan is not None:
-            source = transcode.stream(payload.plan, options.chunk_size)
+            source = transcode.stream(payload.plan, options.chunk_size, chunk_request)
         else:
-            source = reader.read_chunks(job, options.chunk_size)
+            source = reader.read_chunks(job, options.chunk_size, chunk_request)
         result.bytes = 0  # what this attempt puts on the wire: all of it, unless it stops short
 
         def sent(n: int) -> None:
@@ -239,12 +251,13 @@ class Sender:
         payload.size = result.bytes
         return talk_id
 
-    async def _paced(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """Chunks at no more than --max-mbps."""
+    async def _paced(self, chunks: AsyncIterator[tuple[bytes, int]]) -> AsyncIterator[tuple[bytes, int]]:
+        """Chunks (each a request and its audio bytes) at no more than --max-mbps."""
         async for chunk in chunks:
             if self.byte_pacer is not None:
-                await self.byte_pacer.take(len(chunk))
+                await self.byte_pacer.take(chunk[1])
             yield chunk
+            del chunk  # not held while the next one is read
 
 
 class Inspector:
