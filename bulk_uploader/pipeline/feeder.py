@@ -24,6 +24,7 @@ from bulk_uploader.model import Job, KeySet, ManifestRow, RowResult
 from bulk_uploader.options import UploadOptions
 from bulk_uploader.pipeline.recorder import Recorder, internal_error
 from bulk_uploader.stats import RunStats
+from bulk_uploader.transport import upload_room
 from bulk_uploader.validation import Validator
 
 _YIELD_EVERY = 256  # manifest rows parsed between yields to the event loop
@@ -103,7 +104,7 @@ class Feeder:
         self.uploaded = uploaded  # rows an earlier run recorded uploaded
         self.read_ahead = not options.dry_run
         self.threshold = options.stream_threshold
-        self._preload = reader.Preloader()
+        self._preload = reader.Preloader(room=upload_room)  # each file read into the request that sends it
         self._batch: list[Job] = []  # files to be read together
         self._batch_bytes = 0
 

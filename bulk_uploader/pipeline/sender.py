@@ -31,7 +31,7 @@ from bulk_uploader.retry import Attempts, RetryPolicy
 from bulk_uploader.settle import SettleConflict, Settler
 from bulk_uploader.stats import RunStats
 from bulk_uploader.transcode import Plan
-from bulk_uploader.transport import Transport, chunk_request, upload_request
+from bulk_uploader.transport import Transport, chunk_prefix, chunk_request, place_upload, upload_room
 from bulk_uploader.validation import Validator
 
 
@@ -46,6 +46,26 @@ class _Payload:
     messages: tuple[ChatMessage, ...] = ()
     plan: Plan | None = None  # a converted file: made as it is sent
     cautious: bool = False  # a stream whose last answer gRPC lost: give the server time to answer early
+
+
+async def _whole(job: Job, transcode: bool) -> tuple[bytes | None, Plan]:
+    """A file sent whole: its Upload request (None when it is converted, so streamed) and its plan.
+
+    The file is read straight into the request's bytes: while the call is in flight they are
+    held twice, the request and gRPC's copy (bulk_uploader.budget)."""
+    buffer, plan = await reader.read_whole(job, transcode, upload_room)
+    if plan.converted:
+        return None, plan
+    return place_upload(job, plan.info, buffer), plan
+
+
+async def _paced(chunks: AsyncIterator[tuple[bytes, int]], pacer: Pacer | None) -> AsyncIterator[tuple[bytes, int]]:
+    """Chunks (each a request and its audio bytes) at no more than --max-mbps."""
+    async for chunk in chunks:
+        if pacer is not None:
+            await pacer.take(chunk[1])
+        yield chunk
+        del chunk  # not held while the next one is read
 
 
 class Sender:
@@ -119,7 +139,7 @@ class Sender:
             result.bytes = encoded_size(messages)
             return _Payload("UploadText", result.bytes, messages=messages)
         if job.size <= self.options.stream_threshold and not (job.swap_channels or job.right_path):
-            request, plan = await self._whole(job)
+            request, plan = await _whole(job, self.options.transcode)
         else:
             request, plan = None, await reader.inspect(job, self.options.transcode)
         result.source_format, result.sent_format = plan.source, plan.info.describe()
@@ -130,16 +150,6 @@ class Sender:
             result.bytes = job.size
             return _Payload("Upload", job.size, request=request, info=plan.info)
         return _Payload("UploadAsStream", job.size, info=plan.info)
-
-    async def _whole(self, job: Job) -> tuple[bytes | None, Plan]:
-        """A file sent whole: its Upload request (None when it is converted, so streamed) and its plan.
-
-        The file's bytes are let go as soon as the request holds them: while a call is in
-        flight its bytes are held twice, the request and gRPC's copy (bulk_uploader.budget)."""
-        data, plan = await reader.read_whole(job, self.options.transcode)
-        if plan.converted:
-            return None, plan
-        return upload_request(job, plan.info, data), plan
 
     async def deliver(self, job: Job, result: RowResult) -> str:
         """Bring one row to the service; returns the talk id or raises CallFailure / RowInvalid / SettleConflict."""
@@ -155,7 +165,8 @@ class Sender:
             result.attempts += 1
             try:
                 if payload.rpc == "Upload" and payload.request is None:
-                    payload.request, plan = await self._whole(job)  # a row waiting for its next try held none
+                    # A row waiting for its next try held none.
+                    payload.request, plan = await _whole(job, self.options.transcode)
                     payload.info = plan.info
                 return await self.attempt(job, result, payload)
             except CallFailure as failure:
@@ -238,7 +249,7 @@ class Sender:
         if payload.plan is not None:
             source = transcode.stream(payload.plan, options.chunk_size, chunk_request)
         else:
-            source = reader.read_chunks(job, options.chunk_size, chunk_request)
+            source = reader.read_chunks(job, options.chunk_size, chunk_prefix)
         result.bytes = 0  # what this attempt puts on the wire: all of it, unless it stops short
 
         def sent(n: int) -> None:
@@ -246,18 +257,10 @@ class Sender:
             self.stats.bytes_sent += n
             self.stats.progress_at = self.clock.monotonic()
 
-        talk_id = await transport.upload_stream(job, payload.info, self._paced(source), timeout, sent,
+        talk_id = await transport.upload_stream(job, payload.info, _paced(source, self.byte_pacer), timeout, sent,
                                                 cautious=payload.cautious)
         payload.size = result.bytes
         return talk_id
-
-    async def _paced(self, chunks: AsyncIterator[tuple[bytes, int]]) -> AsyncIterator[tuple[bytes, int]]:
-        """Chunks (each a request and its audio bytes) at no more than --max-mbps."""
-        async for chunk in chunks:
-            if self.byte_pacer is not None:
-                await self.byte_pacer.take(chunk[1])
-            yield chunk
-            del chunk  # not held while the next one is read
 
 
 class Inspector:

@@ -11,13 +11,16 @@
 from bulk_uploader.transport.channel import Transport
 from bulk_uploader.transport.iam import DEFAULT_IAM_ENDPOINT, IamTokenExchange
 from bulk_uploader.transport.messages import (
-           audio_metadata,
-           chunk_request,
-           idempotency_key,
-           talk_metadata,
-           upload_request,
+    audio_metadata,
+    chunk_prefix,
+    chunk_request,
+    idempotency_key,
+    place_upload,
+    talk_metadata,
+    upload_request,
+    upload_room,
 )
 from bulk_uploader.transport.status import classify
 
-__all__ = ["DEFAULT_IAM_ENDPOINT", "IamTokenExchange", "Transport", "audio_metadata", "chunk_request", "classify",
-           "idempotency_key", "talk_metadata", "upload_request"]
+__all__ = ["DEFAULT_IAM_ENDPOINT", "IamTokenExchange", "Transport", "audio_metadata", "chunk_prefix", "chunk_request",
+           "classify", "idempotency_key", "place_upload", "talk_metadata", "upload_request", "upload_room"]

@@ -4,8 +4,11 @@ Requests that carry audio are built here in wire form, as bytes, rather than as 
 messages: setting a file's bytes on a message copies them, and serializing the message
 copies them again, so a file sent whole was held three times before gRPC's own copy.
 Here the request is the protobuf encoding of everything but the audio, then the audio's
-tag and length, then the audio: one copy, byte for byte what SerializeToString() gives
-(protobuf writes fields in number order, and the audio is the last field written).
+tag and length, then the audio, byte for byte what SerializeToString(deterministic=True)
+gives (protobuf writes fields in number order, the audio is the last field written, and
+map keys are sorted). The reader reads
+a file straight into a request's bytes after room left for that prefix (upload_room,
+chunk_prefix; bulk_uploader.allocator.new_bytes): one buffer per request.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator
 
+from bulk_uploader.allocator import writable
 from bulk_uploader.audio import AudioFormat, AudioInfo
 from bulk_uploader.model import Job
 from bulk_uploader.proto import speechsense_pb2 as pb
@@ -98,23 +102,55 @@ def _chunk_prefix(size: int) -> bytes:
     return _header(_CHUNK_DATA, size) if size else b""
 
 
-def upload_request(job: Job, info: AudioInfo, data: bytes) -> bytes:
-    """The UploadTalkRequest sending `data` (the whole file), in wire form: one copy of the bytes."""
-    metadata = talk_metadata(job).SerializeToString()
+def upload_prefix(job: Job, info: AudioInfo, size: int) -> bytes:
+    """The UploadTalkRequest sending `size` bytes of audio, in wire form, up to the audio itself."""
+    metadata = talk_metadata(job).SerializeToString(deterministic=True)  # map keys sorted: the same bytes every time
     audio_meta = audio_metadata(info).SerializeToString()
-    chunk = _chunk_prefix(len(data))
-    chunk_length = len(chunk) + len(data)
+    chunk = _chunk_prefix(size)
+    chunk_length = len(chunk) + size
     audio = [_header(_AUDIO_METADATA, len(audio_meta)), audio_meta, _header(_AUDIO_DATA, chunk_length), chunk]
-    audio_length = sum(map(len, audio)) + len(data)
-    return b"".join((_header(_UPLOAD_METADATA, len(metadata)), metadata, _header(_UPLOAD_AUDIO, audio_length),
-                     *audio, data))
+    audio_length = sum(map(len, audio)) + size
+    return b"".join((_header(_UPLOAD_METADATA, len(metadata)), metadata, _header(_UPLOAD_AUDIO, audio_length), *audio))
+
+
+def upload_request(job: Job, info: AudioInfo, data: bytes | memoryview) -> bytes:
+    """The UploadTalkRequest sending `data` (the whole file), in wire form."""
+    return b"".join((upload_prefix(job, info, len(data)), data))
+
+
+def upload_room(job: Job) -> bytes:
+    """The prefix of the job's Upload as it is known before its file is read (the file's format
+    is not: a container's is set when it is sent, by place_upload, in the same bytes)."""
+    if job.format is AudioFormat.PCM:
+        info = AudioInfo(AudioFormat.PCM, job.sample_rate, job.channels)
+    else:
+        info = AudioInfo(job.format or AudioFormat.WAV)
+    return upload_prefix(job, info, job.size)
+
+
+def place_upload(job: Job, info: AudioInfo, buffer: bytes) -> bytes:
+    """The Upload request for the audio that ends `buffer` (its last job.size bytes, read after
+    the room upload_room left): the prefix is written into the room, or where it does not fit
+    exactly, the request is built anew."""
+    prefix = upload_prefix(job, info, job.size)
+    room = len(buffer) - job.size
+    if len(prefix) != room:
+        return b"".join((prefix, memoryview(buffer)[room:]))
+    if buffer[:room] != prefix:
+        writable(buffer)[:room] = prefix
+    return buffer
+
+
+def chunk_prefix(size: int) -> bytes:
+    """A StreamTalkRequest carrying a chunk of `size` bytes, in wire form, up to the chunk itself."""
+    data = _chunk_prefix(size)
+    inner = _header(_STREAM_CHUNK, len(data) + size)
+    return b"".join((_header(_STREAM_AUDIO, len(inner) + len(data) + size), inner, data))
 
 
 def chunk_request(chunk: bytes) -> bytes:
-    """A StreamTalkRequest carrying one audio chunk, in wire form: one copy of the bytes."""
-    data = _chunk_prefix(len(chunk))
-    inner = _header(_STREAM_CHUNK, len(data) + len(chunk))
-    return b"".join((_header(_STREAM_AUDIO, len(inner) + len(data) + len(chunk)), inner, data, chunk))
+    """A StreamTalkRequest carrying one audio chunk, in wire form."""
+    return b"".join((chunk_prefix(len(chunk)), chunk))
 
 
 async def stream_messages(job: Job, info: AudioInfo, chunks: AsyncIterator[tuple[bytes, int]]
