@@ -112,12 +112,19 @@ def decode_pcm(path: str | Path, rate: int, chunk_bytes: int) -> Iterator[bytes]
                 pending.append(piece)
                 held += len(piece)
                 if held >= chunk_bytes:
-                    yield b"".join(pending)
-                    pending, held = [], 0
+                    held = 0
+                    yield _drained(pending)  # not held here while the chunk is sent
         for out in resampler.resample(None):
             pending.append(bytes(out.planes[0])[: out.samples * 2 * len(out.layout.channels)])
         if pending:
-            yield b"".join(pending)
+            yield _drained(pending)
+
+
+def _drained(pieces: list[bytes]) -> bytes:
+    """The pieces joined; the list emptied."""
+    joined = b"".join(pieces)
+    pieces.clear()
+    return joined
 
 
 def _frames(container: Any, stream: Any) -> Iterator[Any]:

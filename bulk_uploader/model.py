@@ -203,6 +203,7 @@ class Job:
     data: bytes | None = field(default=None, repr=False)  # a small file's bytes, read ahead
     # How its audio is sent, or why it cannot be (RowInvalid, or a bug met), worked out ahead (a dry run's heads).
     plan: Plan | Exception | None = field(default=None, repr=False)
+    share: int = 0  # the bytes of the memory budget this row holds (budget.share), from read-ahead to its outcome
     swap_channels: bool = False  # send the file's right channel as the left one and the left as the right
     right_audio_path: str | None = None  # the right channel's own mono file, as written in the manifest
     right_path: Path | None = None  # ... resolved against the manifest's folder

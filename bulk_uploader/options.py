@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 DEFAULT_ENDPOINT = "api.speechsense.yandexcloud.net:443"
 DEFAULT_IAM_ENDPOINT = "iam.api.cloud.yandex.net:443"  # where service account keys are exchanged for tokens
+# Audio held at once, read ahead and in flight (--buffer-mib); see benchmarks/RESULTS.md, "Memory with big files".
+DEFAULT_BUDGET = 224 * 1024 * 1024
 # How Search names the metadata given at upload, as the documentation's search guide does
 # (`userMeta.ticket_id`); the .proto comment says `user.`.
 DEFAULT_SEARCH_PREFIX = "userMeta."
@@ -75,12 +77,10 @@ def is_loopback(endpoint: str) -> bool:
 class UploadOptions:
     """Options of one run over a manifest.
 
-    Memory: at most `concurrency` rows are being sent. A file up to `stream_threshold` is
-    read ahead whole (16 MiB of them queued at most, reader.READ_AHEAD_BYTES) and sent as
-    one Upload message (gRPC holds about two copies while sending); a larger one is
-    streamed in `chunk_size` pieces. So peak buffered audio is about concurrency x 2 x
-    max(stream_threshold, chunk_size) + 20 MiB: 276 MiB at worst with --concurrency 32 and
-    the defaults, and far less when files are small.
+    Memory: the audio read ahead and being sent never exceeds `memory_budget` bytes
+    (bulk_uploader.budget): a file up to `stream_threshold` is read ahead whole and sent as
+    one Upload (held twice while in flight), a larger one is streamed in `chunk_size`
+    pieces; when files are big the budget, not `concurrency`, limits the rows in flight.
     """
 
     manifest: Path
@@ -98,6 +98,7 @@ class UploadOptions:
     min_rate: float = 1 * MiB  # bytes/s an attempt may not fall below before its deadline
     stream_threshold: int = 4 * MiB  # larger files go through UploadAsStream; the largest chat sent
     chunk_size: int = 1 * MiB  # UploadAsStream chunk size (the vendor's examples use 1 MiB)
+    memory_budget: int = DEFAULT_BUDGET  # bytes of audio held at once, read ahead and in flight (--buffer-mib)
     backoff_base: float = 0.2  # seconds; the nth retry waits up to base * 2**n (full jitter)
     backoff_max: float = 20.0
     dry_run: bool = False
@@ -134,6 +135,8 @@ class UploadOptions:
             raise ConfigError("--timeout must be positive")
         if self.chunk_size < 1024 or self.stream_threshold < self.chunk_size:
             raise ConfigError("chunk size must be at least 1 KiB and not above the stream threshold")
+        if self.memory_budget < MiB:
+            raise ConfigError("--buffer-mib must be at least 1")
         if self.manifest.suffix.lower() not in MANIFEST_SUFFIXES:
             raise ConfigError(f"{self.manifest}: a manifest is .jsonl, or .csv (.tsv, .txt): a workbook? "
                               "save it from Excel as CSV UTF-8 or Unicode Text")

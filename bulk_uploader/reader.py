@@ -1,7 +1,8 @@
 """Stage 3: read audio from disk, so files load while other rows upload.
 
 Files sent whole are read ahead in batches (on the event loop while reads are quick, else
-in a thread); streamed ones chunk by chunk with aiofiles.
+in a thread); streamed ones chunk by chunk in a thread. Each is read straight into the bytes of
+the request that sends it, after room left for the request's start.
 
 Before anything is sent, each file is probed (bulk_uploader.probe: as much of it as its
 format needs) and judged against the service's rules (bulk_uploader.audio); the answer
@@ -13,14 +14,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 import aiofiles
 import aiofiles.os
 
 from bulk_uploader import media_extra
+from bulk_uploader.allocator import new_bytes, writable
 from bulk_uploader.audio import AudioError, Probe, judge
 from bulk_uploader.chat import ChatError, ChatMessage, messages_from_document
 from bulk_uploader.errors import RowInvalid
@@ -63,7 +66,7 @@ def _channel_plan(job: Job, first: Probe) -> Plan:
     return pcm_plan(tuple(probes), paths, swap=job.swap_channels)
 
 
-def plan_audio(job: Job, transcode: bool, data: bytes | None = None) -> Plan:
+def plan_audio(job: Job, transcode: bool, data: bytes | memoryview | None = None) -> Plan:
     """How the row's audio is sent (blocking: run it in a thread unless `data` is already read).
 
     Raises RowInvalid naming what the file is and the fix when it cannot be sent.
@@ -120,31 +123,59 @@ def _unchanged(st: os.stat_result, size: int, mtime_ns: int, got: int) -> None:
                           f"{'' if got != size else ', modified since'})")
 
 
-def _read_file(path: str | Path, size: int, mtime_ns: int = 0) -> bytes:
-    """A whole file whose size stat gave: os calls rather than open(), which builds two file
-    objects, and a first read of exactly that size, as os.read allocates what it is asked
-    for: a buffer much bigger than the file costs page faults on every file, which add up
-    over many small files (benchmarks/RESULTS.md has the client's CPU per file). The file
-    is read on to its end, and FileChanged raised if it is not the file the row was checked with."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = [os.read(fd, size + 1)]
-        while chunk := os.read(fd, 1 << 16 if len(chunks) == 1 else 1 << 20):
-            chunks.append(chunk)
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        _unchanged(os.fstat(fd), size, mtime_ns, len(data))
-    finally:
-        os.close(fd)
+def _buffer(size: int, room: bytes) -> bytes | None:
+    """A new bytes object for `room` then `size` bytes read into it, `room` written; None when it
+    would be under two bytes (no object of its own: such a file is read as it is).
+
+    Made where it is filled or on the event loop, never in another thread: glibc gives each
+    thread its own heap, and big buffers freed into several heaps hold far more memory than
+    the budget counts."""
+    if len(room) + size < 2:
+        return None
+    data = new_bytes(len(room) + size)
+    writable(data)[: len(room)] = room
     return data
 
 
-def _read_all(files: list[tuple[str, int, int]]) -> tuple[list[bytes | None], float]:
-    """The files' bytes (None where a read failed) and the seconds the reads took."""
+def _read_end(f: BinaryIO, buffer: bytes | None, size: int) -> tuple[bytes, int]:
+    """The next `size` bytes of f read into the end of `buffer` (from _buffer()), and how many came."""
+    if buffer is None:
+        piece = f.read(size)
+        return piece, len(piece)
+    view = writable(buffer)[len(buffer) - size :]
+    got = 0
+    while got < size and (n := f.readinto(view[got:])):
+        got += n
+    return buffer, got
+
+
+def _read_file(path: str | Path, size: int, mtime_ns: int = 0, buffer: bytes | None = None) -> bytes:
+    """A whole file whose size stat gave, read straight into the end of `buffer` (from _buffer():
+    the start of the request that sends it, then room for the file), or a new bytes object of
+    the file's size: no buffer bigger than the file, which would cost page faults on every file
+    (benchmarks/RESULTS.md has the client's CPU per file), and no second copy. The file is read
+    on to its end, and FileChanged raised if it is not the file the row was checked with."""
+    with open(path, "rb", buffering=0) as f:  # a bare FileIO: one object, no buffer of its own
+        data, got = _read_end(f, buffer if buffer is not None else _buffer(size, b""), size)
+        _unchanged(os.fstat(f.fileno()), size, mtime_ns, got + _rest(f))
+    return data
+
+
+def _rest(f: BinaryIO) -> int:
+    """How many bytes are left before the file's end (0 for a file read whole)."""
+    left = 0
+    while chunk := f.read(1 << 16 if not left else 1 << 20):
+        left += len(chunk)
+    return left
+
+
+def _read_all(files: list[tuple[str, int, int, bytes | None]]) -> tuple[list[bytes | None], float]:
+    """Each file read into its buffer (None where a read failed) and the seconds the reads took."""
     started = time.perf_counter()
     out: list[bytes | None] = []
-    for path, size, mtime_ns in files:
+    for path, size, mtime_ns, buffer in files:
         try:
-            out.append(_read_file(path, size, mtime_ns))
+            out.append(_read_file(path, size, mtime_ns, buffer))
         except OSError:
             out.append(None)  # read_whole reads it again and reports the error as the row's
     return out, time.perf_counter() - started
@@ -153,18 +184,25 @@ def _read_all(files: list[tuple[str, int, int]]) -> tuple[list[bytes | None], fl
 _read_many = aiofiles.os.wrap(_read_all)
 
 
-class Preloader:
-    """Attaches the bytes of files sent whole to their jobs, on the event loop while reads are quick."""
+def no_room(job: Job) -> bytes:
+    """Files read as they are, nothing before them."""
+    return b""
 
-    def __init__(self, budget: float = INLINE_READ_BUDGET) -> None:
+
+class Preloader:
+    """Attaches the bytes of files sent whole to their jobs, on the event loop while reads are quick:
+    each file after room(job), the start of the request that sends it (the file ends it)."""
+
+    def __init__(self, budget: float = INLINE_READ_BUDGET, room: Callable[[Job], bytes] = no_room) -> None:
         self.budget = budget
+        self.room = room
         self.inline = True
         self.batches_in_thread = 0
 
     async def __call__(self, jobs: list[Job]) -> list[Job]:
         if not jobs:
             return jobs
-        files = [(str(job.path), job.size, job.mtime_ns) for job in jobs]
+        files = [(str(job.path), job.size, job.mtime_ns, _buffer(job.size, self.room(job))) for job in jobs]
         if self.inline:
             datas, seconds = _read_all(files)
         else:
@@ -235,20 +273,25 @@ class HeadReader:
         return jobs
 
 
-async def read_whole(job: Job, transcode: bool = False) -> tuple[bytes, Plan]:
-    """A whole (small) file, preloaded or read now, and how it is sent."""
+async def read_whole(job: Job, transcode: bool = False, room: Callable[[Job], bytes] = no_room
+                     ) -> tuple[bytes, Plan]:
+    """A whole (small) file after room(job), preloaded (the job lets go of it) or read now, and
+    how it is sent; the file is the last job.size bytes."""
     assert job.path is not None
+    data, job.data = job.data, None
     try:
-        data = job.data if job.data is not None else await _read_bytes(job.path, job.size, job.mtime_ns)
+        if data is None:
+            data = await _read_bytes(job.path, job.size, job.mtime_ns, _buffer(job.size, room(job)))
     except FileChanged as exc:
         raise _changed(job, exc) from None
     except OSError as exc:
         raise _unreadable(job, exc) from None
-    if not data:
+    audio = memoryview(data)[len(data) - job.size :]
+    if not audio:
         raise RowInvalid(f"audio file is empty: {job.audio_path}", "EMPTY_FILE")
     if transcode:  # the decoder may be asked about the file: keep it off the event loop
-        return data, await _plan_in_thread(job, transcode, data)
-    return data, plan_audio(job, transcode, data)
+        return data, await _plan_in_thread(job, transcode, audio)
+    return data, plan_audio(job, transcode, audio)
 
 
 async def read_chat(job: Job, validator: Validator) -> tuple[ChatMessage, ...]:
@@ -266,24 +309,39 @@ async def read_chat(job: Job, validator: Validator) -> tuple[ChatMessage, ...]:
     return validator.chat_messages(raw, job.fields)
 
 
-async def read_chunks(job: Job, chunk_size: int) -> AsyncIterator[bytes]:
-    """Yield a file in chunk_size pieces; memory stays at one chunk whatever the file's size.
+async def read_chunks(job: Job, chunk_size: int, room: Callable[[int], bytes] = lambda size: b""
+                      ) -> AsyncIterator[tuple[bytes, int]]:
+    """Yield a file in chunk_size pieces, each read straight after room(its size) (the start of
+    the request that carries it) into one new bytes object, with its size; memory stays at one
+    piece whatever the file's size.
 
-    Raises RowInvalid (FILE_CHANGED) as soon as more bytes come than the row was checked
-    with, or at the end when fewer came or the file was modified: the caller then cancels
+    Raises RowInvalid (FILE_CHANGED) as soon as fewer bytes come than the row was checked
+    with, or at the end when more are left or the file was modified: the caller then cancels
     its call, so a file cut short or rewritten while it streams is never stored in part.
     """
     assert job.path is not None
     read = 0
     try:
-        async with aiofiles.open(job.path, "rb") as f:
-            while chunk := await f.read(chunk_size):
-                read += len(chunk)
-                if read > job.size:
-                    break
-                yield chunk
-            _unchanged(os.fstat(f.fileno()), job.size, job.mtime_ns, read)
+        with await _open_in_thread(job.path) as f:
+            while read < job.size:
+                size = min(chunk_size, job.size - read)
+                message, got = await _read_piece(f, _buffer(size, room(size)), size)
+                read += got
+                if got < size:
+                    _unchanged(os.fstat(f.fileno()), job.size, job.mtime_ns, read)
+                yield message, size
+                del message  # not held while the next piece is read
+            _unchanged(os.fstat(f.fileno()), job.size, job.mtime_ns, read + await _rest_in_thread(f))
     except FileChanged as exc:
         raise _changed(job, exc) from None
     except OSError as exc:
         raise _unreadable(job, exc) from None
+
+
+def _open_raw(path: Path) -> BinaryIO:
+    return open(path, "rb", buffering=0)
+
+
+_open_in_thread = aiofiles.os.wrap(_open_raw)
+_read_piece = aiofiles.os.wrap(_read_end)
+_rest_in_thread = aiofiles.os.wrap(_rest)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -146,12 +146,19 @@ def _joined(left: Iterator[bytes], right: Iterator[bytes], chunk_size: int) -> I
         yield _little_endian(out)
 
 
-async def stream(plan: Plan, chunk_size: int) -> AsyncIterator[bytes]:
-    """A plan's chunks, each made in a worker thread, so decoding never holds up the event loop."""
+async def stream(plan: Plan, chunk_size: int, frame: Callable[[bytes], bytes] = bytes
+                 ) -> AsyncIterator[tuple[bytes, int]]:
+    """A plan's chunks, each made in a worker thread, so decoding never holds up the event loop,
+    and yielded as frame(chunk) (the request carrying it) with its size; the chunk itself is let
+    go once framed."""
     chunks = plan.chunks(chunk_size)
     try:
         while (piece := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
-            yield piece
+            size = len(piece)
+            message = frame(piece)
+            del piece
+            yield message, size
+            del message  # not held while the next chunk is made
     finally:
         chunks.close() if hasattr(chunks, "close") else None
 

@@ -81,6 +81,7 @@ def upload_options(manifest: Path, env: Mapping[str, str], *, destination: Desti
         timeout=speed.timeout,
         chunk_size=speed.chunk_size_kib * 1024,
         stream_threshold=int(speed.stream_threshold_mib * 1024 * 1024),
+        memory_budget=speed.buffer_mib * 1024 * 1024,
         dry_run=migration.dry_run,
         estimate_rate=migration.estimate_rate,
         grace=output.grace,

@@ -14,7 +14,13 @@ import typer
 
 from bulk_uploader.auth import DEFAULT_TOKEN_REFRESH
 from bulk_uploader.cli.arggroups import OptionGroup
-from bulk_uploader.options import DEFAULT_ENDPOINT, DEFAULT_IAM_ENDPOINT, DEFAULT_SEARCH_PREFIX, DEFAULT_SETTLE_DELAY
+from bulk_uploader.options import (
+    DEFAULT_BUDGET,
+    DEFAULT_ENDPOINT,
+    DEFAULT_IAM_ENDPOINT,
+    DEFAULT_SEARCH_PREFIX,
+    DEFAULT_SETTLE_DELAY,
+)
 from bulk_uploader.reads import DEFAULT_READ_SHARE
 
 
@@ -74,6 +80,9 @@ class SpeedArgs(OptionGroup):
     max_mbps: Annotated[float, typer.Option(help="Cap on audio bandwidth, megabits per second (0: none)")] = 0.0
     chunk_size_kib: Annotated[int, typer.Option(help="UploadAsStream chunk size, KiB")] = 1024
     stream_threshold_mib: Annotated[float, typer.Option(help="Files above this many MiB are streamed")] = 4.0
+    buffer_mib: Annotated[
+        int, typer.Option(help="Audio held in memory at once (read ahead and in flight), MiB")
+    ] = DEFAULT_BUDGET // (1024 * 1024)
     timeout: Annotated[float, typer.Option(help="Seconds per attempt (grows with file size)")] = 60.0
     retries: Annotated[int, typer.Option(help="Further attempts after a transient error")] = 10
     outage_patience: Annotated[

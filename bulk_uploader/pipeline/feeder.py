@@ -1,9 +1,10 @@
 """The feeder: manifest rows -> checks -> read-ahead -> a bounded queue the senders take from.
 
 It skips rows a previous run uploaded and rows of other shards, records invalid rows
-(they never reach a sender), reads the files that go whole into one Upload in batches,
-and waits whenever the queue holds `concurrency` jobs or READ_AHEAD_BYTES of files:
-the manifest and the files are read only as fast as rows are sent.
+(they never reach a sender), takes each audio row's share of the memory budget, reads the
+files that go whole into one Upload in batches, and waits whenever the budget has no room
+or the queue holds `concurrency` jobs or READ_AHEAD_BYTES of files: the manifest and the
+files are read only as fast as rows are sent.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 
 import anyio.lowlevel
 
-from bulk_uploader import reader
+from bulk_uploader import budget, reader
 from bulk_uploader.errors import RowInvalid
 from bulk_uploader.flow import wait_in_line
 from bulk_uploader.manifest import read_manifest
@@ -93,16 +94,23 @@ class Feeder:
     """Turns manifest rows into jobs on the queue; invalid rows go straight to the recorder."""
 
     def __init__(self, options: UploadOptions, validator: Validator, recorder: Recorder, stats: RunStats,
-                 uploaded: KeySet) -> None:
+                 uploaded: KeySet, memory: budget.MemoryBudget | None = None) -> None:
         self.options = options
+        self.memory = memory  # each audio row's share is taken here and given back when it is done
         self.validator = validator
         self.recorder = recorder
         self.stats = stats
         self.uploaded = uploaded  # rows an earlier run recorded uploaded
         self.dry_run = options.dry_run
         self.threshold = options.stream_threshold
-        # What is read ahead: the files sent whole, or for a dry run every audio file's head.
-        self._preload = reader.HeadReader(options.transcode) if options.dry_run else reader.Preloader()
+        # What is read ahead: for a dry run every audio file's head; else the files sent whole,
+        # each into the request that sends it (wire form: protobuf, which a dry run never loads).
+        if options.dry_run:
+            self._preload: reader.HeadReader | reader.Preloader = reader.HeadReader(options.transcode)
+        else:
+            from bulk_uploader.transport.messages import upload_room
+
+            self._preload = reader.Preloader(room=upload_room)
         self._batch: list[Job] = []  # files to be read together
         self._batch_bytes = 0
 
@@ -114,7 +122,15 @@ class Feeder:
                 if n % _YIELD_EVERY == 0:
                     await anyio.lowlevel.checkpoint()
                 job = self._job(row)
-                if job is not None and not self._batched(job):  # most small files wait in the batch
+                if job is None:
+                    continue
+                if not self._took_share(job):
+                    # The batch gathered so far holds room the rows being sent may need to finish: queue it first.
+                    for ready in await self._flush():
+                        await queue.put(ready)
+                    assert self.memory is not None
+                    await self.memory.take(job.share)
+                if not self._batched(job):  # most small files wait in the batch
                     for ready in await self._ready(job):
                         await queue.put(ready)
             for ready in await self._flush():
@@ -140,6 +156,15 @@ class Feeder:
         except Exception as exc:  # a bug met by one row's checks: that row says so, the others go on
             self.recorder.record(internal_error(row.key, row.line, shown, exc))
         return None
+
+    def _took_share(self, job: Job) -> bool:
+        """Whether `job` has its share of the memory budget (False: there is no room yet); a plain call."""
+        if self.memory is None:
+            return True
+        options = self.options
+        job.share = budget.share(job, stream_threshold=self.threshold, chunk_size=options.chunk_size,
+                                 transcode=options.transcode)
+        return self.memory.try_take(job.share)
 
     def _batched(self, job: Job) -> bool:
         """Whether `job` joined a read-ahead batch that is not full yet (nothing to queue now):

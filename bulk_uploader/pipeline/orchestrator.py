@@ -1,7 +1,7 @@
 """run_upload: wires the feeder, the senders and the recorder, and owns the one task group.
 
-    manifest -> Feeder (checks, read-ahead) -> JobQueue -> `concurrency` workers, each a
-    Sender carrying one row at a time to its outcome -> Recorder (results file, counts)
+    manifest -> Feeder (checks, memory budget, read-ahead) -> JobQueue -> `concurrency` workers,
+    each a Sender carrying one row at a time to its outcome -> Recorder (results file, counts)
                                       Settler (batches of reads) <- rows whose outcome is unknown
 
 The orchestrator decides nothing about rows: it builds the collaborators, starts their
@@ -22,6 +22,7 @@ from anyio.abc import TaskGroup
 
 from bulk_uploader import reader
 from bulk_uploader.auth import AuthProvider
+from bulk_uploader.budget import MemoryBudget
 from bulk_uploader.clock import SYSTEM_CLOCK, Clock
 from bulk_uploader.errors import AuthError, ConfigError, ResultsFileError
 from bulk_uploader.flow import AdaptiveLimiter
@@ -31,8 +32,8 @@ from bulk_uploader.model import Job
 from bulk_uploader.options import UploadOptions
 from bulk_uploader.pipeline.control import RunControl
 from bulk_uploader.pipeline.feeder import Feeder, JobQueue
+from bulk_uploader.pipeline.inspector import Inspector
 from bulk_uploader.pipeline.recorder import Recorder, internal_error
-from bulk_uploader.pipeline.sender import Inspector, Sender
 from bulk_uploader.pipeline.summary import RunSummary, problems_path
 from bulk_uploader.progress import Reporter
 from bulk_uploader.reads import ReadGate
@@ -44,6 +45,7 @@ from bulk_uploader.stats import RunStats
 from bulk_uploader.validation import Validator
 
 if TYPE_CHECKING:
+    from bulk_uploader.pipeline.sender import Sender
     from bulk_uploader.transport import Transport
 
 
@@ -80,7 +82,8 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
     validator = _validator(options)
     try:
         await _run(options, control, _workers(options, transport, validator, recorder, stats, control, clock),
-                   Feeder(options, validator, recorder, stats, previous.uploaded), previous, stats)
+                   Feeder(options, validator, recorder, stats, previous.uploaded,
+                          None if options.dry_run else MemoryBudget(options.memory_budget)), previous, stats)
     finally:
         stats.finished = time.monotonic()
         reporter.stop()
@@ -161,6 +164,8 @@ def _workers(options: UploadOptions, transport: Transport | None, validator: Val
         stats=stats, clock=clock,
         outage=Outage(transport.wait_ready, patience=options.outage_patience, clock=clock, stats=stats),
     )
+    from bulk_uploader.pipeline.sender import Sender  # protobuf and the transport: a dry run never loads them
+
     sender = Sender(options, transport, validator, recorder, stats, policy, limiter, control, clock)
     if options.dedupe_key:
         sender.settler = _settler(options, transport, stats, clock)
@@ -181,7 +186,7 @@ def _settler(options: UploadOptions, transport: Transport, stats: RunStats, cloc
 async def _run(options: UploadOptions, control: RunControl, sender: Sender | Inspector, feeder: Feeder,
                previous: PreviousResults, stats: RunStats) -> None:
     """The run's task group: the feeder, the workers, the settler, the control's enforcer and the credential refresher."""
-    settler = sender.settler if isinstance(sender, Sender) else None
+    settler = sender.settler if not isinstance(sender, Inspector) else None
     with anyio.CancelScope() as run_scope:
         # The outer group hosts the tasks that last as long as the workers do, and is
         # cancelled as soon as they are done, so a stop never waits longer than needed.
@@ -190,15 +195,16 @@ async def _run(options: UploadOptions, control: RunControl, sender: Sender | Ins
             outer.start_soon(_enforce, control, feeder_scope, run_scope, options.grace, stats, settler)
             if options.credentials is not None and not options.dry_run:
                 outer.start_soon(_keep_fresh, options.credentials, control)
-            if isinstance(sender, Sender):
+            if not isinstance(sender, Inspector):
                 outer.start_soon(_watch_stalls, sender, options.stall_seconds)
             if settler is not None:
                 outer.start_soon(settler.run)
             async with anyio.create_task_group() as group:
                 jobs = JobQueue(options.concurrency, reader.READ_AHEAD_BYTES)
                 group.start_soon(_feed, feeder, jobs, feeder_scope, control)
-                workers = _Workers(group, options.concurrency, jobs, sender, feeder.recorder, control, previous, stats)
-                if isinstance(sender, Sender):
+                workers = _Workers(group, options.concurrency, jobs, sender, feeder.recorder, control, previous, stats,
+                                   feeder.memory)
+                if not isinstance(sender, Inspector):
                     sender.parking = workers.parked
                 workers.start()
             outer.cancel_scope.cancel()
@@ -218,8 +224,9 @@ class _Workers:
     `target` stops."""
 
     def __init__(self, group: TaskGroup, target: int, jobs: JobQueue, sender: Sender | Inspector, recorder: Recorder,
-                 control: RunControl, previous: PreviousResults, stats: RunStats) -> None:
+                 control: RunControl, previous: PreviousResults, stats: RunStats, memory: MemoryBudget | None) -> None:
         self.group, self.target = group, target
+        self.memory = memory  # a row's share of it is given back once the row is done
         self.jobs, self.sender, self.recorder, self.control, self.stats = jobs, sender, recorder, control, stats
         self.unknown = previous.unknown
         self.running = 0
@@ -251,6 +258,7 @@ class _Workers:
         try:
             while (job := await jobs.get()) is not None:
                 if control.stopping:
+                    self._done(job)
                     continue  # drained after a stop: not started, so left for the next run
                 stats.in_flight += 1
                 try:
@@ -264,10 +272,15 @@ class _Workers:
                     self._record_bug(job, exc)
                 finally:
                     stats.in_flight -= 1
+                    self._done(job)
                 if self.running - self.waiting > self.target:
                     return  # a parked row went on: one worker too many
         finally:
             self.running -= 1
+
+    def _done(self, job: Job) -> None:
+        if self.memory is not None:
+            self.memory.give(job.share)
 
     def _record_bug(self, job: Job, exc: Exception) -> None:
         try:

@@ -32,6 +32,7 @@ from bulk_uploader.retry import Attempts, RetryPolicy
 from bulk_uploader.settle import SettleConflict, Settler
 from bulk_uploader.stats import RunStats
 from bulk_uploader.transcode import Plan
+from bulk_uploader.transport.messages import chunk_prefix, chunk_request, place_upload, upload_room
 from bulk_uploader.validation import Validator
 
 if TYPE_CHECKING:
@@ -40,15 +41,35 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class _Payload:
-    """What an attempt sends: a whole file's bytes, a streamed file's format, or a chat's messages."""
+    """What an attempt sends: a whole file's request, a streamed file's format, or a chat's messages."""
 
     rpc: str
-    size: int
-    data: bytes | None = None
+    size: int  # bytes of audio (or of the chat)
+    request: bytes | None = None  # Upload of a whole file, in wire form; None between attempts (read again)
     info: AudioInfo | None = None
     messages: tuple[ChatMessage, ...] = ()
     plan: Plan | None = None  # a converted file: made as it is sent
     cautious: bool = False  # a stream whose last answer gRPC lost: give the server time to answer early
+
+
+async def _whole(job: Job, transcode: bool) -> tuple[bytes | None, Plan]:
+    """A file sent whole: its Upload request (None when it is converted, so streamed) and its plan.
+
+    The file is read straight into the request's bytes: while the call is in flight they are
+    held twice, the request and gRPC's copy (bulk_uploader.budget)."""
+    buffer, plan = await reader.read_whole(job, transcode, upload_room)
+    if plan.converted:
+        return None, plan
+    return place_upload(job, plan.info, buffer), plan
+
+
+async def _paced(chunks: AsyncIterator[tuple[bytes, int]], pacer: Pacer | None) -> AsyncIterator[tuple[bytes, int]]:
+    """Chunks (each a request and its audio bytes) at no more than --max-mbps."""
+    async for chunk in chunks:
+        if pacer is not None:
+            await pacer.take(chunk[1])
+        yield chunk
+        del chunk  # not held while the next one is read
 
 
 class Sender:
@@ -121,18 +142,17 @@ class Sender:
             messages = job.messages or await reader.read_chat(job, self.validator)
             result.bytes = encoded_size(messages)
             return _Payload("UploadText", result.bytes, messages=messages)
-        transcoding = self.options.transcode
         if job.size <= self.options.stream_threshold and not (job.swap_channels or job.right_path):
-            data, plan = await reader.read_whole(job, transcoding)
+            request, plan = await _whole(job, self.options.transcode)
         else:
-            data, plan = None, await reader.inspect(job, transcoding)
+            request, plan = None, await reader.inspect(job, self.options.transcode)
         result.source_format, result.sent_format = plan.source, plan.info.describe()
         if plan.converted:
             self.stats.converted[plan.probes[0].name] += 1
             return _Payload("UploadAsStream", plan.estimate, info=plan.info, plan=plan)
-        if data is not None:
-            result.bytes = len(data)
-            return _Payload("Upload", len(data), data=data, info=plan.info)
+        if request is not None:
+            result.bytes = job.size
+            return _Payload("Upload", job.size, request=request, info=plan.info)
         return _Payload("UploadAsStream", job.size, info=plan.info)
 
     async def deliver(self, job: Job, result: RowResult) -> str:
@@ -148,8 +168,16 @@ class Sender:
                     return found
             result.attempts += 1
             try:
+                if payload.rpc == "Upload" and payload.request is None:
+                    # A row waiting for its next try held none.
+                    payload.request, plan = await _whole(job, self.options.transcode)
+                    payload.info = plan.info
                 return await self.attempt(job, result, payload)
             except CallFailure as failure:
+                # Until the next try the row holds no bytes: neither the request nor, through the
+                # failure's frames, the call that sent it.
+                payload.request = None
+                failure.__traceback__ = failure.__context__ = None
                 if failure.outcome_unknown:
                     result.unknown_outcomes += 1
                     unknown_at = self.clock.monotonic()
@@ -176,16 +204,12 @@ class Sender:
     async def _settled(self, job: Job, result: RowResult, payload: _Payload, since: float) -> str | None:
         """The row's stored talk id (recorded as found), or None once the reads said it is not stored."""
         assert self.settler is not None
-        payload.data = job.data = None  # a parked row holds no file: re-read if it is sent again
         async with self.parking():
             found = await self.settler.settle(job, since)
         if found is not None:
             result.reconciled, result.rpc = True, "Search"
             return found
         result.unknown_outcomes = 0  # every earlier attempt is known not to have stored a talk
-        if payload.rpc == "Upload":
-            payload.data, plan = await reader.read_whole(job, self.options.transcode)
-            payload.info = plan.info
         return None
 
     async def attempt(self, job: Job, result: RowResult, payload: _Payload) -> str:
@@ -220,16 +244,16 @@ class Sender:
         if job.kind == "chat":
             return await transport.upload_text(job, payload.messages, timeout)
         assert payload.info is not None
-        if payload.data is not None:
+        if payload.request is not None:
             if self.byte_pacer is not None:
-                await self.byte_pacer.take(len(payload.data))
-            talk_id = await transport.upload(job, payload.data, payload.info, timeout)
-            self.stats.bytes_sent += len(payload.data)
+                await self.byte_pacer.take(payload.size)
+            talk_id = await transport.upload(job, payload.request, timeout)
+            self.stats.bytes_sent += payload.size
             return talk_id
         if payload.plan is not None:
-            source = transcode.stream(payload.plan, options.chunk_size)
+            source = transcode.stream(payload.plan, options.chunk_size, chunk_request)
         else:
-            source = reader.read_chunks(job, options.chunk_size)
+            source = reader.read_chunks(job, options.chunk_size, chunk_prefix)
         result.bytes = 0  # what this attempt puts on the wire: all of it, unless it stops short
 
         def sent(n: int) -> None:
@@ -237,47 +261,8 @@ class Sender:
             self.stats.bytes_sent += n
             self.stats.progress_at = self.clock.monotonic()
 
-        talk_id = await transport.upload_stream(job, payload.info, self._paced(source), timeout, sent,
+        talk_id = await transport.upload_stream(job, payload.info, _paced(source, self.byte_pacer), timeout, sent,
                                                 cautious=payload.cautious)
         payload.size = result.bytes
         return talk_id
 
-    async def _paced(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """Chunks at no more than --max-mbps."""
-        async for chunk in chunks:
-            if self.byte_pacer is not None:
-                await self.byte_pacer.take(len(chunk))
-            yield chunk
-
-
-class Inspector:
-    """A dry run's sender: reads and checks what a send would read, sends nothing."""
-
-    def __init__(self, validator: Validator, stats: RunStats, transcode: bool = False) -> None:
-        self.validator = validator
-        self.stats = stats
-        self.transcode = transcode
-
-    async def process(self, job: Job, unknown_before: int) -> RowResult | None:
-        """None for a row that would be sent (counted by format), else its `invalid` result."""
-        try:
-            if job.kind == "audio":
-                plan = job.plan if job.plan is not None else await reader.inspect(job, self.transcode)
-                if isinstance(plan, Exception):
-                    raise plan  # met when its head was read ahead
-                kind = plan.info.format.value
-                if plan.converted:
-                    self.stats.converted[plan.probes[0].name] += 1
-                    kind += " (converted)"
-            elif job.chat_path is not None:
-                await reader.read_chat(job, self.validator)
-                kind = "chat"
-            else:
-                kind = job.kind  # chat with inline messages, or a metadata update
-        except RowInvalid as exc:
-            return RowResult(job.key, "invalid", error=str(exc), code=exc.code, line=job.line,
-                             audio_path=job.audio_path, bytes=job.size, unknown_outcomes=unknown_before)
-        self.stats.valid += 1
-        self.stats.valid_bytes += job.size
-        self.stats.formats[kind] += 1
-        return None

@@ -20,7 +20,6 @@ from bulk_uploader.proto import speechsense_pb2 as pb
 from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
 from bulk_uploader.transport.messages import (
     IDEMPOTENCY_HEADER,
-    audio_metadata,
     idempotency_key,
     stream_messages,
     talk_metadata,
@@ -102,6 +101,20 @@ async def _diagnose(endpoint: str, insecure: bool) -> tuple[str, bool]:
         await other.close()
 
 
+def talk_stub(channel: aio.Channel) -> pb_grpc.TalkServiceStub:
+    """The TalkService stub, its Upload and UploadAsStream taking requests in wire form (bytes:
+    transport.messages builds them), so that a file's bytes are not copied into a message and
+    out again; gRPC sends bytes as they are when a method has no serializer."""
+    stub = pb_grpc.TalkServiceStub(channel)
+    service = pb.DESCRIPTOR.services_by_name["TalkService"].full_name
+    answer = pb.UploadTalkResponse.FromString
+    stub.Upload = channel.unary_unary(f"/{service}/Upload", response_deserializer=answer,  # type: ignore[method-assign]
+                                      _registered_method=True)
+    stub.UploadAsStream = channel.stream_unary(  # type: ignore[method-assign]
+        f"/{service}/UploadAsStream", response_deserializer=answer, _registered_method=True)
+    return stub
+
+
 def _tcp_connect(host: str, port: int) -> None:
     with socket.create_connection((host, port), timeout=5):
         pass
@@ -142,7 +155,7 @@ class Transport:
         else:
             channel = aio.secure_channel(self.endpoint, grpc.ssl_channel_credentials(), options=self._options)
         channel.get_state(try_to_connect=True)  # connect now, not on the first call
-        return channel, pb_grpc.TalkServiceStub(channel)
+        return channel, talk_stub(channel)
 
     async def close(self) -> None:
         """Close the channel, cancelling calls still in flight."""
@@ -189,11 +202,9 @@ class Transport:
         except asyncio.CancelledError:
             raise closed_under(auth) from None
 
-    async def upload(self, job: Job, data: bytes, info: AudioInfo, timeout: float) -> str:
-        """Send a whole file in one Upload; returns the talk id or raises CallFailure."""
-        request = pb.UploadTalkRequest(metadata=talk_metadata(job))
-        request.audio.audio_metadata.CopyFrom(audio_metadata(info))
-        request.audio.audio_data.data = data  # set in place: nested constructors copy the bytes at every level
+    async def upload(self, job: Job, request: bytes, timeout: float) -> str:
+        """Send a whole file in one Upload (`request`: messages.upload_request); returns the talk id
+        or raises CallFailure."""
         response = await self._unary(self._stub.Upload, request, job, timeout)
         return str(response.talk_id)
 
@@ -210,7 +221,7 @@ class Transport:
     async def update(self, job: Job, timeout: float) -> str:
         """Replace the metadata of an existing talk (talk_id set, no audio)."""
         request = pb.UploadTalkRequest(metadata=talk_metadata(job), talk_id=job.talk_id or "")
-        response = await self._unary(self._stub.Upload, request, job, timeout)
+        response = await self._unary(self._stub.Upload, request.SerializeToString(), job, timeout)
         return str(response.talk_id or job.talk_id or "")
 
     async def search(self, scope: SearchScope, connection_id: str, key: str, values: Sequence[str], timeout: float,
@@ -253,13 +264,14 @@ class Transport:
         self,
         job: Job,
         info: AudioInfo,
-        chunks: AsyncIterator[bytes],
+        chunks: AsyncIterator[tuple[bytes, int]],
         timeout: float,
         on_bytes: Callable[[int], None],
         *,
         cautious: bool = False,
     ) -> str:
-        """Stream a file: talk metadata, audio metadata, then chunks, driving the call by hand.
+        """Stream a file: talk metadata, audio metadata, then `chunks` (messages.chunk_request, each
+        with the audio bytes it carries), driving the call by hand.
 
         `cautious` (after an attempt whose answer gRPC lost): pause after the metadata and
         after the first chunk for an early answer, so a refusal arrives while no write is
@@ -277,6 +289,7 @@ class Transport:
                     if call.done():
                         break  # the server has answered early (a rejection): stop writing, read its status
                     await call.write(message)
+                    del message  # gRPC has its own copy now: not held while the next chunk is read
                     written += 1
                     if audio_bytes:
                         on_bytes(audio_bytes)

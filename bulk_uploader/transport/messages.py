@@ -1,4 +1,15 @@
-"""The request messages built from Jobs: talk and audio metadata, stream messages, the Idempotency-Key."""
+"""The request messages built from Jobs: talk and audio metadata, stream messages, the Idempotency-Key.
+
+Requests that carry audio are built here in wire form, as bytes, rather than as protobuf
+messages: setting a file's bytes on a message copies them, and serializing the message
+copies them again, so a file sent whole was held three times before gRPC's own copy.
+Here the request is the protobuf encoding of everything but the audio, then the audio's
+tag and length, then the audio, byte for byte what SerializeToString(deterministic=True)
+gives (protobuf writes fields in number order, the audio is the last field written, and
+map keys are sorted). The reader reads
+a file straight into a request's bytes after room left for that prefix (upload_room,
+chunk_prefix; bulk_uploader.allocator.new_bytes): one buffer per request.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +17,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator
 
+from bulk_uploader.allocator import writable
 from bulk_uploader.audio import AudioFormat, AudioInfo
 from bulk_uploader.model import Job
 from bulk_uploader.proto import speechsense_pb2 as pb
@@ -56,23 +68,101 @@ def audio_metadata(info: AudioInfo) -> pb.AudioMetadata:
     return pb.AudioMetadata(container_audio=pb.ContainerAudio(container_audio_type=_CONTAINER[info.format]))
 
 
-def chunk_message(chunk: bytes) -> pb.StreamTalkRequest:
-    """A StreamTalkRequest carrying one audio chunk, with the bytes copied once.
+def _number(message: type, field: str) -> int:
+    return int(message.DESCRIPTOR.fields_by_name[field].number)  # type: ignore[attr-defined]
 
-    pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(chunk=pb.AudioChunk(data=chunk)))
-    copies the chunk into each nested message in turn: three copies of every MiB.
+
+# Field numbers of the messages on the path to the audio bytes, from the descriptors.
+_UPLOAD_METADATA = _number(pb.UploadTalkRequest, "metadata")
+_UPLOAD_AUDIO = _number(pb.UploadTalkRequest, "audio")
+_AUDIO_METADATA = _number(pb.AudioRequest, "audio_metadata")
+_AUDIO_DATA = _number(pb.AudioRequest, "audio_data")
+_STREAM_AUDIO = _number(pb.StreamTalkRequest, "audio")
+_STREAM_CHUNK = _number(pb.AudioStreamingRequest, "chunk")
+_CHUNK_DATA = _number(pb.AudioChunk, "data")
+assert _number(pb.UploadTalkRequest, "talk_id") > _UPLOAD_AUDIO  # written after the audio, and empty here
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _header(number: int, length: int) -> bytes:
+    """The tag of length-delimited field `number` and the length of what follows."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def _chunk_prefix(size: int) -> bytes:
+    """An AudioChunk's bytes up to its data ("" when there is no data: proto3 omits an empty field)."""
+    return _header(_CHUNK_DATA, size) if size else b""
+
+
+def upload_prefix(job: Job, info: AudioInfo, size: int) -> bytes:
+    """The UploadTalkRequest sending `size` bytes of audio, in wire form, up to the audio itself."""
+    metadata = talk_metadata(job).SerializeToString(deterministic=True)  # map keys sorted: the same bytes every time
+    audio_meta = audio_metadata(info).SerializeToString()
+    chunk = _chunk_prefix(size)
+    chunk_length = len(chunk) + size
+    audio = [_header(_AUDIO_METADATA, len(audio_meta)), audio_meta, _header(_AUDIO_DATA, chunk_length), chunk]
+    audio_length = sum(map(len, audio)) + size
+    return b"".join((_header(_UPLOAD_METADATA, len(metadata)), metadata, _header(_UPLOAD_AUDIO, audio_length), *audio))
+
+
+def upload_request(job: Job, info: AudioInfo, data: bytes | memoryview) -> bytes:
+    """The UploadTalkRequest sending `data` (the whole file), in wire form."""
+    return b"".join((upload_prefix(job, info, len(data)), data))
+
+
+def upload_room(job: Job) -> bytes:
+    """The prefix of the job's Upload as it is known before its file is read (the file's format
+    is not: a container's is set when it is sent, by place_upload, in the same bytes)."""
+    if job.format is AudioFormat.PCM:
+        info = AudioInfo(AudioFormat.PCM, job.sample_rate, job.channels)
+    else:
+        info = AudioInfo(job.format or AudioFormat.WAV)
+    return upload_prefix(job, info, job.size)
+
+
+def place_upload(job: Job, info: AudioInfo, buffer: bytes) -> bytes:
+    """The Upload request for the audio that ends `buffer` (its last job.size bytes, read after
+    the room upload_room left): the prefix is written into the room, or where it does not fit
+    exactly, the request is built anew."""
+    prefix = upload_prefix(job, info, job.size)
+    room = len(buffer) - job.size
+    if len(prefix) != room:
+        return b"".join((prefix, memoryview(buffer)[room:]))
+    if buffer[:room] != prefix:
+        writable(buffer)[:room] = prefix
+    return buffer
+
+
+def chunk_prefix(size: int) -> bytes:
+    """A StreamTalkRequest carrying a chunk of `size` bytes, in wire form, up to the chunk itself."""
+    data = _chunk_prefix(size)
+    inner = _header(_STREAM_CHUNK, len(data) + size)
+    return b"".join((_header(_STREAM_AUDIO, len(inner) + len(data) + size), inner, data))
+
+
+def chunk_request(chunk: bytes) -> bytes:
+    """A StreamTalkRequest carrying one audio chunk, in wire form."""
+    return b"".join((chunk_prefix(len(chunk)), chunk))
+
+
+async def stream_messages(job: Job, info: AudioInfo, chunks: AsyncIterator[tuple[bytes, int]]
+                          ) -> AsyncIterator[tuple[bytes, int]]:
+    """An UploadAsStream's messages in wire form and in order, each with the audio bytes it carries.
+
+    `chunks` yields messages already in wire form (chunk_request), each with its audio bytes.
     """
-    message = pb.StreamTalkRequest()
-    message.audio.chunk.data = chunk
-    return message
-
-
-async def stream_messages(job: Job, info: AudioInfo, chunks: AsyncIterator[bytes]
-                           ) -> AsyncIterator[tuple[pb.StreamTalkRequest, int]]:
-    """An UploadAsStream's messages in order, each with the audio bytes it carries."""
-    yield pb.StreamTalkRequest(metadata=talk_metadata(job)), 0
-    yield pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(audio_metadata=audio_metadata(info))), 0
-    async for chunk in chunks:
-        yield chunk_message(chunk), len(chunk)
+    yield pb.StreamTalkRequest(metadata=talk_metadata(job)).SerializeToString(), 0
+    yield pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(audio_metadata=audio_metadata(info))).SerializeToString(), 0
+    async for message in chunks:
+        yield message
+        del message  # not held while the next chunk is read: a chunk in flight is held twice at most
 
 
