@@ -223,25 +223,27 @@ class Sender:
             talk_id = await transport.upload(job, payload.data, payload.info, timeout)
             self.stats.bytes_sent += len(payload.data)
             return talk_id
-        if payload.plan is not None:
-            source = transcode.stream(payload.plan, options.chunk_size)
-        else:
-            source = reader.read_chunks(job, options.chunk_size)
         result.bytes = 0  # what this attempt puts on the wire: all of it, unless it stops short
+
+        def source() -> AsyncIterator[bytes]:  # again after a full connection refused the stream
+            self.stats.bytes_sent -= result.bytes  # what the refused try wrote never arrived
+            result.bytes = 0
+            return self._paced(job, payload.plan)
 
         def sent(n: int) -> None:
             result.bytes += n
             self.stats.bytes_sent += n
             self.stats.progress_at = self.clock.monotonic()
 
-        talk_id = await transport.upload_stream(job, payload.info, self._paced(source), timeout, sent,
+        talk_id = await transport.upload_stream(job, payload.info, source, timeout, sent, size=payload.size,
                                                 cautious=payload.cautious)
         payload.size = result.bytes
         return talk_id
 
-    async def _paced(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """Chunks at no more than --max-mbps."""
-        async for chunk in chunks:
+    async def _paced(self, job: Job, plan: Plan | None) -> AsyncIterator[bytes]:
+        """The file's chunks (as converted, for a plan) at no more than --max-mbps."""
+        size = self.options.chunk_size
+        async for chunk in transcode.stream(plan, size) if plan is not None else reader.read_chunks(job, size):
             if self.byte_pacer is not None:
                 await self.byte_pacer.take(len(chunk))
             yield chunk

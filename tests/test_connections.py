@@ -1,0 +1,102 @@
+"""Several connections: calls spread over a pool of them, and a server's per-connection stream
+limit met by sending a refused call again at once on a connection with room, never as a retry."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli, upload_argv
+from grpc import aio
+from test_run_upload import Collecting, options
+
+from bulk_uploader import samples
+from bulk_uploader.audio import AudioFormat
+from bulk_uploader.emulator import Emulator, EmulatorOptions, FaultOptions
+from bulk_uploader.pipeline import run_upload
+from bulk_uploader.results import read_records
+from bulk_uploader.transport.pool import PROBE_ROUNDS, STREAMS_PER_CONNECTION, ConnectionPool
+
+MiB = 1024 * 1024
+
+
+def test_a_server_that_takes_four_calls_a_connection_gets_every_row_once_over_several(tmp_path: Path) -> None:
+    server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY], max_streams=4,
+                                              faults=FaultOptions(latency_ms=20)))
+    try:
+        rows = 240
+        manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
+        result = run_cli(*upload_argv(server.target, manifest, "--concurrency", "24")[3:],
+                         env=cli_env(API_KEY=API_KEY))
+        assert result.returncode == 0, result.stderr
+        records = read_records(manifest.with_name("manifest.jsonl.results.jsonl"))
+        assert len(records) == rows and {r["status"] for r in records} == {"uploaded"}
+        assert {r["attempts"] for r in records} == {1} and not any(r.get("unknown_outcomes") for r in records)
+        assert len({t.fields["client_id"] for t in server.emulator.store.talks()}) == server.emulator.store.count() == rows
+        assert "possible duplicates" not in result.stderr and "unreachable" not in result.stderr
+        assert " 0 retries" in result.stderr
+        assert "call(s) it refused were sent again at once on another" in result.stderr  # the limit was met
+        assert len(server.emulator.peers) > 1  # over more than one TCP connection
+        assert sum(server.emulator.peers.values()) == rows  # refused streams never reached the service
+    finally:
+        server.close()
+
+
+async def test_streams_over_a_fixed_pool_wait_for_room_and_arrive_whole(tmp_path: Path) -> None:
+    emulator = Emulator(EmulatorOptions(api_keys=[API_KEY], max_streams=3, faults=FaultOptions(latency_ms=20)))
+    await emulator.start()
+    try:
+        manifest = samples.write_dataset(tmp_path, 24, sizes=(200_000,), formats=(AudioFormat.WAV,))
+        run = options(emulator, manifest, concurrency=12, connections=2, stream_threshold=64 * 1024,
+                      chunk_size=16 * 1024)
+        summary = await run_upload(run, Collecting())
+        assert (summary.stats.uploaded, summary.stats.retries, summary.stats.outages) == (24, 0, 0)
+        assert summary.stats.connections == 2 and len(emulator.peers) == 2 and summary.stats.refused_streams > 0
+        records = read_records(manifest.with_name("manifest.jsonl.results.jsonl"))
+        assert {r["rpc"] for r in records} == {"UploadAsStream"} and len(records) == 24
+        talks = {t.fields["client_id"]: t for t in emulator.store.talks()}
+        assert len(talks) == 24
+        for record in records:
+            audio = (tmp_path / record["audio_path"]).read_bytes()
+            assert record["bytes"] == len(audio)  # what a refused try wrote is not counted
+            client = samples.metadata(record["line"] - 1)["client_id"]
+            assert talks[client].sha256 == hashlib.sha256(audio).hexdigest()
+    finally:
+        await emulator.stop(grace=0.2)
+
+
+async def test_the_pool_grows_with_the_bytes_and_the_streams_in_flight() -> None:
+    channels: list[aio.Channel] = []
+
+    def open_channel() -> aio.Channel:
+        channels.append(aio.insecure_channel("127.0.0.1:9"))  # never called: no connection is needed
+        return channels[-1]
+
+    try:
+        pool = ConnectionPool(open_channel, size=None, concurrency=8)
+        pool.byte_target = 4 * MiB
+        assert len(pool.connections) == 1
+        small = [await pool.acquire(MiB) for _ in range(4)]
+        assert len(pool.connections) == 1  # four 1 MiB calls fill one send buffer
+        fifth = await pool.acquire(MiB)
+        assert len(pool.connections) == 2 and fifth is pool.connections[1]
+        for connection in [*small, fifth]:
+            pool.release(connection, MiB)
+        big = [await pool.acquire(64 * MiB) for _ in range(8)]
+        assert len(pool.connections) == 8 == pool.ceiling and len({id(c) for c in big}) == 8
+
+        wide = ConnectionPool(open_channel, size=None, concurrency=250)
+        assert len(wide.connections) == 3 and wide.connections[0].limit == STREAMS_PER_CONNECTION
+
+        one = ConnectionPool(open_channel, size=1, concurrency=8)
+        (first,) = one.connections
+        assert not one.refused(first, 1)  # alone on its connection: not a stream limit
+        assert one.refused(first, 5) and first.limit == 4 and one.stream_limit == 4
+        taken = [await one.acquire(0) for _ in range(4)]
+        for _ in range(PROBE_ROUNDS * 4):  # rounds at the limit without a refusal: one more is tried
+            one.release(taken.pop(), 0)
+            taken.append(await one.acquire(0))
+        assert first.limit == 5 and one.stream_limit == 5
+    finally:
+        for channel in channels:
+            await channel.close()
