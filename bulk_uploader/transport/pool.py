@@ -10,14 +10,15 @@ itself. So calls spread over several connections:
 
 - a call takes the connection with the fewest payload bytes in flight (then the fewest
   calls) among those with room for one more stream;
-- a connection is assumed to take STREAMS_PER_CONNECTION streams until a refusal shows it
-  takes fewer (refused(): the refused call is then sent again at once, elsewhere); as the
-  server may count a stream a little longer than the client does, a limit learned too low
-  grows back by one after PROBE_ROUNDS rounds at it without a refusal;
-- automatic sizing opens ceil(concurrency / STREAMS_PER_CONNECTION) at once, and another
-  whenever none has room, or the best one already has its send buffer's worth of payload
-  in flight, up to MAX_CONNECTIONS; a fixed size opens that many and no more, and a call
-  that finds them all full waits for room.
+- automatic sizing assumes a connection takes STREAMS_PER_CONNECTION streams, opens
+  ceil(concurrency / STREAMS_PER_CONNECTION) connections at once, and another whenever none
+  has room, or the best one already has its send buffer's worth of payload in flight, up to
+  MAX_CONNECTIONS; a fixed size opens that many and no more, assumes no stream limit, and a
+  call that finds them all full waits for room;
+- a refusal shows a connection takes fewer streams than assumed (refused(): the refused
+  call is then sent again at once, elsewhere); as the server may count a stream a little
+  longer than the client does, a limit learned too low grows back by one after
+  PROBE_ROUNDS rounds at it without a refusal.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ class ConnectionPool:
         self._open_channel = open_channel
         self.fixed = size is not None
         self.ceiling = size if size is not None else min(MAX_CONNECTIONS, concurrency)
-        self.stream_limit = STREAMS_PER_CONNECTION  # what a new connection is assumed to take
+        # What a connection is assumed to take until refusals show less; and a new one, since.
+        self.assumed_limit = STREAMS_PER_CONNECTION if size is None else concurrency
+        self.stream_limit = self.assumed_limit
         self.byte_target = send_buffer_bytes()
         self.refused_streams = 0  # refusals of a full connection, sent again elsewhere
         self.refused_above = 0  # the limit the latest refusal showed (0: none refused)
@@ -132,7 +135,7 @@ class ConnectionPool:
 
     def release(self, connection: Connection, size: int) -> None:
         """A call of `size` bytes on `connection` has ended."""
-        if connection.calls >= connection.limit < STREAMS_PER_CONNECTION:
+        if connection.calls >= connection.limit < self.assumed_limit:
             connection.full_ends += 1
             if connection.full_ends >= PROBE_ROUNDS * connection.limit:
                 connection.limit += 1
