@@ -5,16 +5,18 @@ One connection is not always enough. Its TCP send buffer (the kernel's largest, 
 4 MiB by default) caps what it carries per round trip, so one connection cannot fill a link
 whose bandwidth-delay product is larger (1 Gbit/s at 40 ms: 5 MB); and a server or front end
 lets one connection carry only so many calls at once (HTTP/2's MAX_CONCURRENT_STREAMS, often
-100), refusing the streams beyond with REFUSED_STREAM, which gRPC's client does not avoid by
-itself. So calls spread over several connections:
+100): gRPC's client queues the calls beyond on that connection, and refuses a few more with
+REFUSED_STREAM when the server still counts streams the client saw end. So calls spread
+over several connections:
 
 - a call takes the connection with the fewest payload bytes in flight (then the fewest
   calls) among those with room for one more stream;
 - automatic sizing assumes a connection takes STREAMS_PER_CONNECTION streams, opens
   ceil(concurrency / STREAMS_PER_CONNECTION) connections at once, and another whenever none
-  has room, or the best one already has its send buffer's worth of payload in flight, up to
-  MAX_CONNECTIONS; a fixed size opens that many and no more, assumes no stream limit, and a
-  call that finds them all full waits for room;
+  has room (up to MAX_CONNECTIONS), or the best one already carries BYTES_PER_SEND_BUFFER
+  times its send buffer of payload (up to MAX_CONNECTIONS_FOR_BYTES: more flows than that
+  fill a link no better, and lose more to each other); a fixed size opens that many and no
+  more, assumes no stream limit, and a call that finds them all full waits for room;
 - a refusal shows a connection takes fewer streams than assumed (refused(): the refused
   call is then sent again at once, elsewhere); as the server may count a stream a little
   longer than the client does, a limit learned too low grows back by one after
@@ -41,6 +43,10 @@ from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
 # ends commonly allow, and the least HTTP/2 advises a server to allow.
 STREAMS_PER_CONNECTION = 100
 MAX_CONNECTIONS = 32  # the most automatic sizing opens
+# Payload in flight on a connection, in send buffers, before another is opened for bytes: the
+# calls on one connection share its window, so what they hold overstates what is on the wire.
+BYTES_PER_SEND_BUFFER = 4
+MAX_CONNECTIONS_FOR_BYTES = 8
 PROBE_ROUNDS = 4  # rounds of calls at a learned limit, without a refusal, before trying one more
 DEFAULT_SEND_BUFFER = 4 * 1024 * 1024  # Linux's default tcp_wmem maximum
 # Refusals of a full connection one call may meet, each sent again at once elsewhere; past
@@ -79,7 +85,7 @@ class ConnectionPool:
         # What a connection is assumed to take until refusals show less; and a new one, since.
         self.assumed_limit = STREAMS_PER_CONNECTION if size is None else concurrency
         self.stream_limit = self.assumed_limit
-        self.byte_target = send_buffer_bytes()
+        self.byte_target = BYTES_PER_SEND_BUFFER * send_buffer_bytes()
         self.refused_streams = 0  # refusals of a full connection, sent again elsewhere
         self.refused_above = 0  # the limit the latest refusal showed (0: none refused)
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -97,8 +103,9 @@ class ConnectionPool:
             if connection.calls < connection.limit and (
                     best is None or (connection.bytes, connection.calls) < (best.bytes, best.calls)):
                 best = connection
-        if not self.fixed and len(self.connections) < self.ceiling and (
-                best is None or (best.bytes and best.bytes + size > self.byte_target)):
+        opened = len(self.connections)
+        if not self.fixed and opened < self.ceiling and (
+                best is None or (best.bytes >= self.byte_target and opened < MAX_CONNECTIONS_FOR_BYTES)):
             best = self._new()
             self.connections.append(best)
         if best is not None:
