@@ -82,7 +82,7 @@ async def test_the_pool_grows_with_the_bytes_and_the_streams_in_flight() -> None
 
     try:
         pool = ConnectionPool(open_channel, size=None, concurrency=12)
-        pool.byte_target = 4 * MiB
+        pool.byte_target, pool.round_trip = 4 * MiB, 0.2  # a long path: one connection's buffer would not do
         assert len(pool.connections) == 1
         small = [await pool.acquire(MiB) for _ in range(4)]
         assert len(pool.connections) == 1  # four 1 MiB calls share one connection
@@ -94,6 +94,12 @@ async def test_the_pool_grows_with_the_bytes_and_the_streams_in_flight() -> None
             await pool.acquire(64 * MiB)
         assert len(pool.connections) == MAX_CONNECTIONS_FOR_BYTES < pool.ceiling
         assert {c.calls for c in pool.connections} == {1, 2}  # spread evenly over them
+
+        near = ConnectionPool(open_channel, size=None, concurrency=12)
+        near.byte_target, near.round_trip = 4 * MiB, 0.0005  # a LAN: one connection's buffer covers any link
+        for _ in range(12):
+            await near.acquire(64 * MiB)
+        assert len(near.connections) == 1
 
         wide = ConnectionPool(open_channel, size=None, concurrency=250)
         assert len(wide.connections) == 3 and wide.connections[0].limit == STREAMS_PER_CONNECTION

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -100,6 +101,28 @@ async def _diagnose(endpoint: str, insecure: bool) -> tuple[str, bool]:
         await other.close()
 
 
+async def _round_trip(endpoint: str, samples: int = 3) -> float:
+    """About one network round trip to `endpoint`: the shortest of a few TCP handshakes with it
+    (the name resolved once, beforehand); 0.0 when none completes."""
+    host, _, port = endpoint.rpartition(":")
+    try:
+        address = (await asyncio.get_running_loop().getaddrinfo(host.strip("[]"), int(port),
+                                                                 type=socket.SOCK_STREAM))[0][4]
+    except OSError:
+        return 0.0
+    shortest = 0.0
+    for _ in range(samples):
+        started = time.perf_counter()
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(address[0], address[1]), 3)
+        except (OSError, TimeoutError):
+            continue
+        took = time.perf_counter() - started
+        writer.close()
+        shortest = took if not shortest else min(shortest, took)
+    return shortest
+
+
 def _tcp_connect(host: str, port: int) -> None:
     with socket.create_connection((host, port), timeout=5):
         pass
@@ -173,8 +196,14 @@ class Transport:
         return bool(done)
 
     async def preflight(self, timeout: float) -> None:
-        """Connect before the first row; raise ConfigError saying why the service cannot be reached."""
-        await _preflight(self.pool.connections[0].channel, self.endpoint, self.insecure, timeout)
+        """Connect before the first row, and measure the round trip the pool sizes itself by;
+        raise ConfigError saying why the service cannot be reached."""
+        round_trip = asyncio.ensure_future(_round_trip(self.endpoint))
+        try:
+            await _preflight(self.pool.connections[0].channel, self.endpoint, self.insecure, timeout)
+            self.pool.round_trip = await round_trip
+        finally:
+            round_trip.cancel()
 
     def _metadata(self, job: Job | None = None) -> tuple[tuple[tuple[str, str], ...], str]:
         """Request headers and the authorization value among them."""

@@ -13,9 +13,12 @@ over several connections:
   calls) among those with room for one more stream;
 - automatic sizing assumes a connection takes STREAMS_PER_CONNECTION streams, opens
   ceil(concurrency / STREAMS_PER_CONNECTION) connections at once, and another whenever none
-  has room (up to MAX_CONNECTIONS), or the best one already carries BYTES_PER_SEND_BUFFER
-  times its send buffer of payload (up to MAX_CONNECTIONS_FOR_BYTES: more flows than that
-  fill a link no better, and lose more to each other); a fixed size opens that many and no
+  has room (up to MAX_CONNECTIONS), or when the best one already carries
+  BYTES_PER_SEND_BUFFER times its send buffer of payload and the path is long: one
+  connection for bytes per ROUND_TRIP_PER_CONNECTION of round trip (so together their send
+  buffers cover about 3 Gbit/s whatever the round trip), at most MAX_CONNECTIONS_FOR_BYTES
+  (more flows fill a link no better, and lose more to each other). On a LAN one connection's
+  buffer covers any link, and more would only cost CPU. A fixed size opens that many and no
   more, assumes no stream limit, and a call that finds them all full waits for room;
 - a refusal shows a connection takes fewer streams than assumed (refused(): the refused
   call is then sent again at once, elsewhere); as the server may count a stream a little
@@ -46,6 +49,7 @@ MAX_CONNECTIONS = 32  # the most automatic sizing opens
 # Payload in flight on a connection, in send buffers, before another is opened for bytes: the
 # calls on one connection share its window, so what they hold overstates what is on the wire.
 BYTES_PER_SEND_BUFFER = 4
+ROUND_TRIP_PER_CONNECTION = 0.010  # seconds
 MAX_CONNECTIONS_FOR_BYTES = 8
 PROBE_ROUNDS = 4  # rounds of calls at a learned limit, without a refusal, before trying one more
 DEFAULT_SEND_BUFFER = 4 * 1024 * 1024  # Linux's default tcp_wmem maximum
@@ -88,6 +92,7 @@ class ConnectionPool:
         self.byte_target = BYTES_PER_SEND_BUFFER * send_buffer_bytes()
         self.refused_streams = 0  # refusals of a full connection, sent again elsewhere
         self.refused_above = 0  # the limit the latest refusal showed (0: none refused)
+        self.round_trip = 0.0  # seconds, as measured before the first call (0: unknown, so no connections for bytes)
         self._waiters: deque[asyncio.Future[None]] = deque()
         first = size if size is not None else min(self.ceiling, math.ceil(concurrency / STREAMS_PER_CONNECTION))
         self.connections = [self._new() for _ in range(max(1, first))]
@@ -105,13 +110,17 @@ class ConnectionPool:
                 best = connection
         opened = len(self.connections)
         if not self.fixed and opened < self.ceiling and (
-                best is None or (best.bytes >= self.byte_target and opened < MAX_CONNECTIONS_FOR_BYTES)):
+                best is None or (best.bytes >= self.byte_target and opened < self.for_bytes())):
             best = self._new()
             self.connections.append(best)
         if best is not None:
             best.calls += 1
             best.bytes += size
         return best
+
+    def for_bytes(self) -> int:
+        """How many connections calls carrying many bytes may open, from the path's round trip."""
+        return min(MAX_CONNECTIONS_FOR_BYTES, math.ceil(self.round_trip / ROUND_TRIP_PER_CONNECTION))
 
     async def acquire(self, size: int) -> Connection:
         """A connection with room for one more call of `size` bytes, waiting for room if none has it."""
