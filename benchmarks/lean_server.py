@@ -7,7 +7,7 @@ Prints `listening on HOST:PORT` when ready. Requests are never parsed (bytes in,
 answer out); each call answers after --latency-ms. --max-streams sets HTTP/2's
 SETTINGS_MAX_CONCURRENT_STREAMS per connection, as many front ends set it (100).
 On SIGTERM or SIGINT it prints one JSON line of totals (calls, stream calls, bytes,
-the most calls in flight at once, the client connections calls came over) and stops.
+the most calls in flight at once, the client connections calls came over, its CPU seconds) and stops.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -89,7 +90,9 @@ async def serve(args: argparse.Namespace) -> None:
     except TimeoutError:
         pass
     await server.stop(0.5)
-    print(json.dumps({**lean.totals, "connections": len(lean.peers)}), flush=True)
+    times = os.times()
+    print(json.dumps({**lean.totals, "connections": len(lean.peers), "cpu": round(times.user + times.system, 3)}),
+          flush=True)
 
 
 def main() -> None:
