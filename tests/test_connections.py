@@ -73,33 +73,33 @@ async def test_streams_over_a_fixed_pool_wait_for_room_and_arrive_whole(tmp_path
         await emulator.stop(grace=0.2)
 
 
-async def test_the_pool_grows_with_the_bytes_and_the_streams_in_flight() -> None:
+async def test_the_pool_is_sized_by_the_round_trip_and_the_streams() -> None:
     channels: list[aio.Channel] = []
 
     def open_channel() -> aio.Channel:
-        channels.append(aio.insecure_channel("127.0.0.1:9"))  # never called: no connection is needed
+        channels.append(aio.insecure_channel("127.0.0.1:9"))  # no call is made: nothing needs to listen
         return channels[-1]
 
     try:
-        pool = ConnectionPool(open_channel, size=None, concurrency=12)
-        pool.byte_target, pool.round_trip = 4 * MiB, 0.2  # a long path: one connection's buffer would not do
-        assert len(pool.connections) == 1
-        small = [await pool.acquire(MiB) for _ in range(4)]
-        assert len(pool.connections) == 1  # four 1 MiB calls share one connection
-        fifth = await pool.acquire(MiB)
-        assert len(pool.connections) == 2 and fifth is pool.connections[1]
-        for connection in [*small, fifth]:
-            pool.release(connection, MiB)
-        for _ in range(12):
-            await pool.acquire(64 * MiB)
-        assert len(pool.connections) == MAX_CONNECTIONS_FOR_BYTES < pool.ceiling
-        assert {c.calls for c in pool.connections} == {1, 2}  # spread evenly over them
-
+        far = ConnectionPool(open_channel, size=None, concurrency=12)
+        far.send_buffer = 4 * MiB
+        assert len(far.connections) == 1
+        far.measured(0.040)  # 1 Gbit/s at 40 ms keeps 5 MB in flight: more than one send buffer holds
+        assert len(far.connections) == 4
+        far.measured(0.5)
+        assert len(far.connections) == MAX_CONNECTIONS_FOR_BYTES < far.ceiling
         near = ConnectionPool(open_channel, size=None, concurrency=12)
-        near.byte_target, near.round_trip = 4 * MiB, 0.0005  # a LAN: one connection's buffer covers any link
-        for _ in range(12):
-            await near.acquire(64 * MiB)
+        near.measured(0.0005)  # a LAN: one connection's buffer covers any link
         assert len(near.connections) == 1
+
+        two = ConnectionPool(open_channel, size=2, concurrency=8)
+        big = await two.acquire(64 * MiB)
+        small = [await two.acquire(MiB) for _ in range(3)]
+        assert all(c is not big for c in small)  # calls go where the fewest bytes are in flight
+        two.release(big, 64 * MiB)
+        assert await two.acquire(MiB) is big
+        two.measured(0.5)
+        assert len(two.connections) == 2  # a fixed size stays as it is
 
         wide = ConnectionPool(open_channel, size=None, concurrency=250)
         assert len(wide.connections) == 3 and wide.connections[0].limit == STREAMS_PER_CONNECTION

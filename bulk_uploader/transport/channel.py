@@ -102,25 +102,27 @@ async def _diagnose(endpoint: str, insecure: bool) -> tuple[str, bool]:
 
 
 async def _round_trip(endpoint: str, samples: int = 3) -> float:
-    """About one network round trip to `endpoint`: the shortest of a few TCP handshakes with it
-    (the name resolved once, beforehand); 0.0 when none completes."""
+    """About one network round trip to `endpoint`: the shortest of a few TCP handshakes with it at
+    once (the name resolved beforehand); 0.0 when none completes."""
     host, _, port = endpoint.rpartition(":")
     try:
         address = (await asyncio.get_running_loop().getaddrinfo(host.strip("[]"), int(port),
                                                                  type=socket.SOCK_STREAM))[0][4]
     except OSError:
         return 0.0
-    shortest = 0.0
-    for _ in range(samples):
+
+    async def handshake() -> float:
         started = time.perf_counter()
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(address[0], address[1]), 3)
         except (OSError, TimeoutError):
-            continue
+            return 0.0
         took = time.perf_counter() - started
         writer.close()
-        shortest = took if not shortest else min(shortest, took)
-    return shortest
+        return took
+
+    took = [t for t in await asyncio.gather(*(handshake() for _ in range(samples))) if t]
+    return min(took, default=0.0)
 
 
 def _tcp_connect(host: str, port: int) -> None:
@@ -201,7 +203,7 @@ class Transport:
         round_trip = asyncio.ensure_future(_round_trip(self.endpoint))
         try:
             await _preflight(self.pool.connections[0].channel, self.endpoint, self.insecure, timeout)
-            self.pool.round_trip = await round_trip
+            self.pool.measured(await round_trip)
         finally:
             round_trip.cancel()
 

@@ -10,16 +10,19 @@ REFUSED_STREAM when the server still counts streams the client saw end. So calls
 over several connections:
 
 - a call takes the connection with the fewest payload bytes in flight (then the fewest
-  calls) among those with room for one more stream;
-- automatic sizing assumes a connection takes STREAMS_PER_CONNECTION streams, opens
-  ceil(concurrency / STREAMS_PER_CONNECTION) connections at once, and another whenever none
-  has room (up to MAX_CONNECTIONS), or when the best one already carries
-  BYTES_PER_SEND_BUFFER times its send buffer of payload and the path is long: one
-  connection for bytes per ROUND_TRIP_PER_CONNECTION of round trip (so together their send
-  buffers cover about 3 Gbit/s whatever the round trip), at most MAX_CONNECTIONS_FOR_BYTES
-  (more flows fill a link no better, and lose more to each other). On a LAN one connection's
-  buffer covers any link, and more would only cost CPU. A fixed size opens that many and no
-  more, assumes no stream limit, and a call that finds them all full waits for room;
+  calls) among those with room for one more stream, so a big file does not slow the calls
+  queued behind it on one connection;
+- automatic sizing, for the bytes in flight: a link carries its bandwidth times the round
+  trip in flight, and one connection at most its send buffer, so once the round trip is
+  measured (preflight), enough connections are opened that their send buffers together hold
+  what LINK_RATE bytes/s keep in flight (1 Gbit/s at 40 ms RTT: 4; a LAN: 1, as one
+  connection's buffer then covers any link and more would only cost CPU), at most
+  MAX_CONNECTIONS_FOR_BYTES: more flows fill a link no better, and lose more to each other;
+- automatic sizing, for the calls: a connection is assumed to take STREAMS_PER_CONNECTION
+  streams; ceil(concurrency / STREAMS_PER_CONNECTION) are opened at once, and another
+  whenever none has room, up to MAX_CONNECTIONS;
+- a fixed size opens that many and no more, assumes no stream limit, and a call that finds
+  them all full waits for room;
 - a refusal shows a connection takes fewer streams than assumed (refused(): the refused
   call is then sent again at once, elsewhere); as the server may count a stream a little
   longer than the client does, a limit learned too low grows back by one after
@@ -46,10 +49,7 @@ from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
 # ends commonly allow, and the least HTTP/2 advises a server to allow.
 STREAMS_PER_CONNECTION = 100
 MAX_CONNECTIONS = 32  # the most automatic sizing opens
-# Payload in flight on a connection, in send buffers, before another is opened for bytes: the
-# calls on one connection share its window, so what they hold overstates what is on the wire.
-BYTES_PER_SEND_BUFFER = 4
-ROUND_TRIP_PER_CONNECTION = 0.010  # seconds
+LINK_RATE = 400e6  # bytes/s (3.2 Gbit/s) whose bandwidth-delay product the connections' send buffers hold
 MAX_CONNECTIONS_FOR_BYTES = 8
 PROBE_ROUNDS = 4  # rounds of calls at a learned limit, without a refusal, before trying one more
 DEFAULT_SEND_BUFFER = 4 * 1024 * 1024  # Linux's default tcp_wmem maximum
@@ -89,10 +89,9 @@ class ConnectionPool:
         # What a connection is assumed to take until refusals show less; and a new one, since.
         self.assumed_limit = STREAMS_PER_CONNECTION if size is None else concurrency
         self.stream_limit = self.assumed_limit
-        self.byte_target = BYTES_PER_SEND_BUFFER * send_buffer_bytes()
+        self.send_buffer = send_buffer_bytes()
         self.refused_streams = 0  # refusals of a full connection, sent again elsewhere
         self.refused_above = 0  # the limit the latest refusal showed (0: none refused)
-        self.round_trip = 0.0  # seconds, as measured before the first call (0: unknown, so no connections for bytes)
         self._waiters: deque[asyncio.Future[None]] = deque()
         first = size if size is not None else min(self.ceiling, math.ceil(concurrency / STREAMS_PER_CONNECTION))
         self.connections = [self._new() for _ in range(max(1, first))]
@@ -108,9 +107,7 @@ class ConnectionPool:
             if connection.calls < connection.limit and (
                     best is None or (connection.bytes, connection.calls) < (best.bytes, best.calls)):
                 best = connection
-        opened = len(self.connections)
-        if not self.fixed and opened < self.ceiling and (
-                best is None or (best.bytes >= self.byte_target and opened < self.for_bytes())):
+        if best is None and not self.fixed and len(self.connections) < self.ceiling:
             best = self._new()
             self.connections.append(best)
         if best is not None:
@@ -118,9 +115,12 @@ class ConnectionPool:
             best.bytes += size
         return best
 
-    def for_bytes(self) -> int:
-        """How many connections calls carrying many bytes may open, from the path's round trip."""
-        return min(MAX_CONNECTIONS_FOR_BYTES, math.ceil(self.round_trip / ROUND_TRIP_PER_CONNECTION))
+    def measured(self, round_trip: float) -> None:
+        """The path's round trip (seconds) is known: open the connections whose send buffers
+        together hold what the link keeps in flight (automatic sizing)."""
+        wanted = min(MAX_CONNECTIONS_FOR_BYTES, self.ceiling, math.ceil(round_trip * LINK_RATE / self.send_buffer))
+        while not self.fixed and len(self.connections) < wanted:
+            self.connections.append(self._new())
 
     async def acquire(self, size: int) -> Connection:
         """A connection with room for one more call of `size` bytes, waiting for room if none has it."""
