@@ -1,8 +1,9 @@
 """The ideal client: every request built in memory before the clock starts, N tasks awaiting
-Upload (or a prebuilt UploadAsStream) on one grpc.aio channel, nothing read or written while
+Upload (or a prebuilt UploadAsStream) on one grpc.aio channel (or CHANNELS, each its own
+connection, taken in turn), nothing read or written while
 timed, glibc's allocator set as bulk-upload sets it. The ceiling for Python on this machine.
 
-    python ideal_client.py TARGET MANIFEST CONCURRENCY STREAM_THRESHOLD   (key in env API_KEY)
+    python ideal_client.py TARGET MANIFEST CONCURRENCY STREAM_THRESHOLD [CHANNELS]   (key in env API_KEY)
 
 Prints one JSON line: {"files": n, "bytes": b, "seconds": timed wall, "cpu": timed user+sys}.
 """
@@ -36,6 +37,7 @@ def cpu() -> float:
 async def main() -> None:
     keep_big_buffers()  # the allocator setting bulk-upload makes: the ceiling gets every advantage it has
     target, manifest, concurrency, threshold = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    count = int(sys.argv[5]) if len(sys.argv) > 5 else 1
     auth = (("authorization", f"Api-Key {os.environ['API_KEY']}"),)
     jobs = []
     for line in manifest.read_text().splitlines():
@@ -52,13 +54,16 @@ async def main() -> None:
             messages += [pb.StreamTalkRequest(audio=pb.AudioStreamingRequest(chunk=pb.AudioChunk(data=data[i:i + CHUNK])))
                          for i in range(0, len(data), CHUNK)]
             jobs.append(("stream", messages, len(data)))
-    options = [("grpc.max_send_message_length", threshold + CHUNK), ("grpc.enable_retries", 0)]
-    async with aio.insecure_channel(target, options=options) as channel:
-        stub = pb_grpc.TalkServiceStub(channel)
+    options = [("grpc.max_send_message_length", threshold + CHUNK), ("grpc.enable_retries", 0),
+               ("grpc.use_local_subchannel_pool", 1)]  # each channel its own connection
+    channels = [aio.insecure_channel(target, options=options) for _ in range(count)]
+    try:
+        stubs = [pb_grpc.TalkServiceStub(channel) for channel in channels]
         queue = list(reversed(jobs))
 
         async def worker() -> None:
             while queue:
+                stub = stubs[len(queue) % count]
                 kind, request, _ = queue.pop()
                 if kind == "unary":
                     await stub.Upload(request, metadata=auth)
@@ -69,10 +74,14 @@ async def main() -> None:
                     await call.done_writing()
                     await call
 
-        await channel.channel_ready()
+        for channel in channels:
+            await channel.channel_ready()
         cpu0, t0 = cpu(), time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(concurrency)])
         seconds, used = time.perf_counter() - t0, cpu() - cpu0
+    finally:
+        for channel in channels:
+            await channel.close()
     print(json.dumps({"files": len(jobs), "bytes": sum(j[2] for j in jobs), "seconds": seconds, "cpu": used}))
 
 

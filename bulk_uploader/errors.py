@@ -81,6 +81,7 @@ class CallFailure(Exception):
     sent_at: float = 0.0  # monotonic time the call started (a pushback counts from about then)
     status_lost: bool = False  # the server ended an unfinished stream, and gRPC lost its answer
     not_sent: bool = False  # the call never reached the service (no connection, a refused stream)
+    refused_stream: bool = False  # not sent because the server refused the stream (often: its connection was full)
 
     @property
     def outcome_unknown(self) -> bool:

@@ -93,6 +93,7 @@ class UploadOptions:
     assume_timezone: tzinfo | None = None  # applied to chat timestamps that name no zone
     schemas: Sequence[ConnectionSchema] = ()  # --connection-schema; default: documented keys
     concurrency: int = 8  # rows in flight at once
+    connections: int | None = None  # TCP connections to the service; None: sized automatically (transport.pool)
     retries: int = 10  # further attempts after a transient failure
     timeout: float = 60.0  # seconds per attempt, plus size / min_rate
     min_rate: float = 1 * MiB  # bytes/s an attempt may not fall below before its deadline
@@ -129,6 +130,8 @@ class UploadOptions:
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 4096:
             raise ConfigError("--concurrency must be between 1 and 4096")
+        if self.connections is not None and not 1 <= self.connections <= 256:
+            raise ConfigError("--connections must be between 1 and 256")
         if self.retries < 0:
             raise ConfigError("--retries must not be negative")
         if self.timeout <= 0:

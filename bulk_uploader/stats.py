@@ -55,7 +55,10 @@ class RunStats:
     outage_seconds: float = 0.0  # how long, in all
     unreachable_since: float | None = None  # monotonic time the current outage began
     progress_at: float = 0.0  # monotonic time a call last ended or a stream last sent bytes
-    reconnects: int = 0  # new connections opened because the old one stalled
+    reconnects: int = 0  # times the connections stalled and new ones were opened in their place
+    connections: int = 0  # connections to the service at the end of the run
+    refused_streams: int = 0  # calls a full connection refused, sent again at once on another (no retry)
+    stream_limit: int = 0  # calls one connection took at once, as its refusals showed (0: none refused)
     blocked: dict[str, str] = field(default_factory=dict)  # connection -> the refusal that stopped its rows
     not_sent: int = 0  # rows left unsent (and unrecorded) because their connection was refused alike
     cut_off: int = 0  # rows whose calls were cancelled by an abort (second Ctrl-C, grace over, a run-wide failure)

@@ -99,7 +99,7 @@ def test_a_half_dead_connection_is_replaced_and_progress_resumes_within_a_minute
     try:
         rows = 300
         manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
-        proc = start_upload(proxy.target, manifest, "--concurrency", "4")
+        proc = start_upload(proxy.target, manifest, "--concurrency", "4", "--connections", "2")
         while server.emulator.store.count() < 60:
             time.sleep(0.05)
         proxy.set("blackhole")  # the open connection silently drops everything; a new one would work
@@ -111,7 +111,8 @@ def test_a_half_dead_connection_is_replaced_and_progress_resumes_within_a_minute
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert resumed < 60, f"progress resumed after {resumed:.0f} s"
-        assert "opened a new one 1 time(s)" in err
+        assert "opened a new one 1 time(s)" in err  # both connections of the pool, at once
+        assert len(server.emulator.peers) == 4  # two, then two in their place (the proxy's side of each)
     finally:
         proxy.close()
         server.close()

@@ -46,6 +46,7 @@ def _emulator_options(
     iam_token_ttl: float,
     env: Mapping[str, str],
     reads: Mapping[str, Any],
+    max_streams: int = 0,
 ) -> EmulatorOptions:
     from bulk_uploader.emulator import EmulatorOptions
     from bulk_uploader.emulator.server import DEFAULT_CONNECTIONS
@@ -65,6 +66,7 @@ def _emulator_options(
         token_secret=env.get("EMULATOR_TOKEN_SECRET") or None,
         service_account_keys=tuple(_emulator_sa_key(path) for path in sa_keys),
         iam_token_ttl=iam_token_ttl,
+        max_streams=max_streams,
         **reads,
     )
 
@@ -127,6 +129,9 @@ def emulator(
     processing_time: Annotated[float, typer.Option(help="Seconds processing takes")] = 2.0,
     processing_failure_rate: Annotated[float, typer.Option(help="Share of talks whose processing fails")] = 0.0,
     lose_every: Annotated[int, typer.Option(help="Answer every Nth new talk but never store it (0: none)")] = 0,
+    max_streams: Annotated[
+        int, typer.Option(help="Calls one client connection may carry at once, the rest refused (0: no limit)")
+    ] = 0,
     sa_key: Annotated[
         list[Path], typer.Option(help="Service account key file whose JWTs to accept (made if absent; repeatable)")
     ] = [],  # noqa: B006
@@ -149,7 +154,8 @@ def emulator(
         reads = {"read_quota": parse_quota(read_quota), "index_lag": index_lag, "processing": Processing(
             delay=processing_delay, time=processing_time, failure_rate=processing_failure_rate)}
         options = _emulator_options(host, port, api_key, iam_token, config, store, faults, user_key_prefix,
-                                    sa_keys=sa_key, iam_token_ttl=iam_token_ttl, env=os.environ, reads=reads)
+                                    sa_keys=sa_key, iam_token_ttl=iam_token_ttl, env=os.environ, reads=reads,
+                                    max_streams=max_streams)
         media_extra.require("the emulator, which decodes audio to judge it,")
     except (ValueError, ConfigError) as exc:
         raise fail(str(exc)) from None

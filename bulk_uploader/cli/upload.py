@@ -77,6 +77,7 @@ def upload_options(manifest: Path, env: Mapping[str, str], *, destination: Desti
         assume_timezone=_timezone(migration.assume_timezone),
         schemas=tuple(load_schemas(destination.connection_schema)) if destination.connection_schema else (),
         concurrency=speed.concurrency,
+        connections=speed.connections,
         retries=speed.retries,
         timeout=speed.timeout,
         chunk_size=speed.chunk_size_kib * 1024,

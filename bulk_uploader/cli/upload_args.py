@@ -76,6 +76,10 @@ class SpeedArgs(OptionGroup):
 
     panel = "Speed"
     concurrency: Annotated[int, typer.Option(help="Rows uploaded at once")] = 8
+    connections: Annotated[
+        Optional[int], typer.Option(help="TCP connections to the service \\[default: automatic, from the round trip, "
+                                         "the concurrency and the calls a connection takes]", show_default=False)
+    ] = None
     rps: Annotated[float, typer.Option(help="Cap on requests per second (0: none)")] = 0.0
     max_mbps: Annotated[float, typer.Option(help="Cap on audio bandwidth, megabits per second (0: none)")] = 0.0
     chunk_size_kib: Annotated[int, typer.Option(help="UploadAsStream chunk size, KiB")] = 1024

@@ -39,6 +39,8 @@ async def guarded(emu: EmulatorState, context: aio.ServicerContext) -> AsyncIter
     faults = emu.injector
     admitted = False
     answer_at = 0.0
+    peer = context.peer()
+    emu.peers[peer] = emu.peers.get(peer, 0) + 1
     try:
         header = dict(context.invocation_metadata() or ()).get("authorization", "")
         if not emu.authorized(header):

@@ -42,9 +42,10 @@ class Emulator(EmulatorState):
         """Bind and start serving; returns the port (ConfigError without the media extra: it judges audio)."""
         media_extra.require("the emulator, which decodes audio to judge it,")
         limit = self.options.max_receive_bytes
-        self._server = aio.server(
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
-        )
+        options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        if self.options.max_streams:
+            options.append(("grpc.max_concurrent_streams", self.options.max_streams))
+        self._server = aio.server(options=options)
         pb_grpc.add_TalkServiceServicer_to_server(TalkServicer(self), self._server)
         iam_pb2_grpc.add_IamTokenServiceServicer_to_server(IamTokenServicer(self), self._server)
         self.port = self._server.add_insecure_port(f"{self.options.host}:{self.options.port}")

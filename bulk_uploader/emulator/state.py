@@ -45,6 +45,9 @@ class EmulatorOptions:
     index_lag: float = 0.0  # seconds before Search sees a stored talk (Get sees it at once)
     processing: Processing = field(default_factory=Processing)
     max_receive_bytes: int = MAX_RECEIVE_BYTES
+    # Calls (HTTP/2 streams) one client connection may carry at once, as front ends limit
+    # them (often 100); the streams beyond are refused (REFUSED_STREAM). 0: gRPC's default, no limit.
+    max_streams: int = 0
     # Accept IAM tokens minted with this secret by mint_token() in any process, until they
     # expire: lets a token command (a separate process) hand out short-lived tokens.
     token_secret: str | None = None
@@ -76,6 +79,7 @@ class EmulatorState:
         self._tokens: dict[str, float | None] = {t: None for t in self.options.iam_tokens}
         self.rejections: dict[str, int] = {}  # status name -> calls refused with it
         self.answers_lost = 0
+        self.peers: dict[str, int] = {}  # client address and port (one per TCP connection) -> calls it carried
         # What the decoder found in the audio of the latest talks: talk id -> (channels, seconds).
         # For tests and rehearsals; only the latest talks.DECODED_KEPT are kept.
         self.decoded: dict[str, tuple[int, float]] = {}

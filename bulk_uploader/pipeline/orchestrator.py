@@ -86,6 +86,10 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
                           None if options.dry_run else MemoryBudget(options.memory_budget)), previous, stats)
     finally:
         stats.finished = time.monotonic()
+        if transport is not None:
+            pool = transport.pool
+            stats.connections, stats.refused_streams = len(pool.connections), pool.refused_streams
+            stats.stream_limit = pool.refused_above
         reporter.stop()
         error = await _close(transport, recorder, lock)
         if error is not None and control.failure is None:
@@ -101,7 +105,8 @@ def _connect(options: UploadOptions) -> Transport:
     from bulk_uploader.transport import Transport  # gRPC: a dry run never loads it
 
     return Transport(options.endpoint, options.credentials, insecure=options.insecure,
-                     max_message_bytes=options.stream_threshold + 1024 * 1024)
+                     max_message_bytes=options.stream_threshold + 1024 * 1024, concurrency=options.concurrency,
+                     connections=options.connections)
 
 
 def destination(options: UploadOptions) -> Destination:
@@ -305,7 +310,7 @@ async def _enforce(control: RunControl, feeder: anyio.CancelScope, run: anyio.Ca
 
 
 async def _watch_stalls(sender: Sender, stall_seconds: float) -> None:
-    """Open a new connection when calls are in flight and nothing has moved for `stall_seconds`:
+    """Open new connections when calls are in flight and nothing has moved for `stall_seconds`:
     a connection the network has silently dropped (half dead) never fails a call by itself."""
     clock, stats, limiter = sender.clock, sender.stats, sender.limiter
     stats.progress_at = clock.monotonic()

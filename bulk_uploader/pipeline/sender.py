@@ -250,18 +250,21 @@ class Sender:
             talk_id = await transport.upload(job, payload.request, timeout)
             self.stats.bytes_sent += payload.size
             return talk_id
-        if payload.plan is not None:
-            source = transcode.stream(payload.plan, options.chunk_size, chunk_request)
-        else:
-            source = reader.read_chunks(job, options.chunk_size, chunk_prefix)
         result.bytes = 0  # what this attempt puts on the wire: all of it, unless it stops short
+
+        def source() -> AsyncIterator[tuple[bytes, int]]:  # again after a full connection refused the stream
+            self.stats.bytes_sent -= result.bytes  # what the refused try wrote never arrived
+            result.bytes = 0
+            if payload.plan is not None:
+                return _paced(transcode.stream(payload.plan, options.chunk_size, chunk_request), self.byte_pacer)
+            return _paced(reader.read_chunks(job, options.chunk_size, chunk_prefix), self.byte_pacer)
 
         def sent(n: int) -> None:
             result.bytes += n
             self.stats.bytes_sent += n
             self.stats.progress_at = self.clock.monotonic()
 
-        talk_id = await transport.upload_stream(job, payload.info, _paced(source, self.byte_pacer), timeout, sent,
+        talk_id = await transport.upload_stream(job, payload.info, source, timeout, sent, size=payload.size,
                                                 cautious=payload.cautious)
         payload.size = result.bytes
         return talk_id

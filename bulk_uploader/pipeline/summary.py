@@ -81,6 +81,10 @@ class RunSummary:
                        "none failed for it")
         if s.reconnects:
             out.append(f"a connection stalled with calls in flight: opened a new one {s.reconnects} time(s)")
+        if s.refused_streams:
+            out.append(f"the service refused calls beyond about {s.stream_limit} at once on a connection: "
+                       f"{s.refused_streams} call(s) it refused were sent again at once on another "
+                       f"({s.connections} connections)")
         for connection, refusal in s.blocked.items():
             out.append(f"connection {connection}: the service refused its rows alike ({refusal}); "
                        "its other rows were not sent and have no outcome line: fix that, then run again")

@@ -2,9 +2,12 @@
 
     messages.py   request messages built from Jobs (those carrying audio in wire form), the Idempotency-Key
     status.py     every gRPC error mapped to a CallFailure, in exactly one place: classify()
-    channel.py    Transport: the channel, the calls (UploadAsStream driven by hand with
-                  write/done_writing, never a request iterator, so a read error surfaces as
-                  itself), preflight, reconnection after a stall
+    channel.py    Transport: the calls (UploadAsStream driven by hand with write/done_writing,
+                  never a request iterator, so a read error surfaces as itself), preflight,
+                  reconnection after a stall
+    pool.py       ConnectionPool: the channels (one TCP connection each, stubs that take requests
+                  in wire form), which one a call
+                  takes, how many are opened, a stream a full connection refused sent again
     iam.py        IamTokenExchange, for service account keys
 """
 

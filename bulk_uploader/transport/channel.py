@@ -1,9 +1,10 @@
-"""Transport: the channel to the service, the calls the pipeline makes on it, preflight and reconnection."""
+"""Transport: the connections to the service, the calls the pipeline makes on them, preflight and reconnection."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -17,21 +18,19 @@ from bulk_uploader.errors import ConfigError
 from bulk_uploader.model import Job, TalkRecord
 from bulk_uploader.options import SearchScope
 from bulk_uploader.proto import speechsense_pb2 as pb
-from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
 from bulk_uploader.transport.messages import (
     IDEMPOTENCY_HEADER,
     idempotency_key,
     stream_messages,
     talk_metadata,
 )
+from bulk_uploader.transport.pool import Connection, ConnectionPool
 from bulk_uploader.transport.status import LOST_STATUS, classify, closed_under
 
 CAUTIOUS_WAIT = 1.0  # seconds a stream retried after a lost answer waits for an early one
 SEARCH_PAGE_SIZE = 1000  # the most a Search page may hold: fewest reads
 # NOT_STARTED, PROCESSING, ...; a state this code does not know (a newer service) keeps its number.
 _STATES = {number: name.removeprefix("PROCESSING_STATE_") for name, number in pb.ProcessingState.items()}
-
-
 
 
 async def _early_answer(call: aio.StreamUnaryCall, seconds: float) -> None:
@@ -101,18 +100,28 @@ async def _diagnose(endpoint: str, insecure: bool) -> tuple[str, bool]:
         await other.close()
 
 
-def talk_stub(channel: aio.Channel) -> pb_grpc.TalkServiceStub:
-    """The TalkService stub, its Upload and UploadAsStream taking requests in wire form (bytes:
-    transport.messages builds them), so that a file's bytes are not copied into a message and
-    out again; gRPC sends bytes as they are when a method has no serializer."""
-    stub = pb_grpc.TalkServiceStub(channel)
-    service = pb.DESCRIPTOR.services_by_name["TalkService"].full_name
-    answer = pb.UploadTalkResponse.FromString
-    stub.Upload = channel.unary_unary(f"/{service}/Upload", response_deserializer=answer,  # type: ignore[method-assign]
-                                      _registered_method=True)
-    stub.UploadAsStream = channel.stream_unary(  # type: ignore[method-assign]
-        f"/{service}/UploadAsStream", response_deserializer=answer, _registered_method=True)
-    return stub
+async def _round_trip(endpoint: str, samples: int = 3) -> float:
+    """About one network round trip to `endpoint`: the shortest of a few TCP handshakes with it at
+    once (the name resolved beforehand); 0.0 when none completes."""
+    host, _, port = endpoint.rpartition(":")
+    try:
+        address = (await asyncio.get_running_loop().getaddrinfo(host.strip("[]"), int(port),
+                                                                 type=socket.SOCK_STREAM))[0][4]
+    except OSError:
+        return 0.0
+
+    async def handshake() -> float:
+        started = time.perf_counter()
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(address[0], address[1]), 3)
+        except (OSError, TimeoutError):
+            return 0.0
+        took = time.perf_counter() - started
+        writer.close()
+        return took
+
+    took = [t for t in await asyncio.gather(*(handshake() for _ in range(samples))) if t]
+    return min(took, default=0.0)
 
 
 def _tcp_connect(host: str, port: int) -> None:
@@ -121,7 +130,11 @@ def _tcp_connect(host: str, port: int) -> None:
 
 
 class Transport:
-    """One gRPC channel to the service and the calls the pipeline makes on it."""
+    """The connections to the service (a ConnectionPool) and the calls the pipeline makes on them.
+
+    A call a full connection refuses (REFUSED_STREAM) never reached the service: the pool sends
+    it again at once on a connection with room, within the call, so the caller never sees it.
+    """
 
     def __init__(
         self,
@@ -130,6 +143,8 @@ class Transport:
         *,
         insecure: bool,
         max_message_bytes: int,
+        concurrency: int = 1,
+        connections: int | None = None,
     ) -> None:
         self._credentials = credentials
         self.endpoint = endpoint
@@ -142,48 +157,54 @@ class Transport:
             ("grpc.initial_reconnect_backoff_ms", 500),
             ("grpc.max_reconnect_backoff_ms", 4000),
             # A channel of its own connections: gRPC otherwise shares them between channels to one
-            # target, and the new channel that replaces a stalled one would get the stalled connection.
+            # target, so the channels of the pool, and the one that replaces a stalled one, would
+            # all be the same connection.
             ("grpc.use_local_subchannel_pool", 1),
         ]
         self._closing: set[asyncio.Task[None]] = set()
-        self._channel, self._stub = self._open(insecure)
-        self.reconnects = 0
+        self.pool = ConnectionPool(self._open, size=connections, concurrency=concurrency)
 
-    def _open(self, insecure: bool) -> tuple[aio.Channel, pb_grpc.TalkServiceStub]:
-        if insecure:
+    def _open(self) -> aio.Channel:
+        if self.insecure:
             channel = aio.insecure_channel(self.endpoint, options=self._options)
         else:
             channel = aio.secure_channel(self.endpoint, grpc.ssl_channel_credentials(), options=self._options)
         channel.get_state(try_to_connect=True)  # connect now, not on the first call
-        return channel, talk_stub(channel)
+        return channel
 
     async def close(self) -> None:
-        """Close the channel, cancelling calls still in flight."""
-        await self._channel.close()
+        """Close every channel, cancelling calls still in flight."""
+        for connection in self.pool.connections:
+            await connection.channel.close()
         for task in list(self._closing):
             await task
 
     def reconnect(self) -> None:
-        """Send new calls over a new connection; the old one (stalled, or half dead) is closed,
-        which ends the calls still on it."""
-        old = self._channel
-        self._channel, self._stub = self._open(self.insecure)
-        self.reconnects += 1
-        task = asyncio.get_running_loop().create_task(old.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        """Send new calls over new connections; the old ones (stalled, or half dead) are closed,
+        which ends the calls still on them."""
+        loop = asyncio.get_running_loop()
+        for old in self.pool.replace_all():
+            task = loop.create_task(old.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def wait_ready(self, timeout: float) -> bool:
-        """Whether the channel connects within `timeout` seconds."""
-        try:
-            await asyncio.wait_for(self._channel.channel_ready(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        """Whether a connection of the pool connects within `timeout` seconds."""
+        waits = [asyncio.ensure_future(c.channel.channel_ready()) for c in self.pool.connections]
+        done, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for wait in pending:
+            wait.cancel()
+        return bool(done)
 
     async def preflight(self, timeout: float) -> None:
-        """Connect before the first row; raise ConfigError saying why the service cannot be reached."""
-        await _preflight(self._channel, self.endpoint, self.insecure, timeout)
+        """Connect before the first row, and measure the round trip the pool sizes itself by;
+        raise ConfigError saying why the service cannot be reached."""
+        round_trip = asyncio.ensure_future(_round_trip(self.endpoint))
+        try:
+            await _preflight(self.pool.connections[0].channel, self.endpoint, self.insecure, timeout)
+            self.pool.measured(await round_trip)
+        finally:
+            round_trip.cancel()
 
     def _metadata(self, job: Job | None = None) -> tuple[tuple[tuple[str, str], ...], str]:
         """Request headers and the authorization value among them."""
@@ -193,19 +214,23 @@ class Transport:
             headers.append((IDEMPOTENCY_HEADER, idempotency_key(job.connection_id, job.key)))
         return tuple(headers), auth
 
-    async def _unary(self, method: Any, request: Any, job: Job | None, timeout: float) -> Any:
+    async def _unary(self, method: str, request: Any, job: Job | None, timeout: float, size: int = 0) -> Any:
         headers, auth = self._metadata(job)
-        try:
-            return await method(request, metadata=headers, timeout=timeout)
-        except aio.AioRpcError as exc:
-            raise classify(exc, auth_header=auth) from None
-        except asyncio.CancelledError:
-            raise closed_under(auth) from None
+
+        async def once(connection: Connection) -> Any:
+            try:
+                return await getattr(connection.stub, method)(request, metadata=headers, timeout=timeout)
+            except aio.AioRpcError as exc:
+                raise classify(exc, auth_header=auth) from None
+            except asyncio.CancelledError:
+                raise closed_under(auth) from None
+
+        return await self.pool.call(size, once)
 
     async def upload(self, job: Job, request: bytes, timeout: float) -> str:
-        """Send a whole file in one Upload (`request`: messages.upload_request); returns the talk id
-        or raises CallFailure."""
-        response = await self._unary(self._stub.Upload, request, job, timeout)
+        """Send a whole file in one Upload (`request`: messages.upload_request, in wire form);
+        returns the talk id or raises CallFailure."""
+        response = await self._unary("Upload", request, job, timeout, len(request))
         return str(response.talk_id)
 
     async def upload_text(self, job: Job, messages: Sequence[ChatMessage], timeout: float) -> str:
@@ -215,13 +240,13 @@ class Transport:
             item = content.messages.add(user_id=message.user_id, text=pb.TextPayload(text=message.text))
             item.timestamp.FromDatetime(message.timestamp)
         request = pb.UploadTextRequest(metadata=talk_metadata(job), text_content=content)
-        response = await self._unary(self._stub.UploadText, request, job, timeout)
+        response = await self._unary("UploadText", request, job, timeout, request.ByteSize())
         return str(response.talk_id)
 
     async def update(self, job: Job, timeout: float) -> str:
         """Replace the metadata of an existing talk (talk_id set, no audio)."""
         request = pb.UploadTalkRequest(metadata=talk_metadata(job), talk_id=job.talk_id or "")
-        response = await self._unary(self._stub.Upload, request.SerializeToString(), job, timeout)
+        response = await self._unary("Upload", request.SerializeToString(), job, timeout)
         return str(response.talk_id or job.talk_id or "")
 
     async def search(self, scope: SearchScope, connection_id: str, key: str, values: Sequence[str], timeout: float,
@@ -237,7 +262,7 @@ class Transport:
             page_size=SEARCH_PAGE_SIZE,
             page_token=page_token,
         )
-        response = await self._unary(self._stub.Search, request, None, timeout)
+        response = await self._unary("Search", request, None, timeout)
         return list(response.talk_ids), str(response.next_page_token)
 
     async def get(self, scope: SearchScope, connection_id: str, talk_ids: Sequence[str], timeout: float
@@ -251,7 +276,7 @@ class Transport:
             talk_ids=talk_ids,
         )
         request.results_mask.SetInParent()  # set and naming no paths: no analysis results, which are big
-        response = await self._unary(self._stub.Get, request, None, timeout)
+        response = await self._unary("Get", request, None, timeout)
         return [
             TalkRecord(
                 talk.id, talk.connection_id, {field.name: field.value for field in talk.talk_fields},
@@ -264,58 +289,68 @@ class Transport:
         self,
         job: Job,
         info: AudioInfo,
-        chunks: AsyncIterator[tuple[bytes, int]],
+        chunks: Callable[[], AsyncIterator[tuple[bytes, int]]],
         timeout: float,
         on_bytes: Callable[[int], None],
         *,
+        size: int = 0,
         cautious: bool = False,
     ) -> str:
-        """Stream a file: talk metadata, audio metadata, then `chunks` (messages.chunk_request, each
-        with the audio bytes it carries), driving the call by hand.
+        """Stream a file of about `size` bytes: talk metadata, audio metadata, then the chunks
+        `chunks()` gives (messages.chunk_request, each with the audio bytes it carries; called
+        again for a stream sent again after a full connection refused it), driving the call by hand.
 
         `cautious` (after an attempt whose answer gRPC lost): pause after the metadata and
         after the first chunk for an early answer, so a refusal arrives while no write is
         in flight and its status is not lost again.
         """
         headers, auth = self._metadata(job)
-        call = self._stub.UploadAsStream(metadata=headers, timeout=timeout)
-        complete = False
-        try:
+
+        async def once(connection: Connection) -> str:
+            call = connection.stub.UploadAsStream(metadata=headers, timeout=timeout)
             try:
-                written = 0
-                async for message, audio_bytes in stream_messages(job, info, chunks):
-                    if cautious and 0 < written <= 3:  # after the metadata, the audio metadata, the first chunk
-                        await _early_answer(call, CAUTIOUS_WAIT)
-                    if call.done():
-                        break  # the server has answered early (a rejection): stop writing, read its status
-                    await call.write(message)
-                    del message  # gRPC has its own copy now: not held while the next chunk is read
-                    written += 1
-                    if audio_bytes:
-                        on_bytes(audio_bytes)
-                else:
-                    await call.done_writing()
-                    complete = True
-                response = await call
-            except (aio.AioRpcError, asyncio.InvalidStateError, aio.UsageError) as exc:
-                # A write fails once the server has ended the call; the call's own status
-                # says why. grpc.aio may instead report "INTERNAL: Internal error from Core"
-                # when the failed write is processed after the status arrived (grpc#36066):
-                # the server's answer is lost, and the stream was not finished, so nothing
-                # was stored. The policy tries such a row again without counting it.
-                try:
-                    await call
-                except aio.AioRpcError as status:
-                    failure = classify(status, request_complete=complete, auth_header=auth)
-                else:
-                    failure = classify(exc, request_complete=complete, auth_header=auth)
-                failure.status_lost = not complete and failure.code == "INTERNAL" and LOST_STATUS in failure.message
-                raise failure from None
-            except asyncio.CancelledError:
-                raise closed_under(auth, request_complete=complete) from None
-            return str(response.talk_id)
-        finally:
-            if not call.done():
-                call.cancel()
+                return await _drive_stream(call, stream_messages(job, info, chunks()), on_bytes, auth, cautious)
+            finally:
+                if not call.done():
+                    call.cancel()
+
+        return await self.pool.call(size, once)
 
 
+async def _drive_stream(call: aio.StreamUnaryCall, messages: AsyncIterator[tuple[bytes, int]],
+                        on_bytes: Callable[[int], None], auth: str, cautious: bool) -> str:
+    """Write an UploadAsStream's messages by hand, then read its answer; raise CallFailure."""
+    complete = False
+    try:
+        written = 0
+        async for message, audio_bytes in messages:
+            if cautious and 0 < written <= 3:  # after the metadata, the audio metadata, the first chunk
+                await _early_answer(call, CAUTIOUS_WAIT)
+            if call.done():
+                break  # the server has answered early (a rejection): stop writing, read its status
+            await call.write(message)
+            del message  # gRPC has its own copy now: not held while the next chunk is read
+            written += 1
+            if audio_bytes:
+                on_bytes(audio_bytes)
+        else:
+            await call.done_writing()
+            complete = True
+        response = await call
+    except (aio.AioRpcError, asyncio.InvalidStateError, aio.UsageError) as exc:
+        # A write fails once the server has ended the call; the call's own status
+        # says why. grpc.aio may instead report "INTERNAL: Internal error from Core"
+        # when the failed write is processed after the status arrived (grpc#36066):
+        # the server's answer is lost, and the stream was not finished, so nothing
+        # was stored. The policy tries such a row again without counting it.
+        try:
+            await call
+        except aio.AioRpcError as status:
+            failure = classify(status, request_complete=complete, auth_header=auth)
+        else:
+            failure = classify(exc, request_complete=complete, auth_header=auth)
+        failure.status_lost = not complete and failure.code == "INTERNAL" and LOST_STATUS in failure.message
+        raise failure from None
+    except asyncio.CancelledError:
+        raise closed_under(auth, request_complete=complete) from None
+    return str(response.talk_id)

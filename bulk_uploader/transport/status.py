@@ -12,10 +12,11 @@ from bulk_uploader.errors import CallFailure
 
 PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
 # What gRPC says of a call that never reached the service: no connection (refused, DNS, a
-# TLS handshake that failed) or a stream the server refused (HTTP/2 REFUSED_STREAM, code 7).
-NOT_SENT = re.compile(r"failed to connect to all addresses|errors resolving|DNS resolution failed|"
-                      r"name resolution|empty address list|REFUSED_STREAM|RST_STREAM with error code 7|"
-                      r"[Ss]tream refused", re.IGNORECASE)
+# TLS handshake that failed), or a stream the server refused (HTTP/2 REFUSED_STREAM, code 7:
+# most often the connection already carries as many streams as the server allows).
+NO_CONNECTION = re.compile(r"failed to connect to all addresses|errors resolving|DNS resolution failed|"
+                           r"name resolution|empty address list", re.IGNORECASE)
+REFUSED_STREAM = re.compile(r"REFUSED_STREAM|RST_STREAM with error code 7|stream refused", re.IGNORECASE)
 LOST_STATUS = "Internal error from Core"  # what grpc.aio reports in place of a status it lost
 
 
@@ -37,7 +38,9 @@ def _classify(exc: BaseException) -> CallFailure:
                     pass
         details = exc.details() or exc.code().name
         failure = CallFailure(exc.code().name, details, pushback)
-        failure.not_sent = exc.code() == grpc.StatusCode.UNAVAILABLE and NOT_SENT.search(details) is not None
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            failure.refused_stream = REFUSED_STREAM.search(details) is not None
+            failure.not_sent = failure.refused_stream or NO_CONNECTION.search(details) is not None
         return failure
     return CallFailure("UNAVAILABLE", f"{type(exc).__name__}: {exc}")
 

@@ -1,0 +1,214 @@
+"""The connections to the service: a pool of gRPC channels, each its own TCP connection, and
+which of them a call goes over.
+
+One connection is not always enough. Its TCP send buffer (the kernel's largest, tcp_wmem,
+4 MiB by default) caps what it carries per round trip, so one connection cannot fill a link
+whose bandwidth-delay product is larger (1 Gbit/s at 40 ms: 5 MB); and a server or front end
+lets one connection carry only so many calls at once (HTTP/2's MAX_CONCURRENT_STREAMS, often
+100): gRPC's client queues the calls beyond on that connection, and refuses a few more with
+REFUSED_STREAM when the server still counts streams the client saw end. So calls spread
+over several connections:
+
+- a call takes the connection with the fewest payload bytes in flight (then the fewest
+  calls) among those with room for one more stream, so a big file does not slow the calls
+  queued behind it on one connection;
+- automatic sizing, for the bytes in flight: a link carries its bandwidth times the round
+  trip in flight, and one connection at most its send buffer, so once the round trip is
+  measured (preflight), enough connections are opened that their send buffers together hold
+  what LINK_RATE bytes/s keep in flight (1 Gbit/s at 40 ms RTT: 4; a LAN: 1, as one
+  connection's buffer then covers any link and more would only cost CPU), at most
+  MAX_CONNECTIONS_FOR_BYTES: more flows fill a link no better, and lose more to each other;
+- automatic sizing, for the calls: a connection is assumed to take STREAMS_PER_CONNECTION
+  streams; ceil(concurrency / STREAMS_PER_CONNECTION) are opened at once, and another
+  whenever none has room, up to MAX_CONNECTIONS;
+- a fixed size opens that many and no more, assumes no stream limit, and a call that finds
+  them all full waits for room;
+- a refusal shows a connection takes fewer streams than assumed (refused(): the refused
+  call is then sent again at once, elsewhere); as the server may count a stream a little
+  longer than the client does, a limit learned too low grows back by one after
+  PROBE_ROUNDS rounds at it without a refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from grpc import aio
+
+from bulk_uploader.errors import CallFailure
+from bulk_uploader.flow import wait_in_line
+from bulk_uploader.proto import speechsense_pb2 as pb
+from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
+
+# Streams a connection is assumed to take at once until a refusal shows fewer: what front
+# ends commonly allow, and the least HTTP/2 advises a server to allow.
+STREAMS_PER_CONNECTION = 100
+MAX_CONNECTIONS = 32  # the most automatic sizing opens
+LINK_RATE = 400e6  # bytes/s (3.2 Gbit/s) whose bandwidth-delay product the connections' send buffers hold
+MAX_CONNECTIONS_FOR_BYTES = 8
+PROBE_ROUNDS = 4  # rounds of calls at a learned limit, without a refusal, before trying one more
+DEFAULT_SEND_BUFFER = 4 * 1024 * 1024  # Linux's default tcp_wmem maximum
+# Refusals of a full connection one call may meet, each sent again at once elsewhere; past
+# them it is the caller's failure (a call that never reached the service).
+MAX_REFUSED_STREAMS = 20
+T = TypeVar("T")
+
+
+def send_buffer_bytes(path: Path = Path("/proc/sys/net/ipv4/tcp_wmem")) -> int:
+    """The most one TCP connection may hold unacknowledged: the kernel's largest send buffer."""
+    try:
+        return max(64 * 1024, int(path.read_text().split()[2]))
+    except (OSError, ValueError, IndexError):
+        return DEFAULT_SEND_BUFFER
+
+
+def talk_stub(channel: aio.Channel) -> pb_grpc.TalkServiceStub:
+    """The TalkService stub, its Upload and UploadAsStream taking requests in wire form (bytes:
+    transport.messages builds them), so that a file's bytes are not copied into a message and
+    out again; gRPC sends bytes as they are when a method has no serializer."""
+    stub = pb_grpc.TalkServiceStub(channel)
+    service = pb.DESCRIPTOR.services_by_name["TalkService"].full_name
+    answer = pb.UploadTalkResponse.FromString
+    stub.Upload = channel.unary_unary(f"/{service}/Upload", response_deserializer=answer,  # type: ignore[method-assign]
+                                      _registered_method=True)
+    stub.UploadAsStream = channel.stream_unary(  # type: ignore[method-assign]
+        f"/{service}/UploadAsStream", response_deserializer=answer, _registered_method=True)
+    return stub
+
+
+@dataclass(eq=False, slots=True)
+class Connection:
+    """One channel (one TCP connection) and what is in flight on it."""
+
+    channel: aio.Channel
+    stub: pb_grpc.TalkServiceStub
+    limit: int  # streams it takes at once, as far as is known
+    calls: int = 0
+    bytes: int = 0  # payload of the calls in flight
+    full_ends: int = 0  # calls ended while it was at its limit, since its last refusal or growth
+
+
+class ConnectionPool:
+    """The run's connections; `size` None sizes them from the concurrency and the bytes in flight."""
+
+    def __init__(self, open_channel: Callable[[], aio.Channel], *, size: int | None, concurrency: int) -> None:
+        self._open_channel = open_channel
+        self.fixed = size is not None
+        self.ceiling = size if size is not None else min(MAX_CONNECTIONS, concurrency)
+        # What a connection is assumed to take until refusals show less; and a new one, since.
+        self.assumed_limit = STREAMS_PER_CONNECTION if size is None else concurrency
+        self.stream_limit = self.assumed_limit
+        self.send_buffer = send_buffer_bytes()
+        self.refused_streams = 0  # refusals of a full connection, sent again elsewhere
+        self.refused_above = 0  # the limit the latest refusal showed (0: none refused)
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        first = size if size is not None else min(self.ceiling, math.ceil(concurrency / STREAMS_PER_CONNECTION))
+        self.connections = [self._new() for _ in range(max(1, first))]
+
+    def _new(self) -> Connection:
+        channel = self._open_channel()
+        return Connection(channel, talk_stub(channel), self.stream_limit)
+
+    def _take(self, size: int) -> Connection | None:
+        """The connection for a call of `size` payload bytes, counted as on it; None when all are full."""
+        best = None
+        for connection in self.connections:
+            if connection.calls < connection.limit and (
+                    best is None or (connection.bytes, connection.calls) < (best.bytes, best.calls)):
+                best = connection
+        if best is None and not self.fixed and len(self.connections) < self.ceiling:
+            best = self._new()
+            self.connections.append(best)
+        if best is not None:
+            best.calls += 1
+            best.bytes += size
+        return best
+
+    def measured(self, round_trip: float) -> None:
+        """The path's round trip (seconds) is known: open the connections whose send buffers
+        together hold what the link keeps in flight (automatic sizing)."""
+        wanted = min(MAX_CONNECTIONS_FOR_BYTES, self.ceiling, math.ceil(round_trip * LINK_RATE / self.send_buffer))
+        while not self.fixed and len(self.connections) < wanted:
+            self.connections.append(self._new())
+
+    async def acquire(self, size: int) -> Connection:
+        """A connection with room for one more call of `size` bytes, waiting for room if none has it."""
+        if not self._waiters and (connection := self._take(size)) is not None:
+            return connection
+        while True:
+            await wait_in_line(self._waiters, self._wake)
+            if (connection := self._take(size)) is not None:
+                self._wake()  # more room may have come than this call needed
+                return connection
+
+    async def call(self, size: int, call: Callable[[Connection], Awaitable[T]]) -> T:
+        """`call` on a connection with room for `size` payload bytes; again at once on another
+        when the connection refuses it for being full (CallFailure.refused_stream)."""
+        refusals = 0
+        while True:
+            connection = await self.acquire(size)
+            calls_at_start = connection.calls
+            try:
+                return await call(connection)
+            except CallFailure as failure:
+                if not (failure.refused_stream and refusals < MAX_REFUSED_STREAMS
+                        and self.refused(connection, calls_at_start)):
+                    raise
+                refusals += 1
+            finally:
+                self.release(connection, size)
+
+    def release(self, connection: Connection, size: int) -> None:
+        """A call of `size` bytes on `connection` has ended."""
+        if connection.calls >= connection.limit < self.assumed_limit:
+            connection.full_ends += 1
+            if connection.full_ends >= PROBE_ROUNDS * connection.limit:
+                connection.limit += 1
+                connection.full_ends = 0
+                self.stream_limit = max(self.stream_limit, connection.limit)
+        connection.calls -= 1
+        connection.bytes -= size
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def refused(self, connection: Connection, calls_at_start: int) -> bool:
+        """A stream refused on `connection`, which carried `calls_at_start` calls (this one
+        included) when it began: whether that was its stream limit, so the call is sent again.
+
+        The server counts no more streams than this client had open on it, so it took at most
+        `calls_at_start - 1`: the limit comes down to that (a little lower, when the server
+        still counted streams the client had seen end; release() lets it grow back). A
+        connection that carried nothing else refused for another reason (the server going
+        away): that is the caller's failure.
+        """
+        if calls_at_start < 2:
+            return False
+        connection.limit = min(connection.limit, calls_at_start - 1)
+        connection.full_ends = 0
+        self.stream_limit = self.refused_above = connection.limit
+        self.refused_streams += 1
+        return True
+
+    def replace_all(self) -> list[aio.Channel]:
+        """Open a new connection in place of each; returns the old channels, to be closed.
+
+        Calls still on an old connection end with it; their releases count against it, not
+        against its replacement.
+        """
+        old = [connection.channel for connection in self.connections]
+        self.connections = [self._new() for _ in self.connections]
+        for _ in range(len(self._waiters)):
+            self._wake()
+        return old

@@ -1,0 +1,118 @@
+"""Several connections: calls spread over a pool of them, and a server's per-connection stream
+limit met by sending a refused call again at once on a connection with room, never as a retry."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli, upload_argv
+from grpc import aio
+from test_run_upload import Collecting, options
+
+from bulk_uploader import samples
+from bulk_uploader.audio import AudioFormat
+from bulk_uploader.emulator import Emulator, EmulatorOptions, FaultOptions
+from bulk_uploader.pipeline import run_upload
+from bulk_uploader.results import read_records
+from bulk_uploader.transport.pool import (
+    MAX_CONNECTIONS_FOR_BYTES,
+    PROBE_ROUNDS,
+    STREAMS_PER_CONNECTION,
+    ConnectionPool,
+)
+
+MiB = 1024 * 1024
+
+
+def test_a_server_that_takes_four_calls_a_connection_gets_every_row_once_over_several(tmp_path: Path) -> None:
+    server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY], max_streams=4,
+                                              faults=FaultOptions(latency_ms=20)))
+    try:
+        rows = 240
+        manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
+        result = run_cli(*upload_argv(server.target, manifest, "--concurrency", "24")[3:],
+                         env=cli_env(API_KEY=API_KEY))
+        assert result.returncode == 0, result.stderr
+        records = read_records(manifest.with_name("manifest.jsonl.results.jsonl"))
+        assert len(records) == rows and {r["status"] for r in records} == {"uploaded"}
+        assert {r["attempts"] for r in records} == {1} and not any(r.get("unknown_outcomes") for r in records)
+        assert len({t.fields["client_id"] for t in server.emulator.store.talks()}) == server.emulator.store.count() == rows
+        assert "possible duplicates" not in result.stderr and "unreachable" not in result.stderr
+        assert " 0 retries" in result.stderr
+        assert "call(s) it refused were sent again at once on another" in result.stderr  # the limit was met
+        assert len(server.emulator.peers) > 1  # over more than one TCP connection
+        assert sum(server.emulator.peers.values()) == rows  # refused streams never reached the service
+    finally:
+        server.close()
+
+
+async def test_streams_over_a_fixed_pool_wait_for_room_and_arrive_whole(tmp_path: Path) -> None:
+    emulator = Emulator(EmulatorOptions(api_keys=[API_KEY], max_streams=2, faults=FaultOptions(latency_ms=10)))
+    await emulator.start()
+    try:
+        rows = 200  # enough calls ending and starting that some meet a connection the server still counts full
+        manifest = samples.write_dataset(tmp_path, rows, sizes=(20_000,), formats=(AudioFormat.WAV,))
+        run = options(emulator, manifest, concurrency=24, connections=2, stream_threshold=8 * 1024,
+                      chunk_size=8 * 1024)
+        summary = await run_upload(run, Collecting())
+        assert (summary.stats.uploaded, summary.stats.retries, summary.stats.outages) == (rows, 0, 0)
+        assert summary.stats.refused_streams > 0  # streams refused part-way through their chunks, sent again
+        assert summary.stats.connections == 2 and len(emulator.peers) == 2
+        assert summary.stats.bytes_sent == summary.stats.bytes_uploaded  # a refused try's bytes are not counted
+        records = read_records(manifest.with_name("manifest.jsonl.results.jsonl"))
+        assert {r["rpc"] for r in records} == {"UploadAsStream"} and len(records) == rows
+        talks = {t.fields["client_id"]: t for t in emulator.store.talks()}
+        assert len(talks) == rows
+        for record in records:
+            audio = (tmp_path / record["audio_path"]).read_bytes()
+            assert record["bytes"] == len(audio)
+            client = samples.metadata(record["line"] - 1)["client_id"]
+            assert talks[client].sha256 == hashlib.sha256(audio).hexdigest()
+    finally:
+        await emulator.stop(grace=0.2)
+
+
+async def test_the_pool_is_sized_by_the_round_trip_and_the_streams() -> None:
+    channels: list[aio.Channel] = []
+
+    def open_channel() -> aio.Channel:
+        channels.append(aio.insecure_channel("127.0.0.1:9"))  # no call is made: nothing needs to listen
+        return channels[-1]
+
+    try:
+        far = ConnectionPool(open_channel, size=None, concurrency=12)
+        far.send_buffer = 4 * MiB
+        assert len(far.connections) == 1
+        far.measured(0.040)  # 1 Gbit/s at 40 ms keeps 5 MB in flight: more than one send buffer holds
+        assert len(far.connections) == 4
+        far.measured(0.5)
+        assert len(far.connections) == MAX_CONNECTIONS_FOR_BYTES < far.ceiling
+        near = ConnectionPool(open_channel, size=None, concurrency=12)
+        near.measured(0.0005)  # a LAN: one connection's buffer covers any link
+        assert len(near.connections) == 1
+
+        two = ConnectionPool(open_channel, size=2, concurrency=8)
+        big = await two.acquire(64 * MiB)
+        small = [await two.acquire(MiB) for _ in range(3)]
+        assert all(c is not big for c in small)  # calls go where the fewest bytes are in flight
+        two.release(big, 64 * MiB)
+        assert await two.acquire(MiB) is big
+        two.measured(0.5)
+        assert len(two.connections) == 2  # a fixed size stays as it is
+
+        wide = ConnectionPool(open_channel, size=None, concurrency=250)
+        assert len(wide.connections) == 3 and wide.connections[0].limit == STREAMS_PER_CONNECTION
+
+        one = ConnectionPool(open_channel, size=1, concurrency=8)
+        (first,) = one.connections
+        assert not one.refused(first, 1)  # alone on its connection: not a stream limit
+        assert one.refused(first, 5) and first.limit == 4 and one.stream_limit == 4
+        taken = [await one.acquire(0) for _ in range(4)]
+        for _ in range(PROBE_ROUNDS * 4):  # rounds at the limit without a refusal: one more is tried
+            one.release(taken.pop(), 0)
+            taken.append(await one.acquire(0))
+        assert first.limit == 5 and one.stream_limit == 5
+    finally:
+        for channel in channels:
+            await channel.close()
