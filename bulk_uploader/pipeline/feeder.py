@@ -43,6 +43,7 @@ class JobQueue:
         self._max_bytes = max_bytes  # of files read ahead; a single bigger job still passes
         self._bytes = 0
         self._getters: deque[asyncio.Future[None]] = deque()
+        self._woken = False  # a getter is woken and has not taken its job yet
         self._putter: asyncio.Future[None] | None = None
         self._closed = False
 
@@ -52,7 +53,11 @@ class JobQueue:
             waiter.set_result(None)
 
     def _pass_on(self) -> None:
+        """Wake the next getter while jobs wait and none is woken yet. One at a time: a worker
+        whose row does not wait (a dry run's) takes the next job itself, without a wake-up."""
+        self._woken = False
         if self._items and self._getters:
+            self._woken = True
             self._wake(self._getters.popleft())
 
     async def put(self, job: Job) -> None:
@@ -63,8 +68,8 @@ class JobQueue:
         self._items.append(job)
         if job.data is not None:
             self._bytes += len(job.data)
-        if self._getters:
-            self._wake(self._getters.popleft())
+        if not self._woken:
+            self._pass_on()
 
     async def get(self) -> Job | None:
         """The next job, waiting for one; None when the queue is closed and empty."""
@@ -72,9 +77,12 @@ class JobQueue:
             if self._closed:
                 return None
             await wait_in_line(self._getters, self._pass_on)
+            self._woken = False
         job = self._items.popleft()
         if job.data is not None:
             self._bytes -= len(job.data)
+        if not self._woken:
+            self._pass_on()  # more jobs wait: the next getter takes one while this row is carried
         self._wake(self._putter)
         return job
 
