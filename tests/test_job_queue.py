@@ -90,3 +90,28 @@ async def test_one_awake_workers_whose_rows_do_not_wait_need_few_wake_ups() -> N
     one_awake = await waits_for(JobQueue(size=32, max_bytes=1 << 20, one_awake=True))
     per_job = await waits_for(JobQueue(size=32, max_bytes=1 << 20))
     assert one_awake * 3 < per_job, (one_awake, per_job)  # deterministic: 44 and 152 waits
+
+
+@ONE_AWAKE
+async def test_a_woken_worker_cancelled_before_it_runs_passes_the_job_on(one_awake: bool) -> None:
+    queue = JobQueue(size=4, max_bytes=1 << 20, one_awake=one_awake)
+    got: list[str] = []
+
+    async def first() -> None:
+        await queue.get()
+        got.append("first")  # never: it is cancelled before it runs
+
+    async def second() -> None:
+        taken = await queue.get()
+        assert taken is not None
+        got.append(taken.key)
+
+    loop_first = asyncio.ensure_future(first())
+    await anyio.wait_all_tasks_blocked()
+    loop_second = asyncio.ensure_future(second())
+    await anyio.wait_all_tasks_blocked()
+    await queue.put(job(1))  # wakes the first in line
+    loop_first.cancel()
+    with anyio.fail_after(5):
+        await loop_second
+    assert got == ["row-1"] and loop_first.cancelled()
