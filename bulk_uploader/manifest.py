@@ -90,7 +90,8 @@ def _check_first_json_line(path: Path, line: int, text: str) -> None:
 def _jsonl_records(path: Path, fmt: TextFormat) -> Iterator[Record]:
     for line, raw in _jsonl_lines(path, fmt):
         try:
-            data = json.loads(raw)
+            # Decoded here (the lines are known UTF-8), as json.loads would first sniff the bytes' encoding.
+            data = json.loads(raw.decode() if type(raw) is bytes else raw)
         except json.JSONDecodeError as exc:
             yield line, {}, f"malformed JSON on line {line}: {exc}"
             continue

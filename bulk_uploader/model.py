@@ -237,13 +237,53 @@ class RowResult:
         """The JSON line for the results file (`id` and `status` first: load_results reads them fast)."""
         if not self.finished_at:
             self.finished_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        data = {name: getattr(self, name) for name in _RESULT_FIELDS}
-        data["seconds"] = round(self.seconds, 3)
-        return (encode_json(data) + "\n").encode("utf-8")
+        try:
+            text = _result_json(self)
+        except TypeError:  # a value of another type than the fields declare: the general encoder says it
+            data = {name: getattr(self, name) for name in _RESULT_FIELDS}
+            data["seconds"] = round(self.seconds, 3)
+            text = encode_json(data)
+        return (text + "\n").encode("utf-8")
 
 
 _RESULT_FIELDS = tuple(f.name for f in fields(RowResult))
 encode_json = json.JSONEncoder(ensure_ascii=False).encode  # made once: json.dumps(ensure_ascii=False) builds one per call
+_encode_text = json.encoder.encode_basestring  # what encode_json writes a str with
+
+
+def _text(value: str | None) -> str:
+    if value is None:
+        return "null"
+    if type(value) is not str:
+        raise TypeError(value)
+    return _encode_text(value)
+
+
+def _whole(value: int) -> str:
+    if type(value) is not int:
+        raise TypeError(value)
+    return str(value)
+
+
+def _seconds(value: float) -> str:
+    value = round(value, 3)
+    if type(value) is int or (type(value) is float and abs(value) < float("inf")):
+        return repr(value)
+    raise TypeError(value)  # NaN, infinity, or not a number: as the general encoder writes it
+
+
+def _result_json(r: RowResult) -> str:
+    """encode_json of a result's fields (seconds rounded), built by hand from the types the fields
+    declare: one line per row, several times quicker than the general encoder. TypeError for a
+    value of any other type."""
+    if type(r.reconciled) is not bool:
+        raise TypeError(r.reconciled)
+    return (f'{{"id": {_text(r.id)}, "status": {_text(r.status)}, "talk_id": {_text(r.talk_id)}, '
+            f'"error": {_text(r.error)}, "code": {_text(r.code)}, "attempts": {_whole(r.attempts)}, '
+            f'"bytes": {_whole(r.bytes)}, "seconds": {_seconds(r.seconds)}, "audio_path": {_text(r.audio_path)}, '
+            f'"line": {_whole(r.line)}, "rpc": {_text(r.rpc)}, "unknown_outcomes": {_whole(r.unknown_outcomes)}, '
+            f'"reconciled": {"true" if r.reconciled else "false"}, "source_format": {_text(r.source_format)}, '
+            f'"sent_format": {_text(r.sent_format)}, "finished_at": {_text(r.finished_at)}}}')
 
 
 

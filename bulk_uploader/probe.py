@@ -19,7 +19,10 @@ from pathlib import Path
 from bulk_uploader.audio import Probe
 from bulk_uploader.probe_frames import Source, flac, ogg, scan_mpeg
 
-HEAD_BYTES = 4096  # the first read: enough for most headers; formats that need more read on
+HEAD_BYTES = 4096  # enough for most headers; formats that need more read on
+WAV_HEAD_BYTES = 512  # the first read: a usual WAV header, whose chunks past it are read where they are.
+# Reading 4 KiB for every row costs several times what 512 bytes do (a buffer outside Python's
+# small-object allocator), and a dry run probes every row.
 MAX_CHUNKS = 4096  # a WAV walk gives up after this many chunks
 
 # A WAV's format tag -> FFmpeg's codec name (WAVE_FORMAT_* of mmreg.h).
@@ -48,9 +51,11 @@ def probe_bytes(data: bytes) -> Probe:
 
 def probe(source: Source) -> Probe:
     """What the source holds, by its first bytes and as much more as its format needs."""
-    head = source.read_at(0, HEAD_BYTES)
+    head = source.read_at(0, WAV_HEAD_BYTES)
     if head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE":
         return _wav(source, head)
+    if len(head) == WAV_HEAD_BYTES:
+        head = source.read_at(0, HEAD_BYTES)  # the other formats look at the first HEAD_BYTES
     if head[:4] == b"OggS":
         return ogg(source, head)
     if head[:4] == b"fLaC":

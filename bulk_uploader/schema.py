@@ -19,7 +19,6 @@ the emulator with --config:
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -73,6 +72,8 @@ class ConnectionSchema:
 
 def load_schemas(path: Path) -> list[ConnectionSchema]:
     """Read a schema file (format in the module docstring); raise SchemaError naming the problem."""
+    import tomllib  # here, not at the top: only runs given a schema file read one
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -119,8 +120,9 @@ def check_date(value: str) -> str | None:
 
 def check_value(key: str, value: str) -> str | None:
     """Return why one metadata value is unacceptable for its key, or None."""
-    if len(value.encode("utf-8")) > MAX_VALUE_BYTES:
-        return f"value of {key!r} is {len(value.encode('utf-8'))} bytes; the limit is {MAX_VALUE_BYTES}"
+    size = len(value) if value.isascii() else len(value.encode("utf-8"))  # ASCII: a byte a character
+    if size > MAX_VALUE_BYTES:
+        return f"value of {key!r} is {size} bytes; the limit is {MAX_VALUE_BYTES}"
     if key == "date":
         return check_date(value)
     if key == "direction_outgoing" and value not in ("true", "false"):

@@ -6,7 +6,6 @@ machine; each shard writes its own results file and `bulk-upload report` merges 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -26,6 +25,8 @@ class Shard:
 
     def contains(self, key: str) -> bool:
         """Whether the row with this key belongs to this shard."""
+        import hashlib  # here, not at the top: loading it costs the start-up of every run that does not shard
+
         digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
         return int.from_bytes(digest, "big") % self.count == self.index
 

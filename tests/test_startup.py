@@ -61,3 +61,33 @@ def test_a_dry_run_never_loads_grpc(tmp_path: Path) -> None:
     loaded, done = loaded_by(str(manifest), "--dry-run", "--connection-id", "demo-audio")
     assert done.returncode == 0 and "valid 3" in done.stderr, done.stderr
     assert loaded == {"asyncio", "bulk_uploader.pipeline"}  # it runs the pipeline, and nothing that sends
+
+
+COMMAND_MODULES = ("bulk_uploader.cli.upload", "bulk_uploader.cli.tools", "bulk_uploader.cli.verify")
+COMMANDS_PROBE = """
+import atexit, sys
+atexit.register(lambda: print("LOADED", *[m for m in {modules!r} if m in sys.modules], file=sys.stderr))
+from bulk_uploader.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["report", "--help"], {"bulk_uploader.cli.tools"}),
+    (["upload", "--help"], {"bulk_uploader.cli.upload"}),
+    (["--dry-run", "missing.jsonl"], {"bulk_uploader.cli.upload"}),  # routed to the default command
+    (["--help"], set(COMMAND_MODULES)),
+])
+def test_a_command_loads_only_its_own_command_module(args: list[str], expected: set[str]) -> None:
+    done = subprocess.run([sys.executable, "-c", COMMANDS_PROBE.format(modules=COMMAND_MODULES), *args],
+                          capture_output=True, text=True, timeout=60, env=cli_env(), stdin=subprocess.DEVNULL)
+    line = [l for l in done.stderr.splitlines() if l.startswith("LOADED")][-1]
+    assert set(line.split()[1:]) == expected, done.stderr
+
+
+def test_the_help_lists_every_command() -> None:
+    done = subprocess.run([sys.executable, "-m", "bulk_uploader", "--help"], capture_output=True, text=True,
+                          timeout=60, env=cli_env(), stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    names = [n for n in ("upload", "emulator", "talks", "report", "manifest", "demo", "verify") if f" {n} " in done.stdout]
+    assert len(names) == 7, done.stdout

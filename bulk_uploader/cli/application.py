@@ -1,13 +1,11 @@
 """The typer application every command registers on, the exit codes, the usage-error exit, and
-`main`, the console script: the one reader of sys.argv, which hands the arguments it runs with
-to the commands as the click context's `obj`, so a caller from Python sees its own arguments in
-the retry command rather than those of the process it runs in.
+`run`, which the console script (bulk_uploader.cli.main, the one reader of sys.argv) calls: it
+hands the arguments it runs with to the commands as the click context's `obj`, so a caller from
+Python sees its own arguments in the retry command rather than those of the process it runs in.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -71,7 +69,6 @@ def invoked_argv(ctx: typer.Context) -> tuple[str, ...] | None:
     return obj if isinstance(obj, tuple) else None
 
 
-def main(argv: Sequence[str] | None = None) -> Any:
-    """Console-script entry point: runs `bulk-upload ARGV` (this process's arguments when argv is None)."""
-    args = tuple(sys.argv[1:] if argv is None else argv)
+def run(args: tuple[str, ...]) -> Any:
+    """Run `bulk-upload ARGS` with the commands registered so far (bulk_uploader.cli.main registers them)."""
     return app(args=list(args), prog_name="bulk-upload", obj=args)

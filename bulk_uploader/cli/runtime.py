@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import shlex
 import signal
-import tempfile
 import traceback
 from collections.abc import Coroutine, Sequence
 from datetime import datetime, timezone
@@ -103,6 +102,8 @@ def run_cli_upload(options: UploadOptions, reporter: Reporter, retry_command: st
 
 def _write_traceback(results: Path, exc: BaseException) -> Path:
     """Append the traceback beside the results file (or in the temp folder) and say where."""
+    import tempfile  # only a crash needs it
+
     text = "".join(traceback.format_exception(exc))
     for log in (results.with_name(results.name + ".error.log"), Path(tempfile.gettempdir()) / "bulk-upload.error.log"):
         try:

@@ -38,12 +38,18 @@ class JobQueue:
     requires anyway).
     """
 
-    def __init__(self, size: int, max_bytes: int) -> None:
+    def __init__(self, size: int, max_bytes: int, one_awake: bool = False) -> None:
         self._items: deque[Job] = deque()
         self._size = size
         self._max_bytes = max_bytes  # of files read ahead; a single bigger job still passes
         self._bytes = 0
         self._getters: deque[asyncio.Future[None]] = deque()
+        # one_awake: wake one getter at a time, and the one that takes a job the next while jobs
+        # wait. For workers whose rows do not wait (a dry run's, their heads read ahead): one
+        # woken worker takes job after job itself instead of a wake-up per job. Workers whose
+        # rows wait on the network are woken one per job at once, without a wake-up chain.
+        self._one_awake = one_awake
+        self._woken = False  # one_awake: a getter is woken and has not taken its job yet
         self._putter: asyncio.Future[None] | None = None
         self._closed = False
 
@@ -53,7 +59,10 @@ class JobQueue:
             waiter.set_result(None)
 
     def _pass_on(self) -> None:
+        """Wake the next getter while jobs wait."""
+        self._woken = False
         if self._items and self._getters:
+            self._woken = True
             self._wake(self._getters.popleft())
 
     async def put(self, job: Job) -> None:
@@ -64,8 +73,11 @@ class JobQueue:
         self._items.append(job)
         if job.data is not None:
             self._bytes += len(job.data)
-        if self._getters:
-            self._wake(self._getters.popleft())
+        if not self._one_awake:
+            if self._getters:
+                self._wake(self._getters.popleft())
+        elif not self._woken:
+            self._pass_on()
 
     async def get(self) -> Job | None:
         """The next job, waiting for one; None when the queue is closed and empty."""
@@ -73,9 +85,12 @@ class JobQueue:
             if self._closed:
                 return None
             await wait_in_line(self._getters, self._pass_on)
+            self._woken = False
         job = self._items.popleft()
         if job.data is not None:
             self._bytes -= len(job.data)
+        if self._one_awake and not self._woken:
+            self._pass_on()  # more jobs wait: the next getter takes one while this row is carried
         self._wake(self._putter)
         return job
 

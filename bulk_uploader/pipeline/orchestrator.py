@@ -205,7 +205,7 @@ async def _run(options: UploadOptions, control: RunControl, sender: Sender | Ins
             if settler is not None:
                 outer.start_soon(settler.run)
             async with anyio.create_task_group() as group:
-                jobs = JobQueue(options.concurrency, reader.READ_AHEAD_BYTES)
+                jobs = JobQueue(options.concurrency, reader.READ_AHEAD_BYTES, one_awake=options.dry_run)
                 group.start_soon(_feed, feeder, jobs, feeder_scope, control)
                 workers = _Workers(group, options.concurrency, jobs, sender, feeder.recorder, control, previous, stats,
                                    feeder.memory)
