@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
@@ -310,7 +310,7 @@ async def read_chat(job: Job, validator: Validator) -> tuple[ChatMessage, ...]:
 
 
 async def read_chunks(job: Job, chunk_size: int, room: Callable[[int], bytes] = lambda size: b""
-                      ) -> AsyncIterator[tuple[bytes, int]]:
+                      ) -> AsyncGenerator[tuple[bytes, int], None]:
     """Yield a file in chunk_size pieces, each read straight after room(its size) (the start of
     the request that carries it) into one new bytes object, with its size; memory stays at one
     piece whatever the file's size.

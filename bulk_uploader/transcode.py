@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -147,7 +147,7 @@ def _joined(left: Iterator[bytes], right: Iterator[bytes], chunk_size: int) -> I
 
 
 async def stream(plan: Plan, chunk_size: int, frame: Callable[[bytes], bytes] = bytes
-                 ) -> AsyncIterator[tuple[bytes, int]]:
+                 ) -> AsyncGenerator[tuple[bytes, int], None]:
     """A plan's chunks, each made in a worker thread, so decoding never holds up the event loop,
     and yielded as frame(chunk) (the request carrying it) with its size; the chunk itself is let
     go once framed."""

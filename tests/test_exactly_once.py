@@ -140,7 +140,9 @@ def test_server_rate_cap_is_met_without_failures(tmp_path: Path, served: Threade
     refused = served.emulator.rejections["RESOURCE_EXHAUSTED"]
     print(f"server cap {rate}/s: achieved {achieved:.1f}/s, {refused} calls refused for {rows} rows")
     assert refused < 3 * rows  # pushback is shared: workers do not each hammer the cap
-    assert abs(achieved - rate) <= 0.15 * rate
+    # The cap is used, not given up for backoff (a timing figure: wide, as the machine may be busy;
+    # the server enforces the upper side itself).
+    assert achieved >= 0.6 * rate
 
 
 def test_client_rps_cap(tmp_path: Path, served: ThreadedEmulator) -> None:

@@ -12,8 +12,8 @@ could not settle stays ambiguous.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, nullcontext
+from collections.abc import AsyncGenerator, Callable
+from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -63,13 +63,15 @@ async def _whole(job: Job, transcode: bool) -> tuple[bytes | None, Plan]:
     return place_upload(job, plan.info, buffer), plan
 
 
-async def _paced(chunks: AsyncIterator[tuple[bytes, int]], pacer: Pacer | None) -> AsyncIterator[tuple[bytes, int]]:
+async def _paced(chunks: AsyncGenerator[tuple[bytes, int], None], pacer: Pacer | None
+                 ) -> AsyncGenerator[tuple[bytes, int], None]:
     """Chunks (each a request and its audio bytes) at no more than --max-mbps."""
-    async for chunk in chunks:
-        if pacer is not None:
-            await pacer.take(chunk[1])
-        yield chunk
-        del chunk  # not held while the next one is read
+    async with aclosing(chunks):  # closed with this one: a stream given up lets go of its file at once
+        async for chunk in chunks:
+            if pacer is not None:
+                await pacer.take(chunk[1])
+            yield chunk
+            del chunk  # not held while the next one is read
 
 
 class Sender:
@@ -252,7 +254,7 @@ class Sender:
             return talk_id
         result.bytes = 0  # what this attempt puts on the wire: all of it, unless it stops short
 
-        def source() -> AsyncIterator[tuple[bytes, int]]:  # again after a full connection refused the stream
+        def source() -> AsyncGenerator[tuple[bytes, int], None]:  # again after a full connection refused the stream
             self.stats.bytes_sent -= result.bytes  # what the refused try wrote never arrived
             result.bytes = 0
             if payload.plan is not None:

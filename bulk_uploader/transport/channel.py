@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -289,7 +289,7 @@ class Transport:
         self,
         job: Job,
         info: AudioInfo,
-        chunks: Callable[[], AsyncIterator[tuple[bytes, int]]],
+        chunks: Callable[[], AsyncGenerator[tuple[bytes, int], None]],
         timeout: float,
         on_bytes: Callable[[int], None],
         *,
@@ -308,11 +308,13 @@ class Transport:
 
         async def once(connection: Connection) -> str:
             call = connection.stub.UploadAsStream(metadata=headers, timeout=timeout)
+            source = chunks()
             try:
-                return await _drive_stream(call, stream_messages(job, info, chunks()), on_bytes, auth, cautious)
+                return await _drive_stream(call, stream_messages(job, info, source), on_bytes, auth, cautious)
             finally:
                 if not call.done():
                     call.cancel()
+                await source.aclose()  # a stream refused or failed lets go of its file now, not when collected
 
         return await self.pool.call(size, once)
 
