@@ -118,22 +118,36 @@ def upload_request(job: Job, info: AudioInfo, data: bytes | memoryview) -> bytes
     return b"".join((upload_prefix(job, info, len(data)), data))
 
 
+def _room_info(job: Job) -> AudioInfo:
+    """The format upload_room assumes before the file is read: the row's, else WAV."""
+    if job.format is AudioFormat.PCM:
+        return AudioInfo(AudioFormat.PCM, job.sample_rate, job.channels)
+    return AudioInfo(job.format or AudioFormat.WAV)
+
+
+def _same_audio_metadata(a: AudioInfo, b: AudioInfo) -> bool:
+    """Whether audio_metadata(a) and audio_metadata(b) are the same bytes (a container's rate and
+    channels are not in them)."""
+    if a.format is not b.format:
+        return False
+    return a.format is not AudioFormat.PCM or (a.sample_rate or 0, a.channels or 0) == (b.sample_rate or 0,
+                                                                                         b.channels or 0)
+
+
 def upload_room(job: Job) -> bytes:
     """The prefix of the job's Upload as it is known before its file is read (the file's format
     is not: a container's is set when it is sent, by place_upload, in the same bytes)."""
-    if job.format is AudioFormat.PCM:
-        info = AudioInfo(AudioFormat.PCM, job.sample_rate, job.channels)
-    else:
-        info = AudioInfo(job.format or AudioFormat.WAV)
-    return upload_prefix(job, info, job.size)
+    return upload_prefix(job, _room_info(job), job.size)
 
 
 def place_upload(job: Job, info: AudioInfo, buffer: bytes) -> bytes:
     """The Upload request for the audio that ends `buffer` (its last job.size bytes, read after
     the room upload_room left): the prefix is written into the room, or where it does not fit
     exactly, the request is built anew."""
-    prefix = upload_prefix(job, info, job.size)
     room = len(buffer) - job.size
+    if room and _same_audio_metadata(info, _room_info(job)):
+        return buffer  # the room holds the very prefix: upload_room assumed the format that was found
+    prefix = upload_prefix(job, info, job.size)
     if len(prefix) != room:
         return b"".join((prefix, memoryview(buffer)[room:]))
     if buffer[:room] != prefix:
