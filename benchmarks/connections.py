@@ -31,7 +31,6 @@ import argparse
 import fcntl
 import json
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -44,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import results_md
-from run import DATA, PY, client_env, dataset, run_measured
+from run import DATA, PY, LeanServerProcess, client_env, dataset, run_measured
 
 HERE = Path(__file__).resolve().parent
 NET_SH = HERE.parent.parent / "shared" / "wan" / "net.sh"
@@ -65,21 +64,6 @@ def locked(path: str) -> Iterator[None]:
 
 def netns(ns: str | None) -> list[str]:
     return ["ip", "netns", "exec", ns] if ns else []
-
-
-class LeanServer:
-    """benchmarks/lean_server.py in its own process (in a namespace, for the wan scenario)."""
-
-    def __init__(self, *args: str, ns: str | None = None, host: str = "127.0.0.1") -> None:
-        self.proc = subprocess.Popen([*netns(ns), PY, str(HERE / "lean_server.py"), "--host", host, "--port", "0",
-                                      "--max-seconds", "3600", *args], stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        self.target = self.proc.stdout.readline().split()[-1]
-
-    def close(self) -> dict[str, int]:
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=60)
-        return json.loads(out.strip().splitlines()[-1])
 
 
 @dataclass
@@ -114,7 +98,8 @@ def manifest_bytes(manifest: Path) -> int:
 def measure(contender: str, manifest: Path, concurrency: int, server_args: tuple[str, ...], *,
             baseline: Path | None = None, ns: tuple[str, str] | None = None) -> Run:
     """One run of `contender` (bulk-upload, before, ideal) against a fresh lean server."""
-    server = LeanServer(*server_args, ns=ns[1] if ns else None, host=SRV_ADDR if ns else "127.0.0.1")
+    server = LeanServerProcess(*server_args, prefix=tuple(netns(ns[1] if ns else None)),
+                               host=SRV_ADDR if ns else "127.0.0.1")
     try:
         if contender.startswith("ideal"):
             channels = 4 if "4 channels" in contender else 1

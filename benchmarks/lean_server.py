@@ -80,11 +80,11 @@ async def serve(args: argparse.Namespace) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     port = server.add_insecure_port(f"{args.host}:{args.port}")
     await server.start()
-    print(f"listening on {args.host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    print(f"listening on {args.host}:{port}", flush=True)  # after the handlers: a stop at once still reports
     try:
         await asyncio.wait_for(stop.wait(), args.max_seconds)
     except TimeoutError:

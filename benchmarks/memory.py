@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import compileall
 import statistics
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import results_md
-from run import HERE, PY, EmulatorProcess, Measure, MiB, bulk_upload, dataset
+from run import HERE, EmulatorProcess, LeanServerProcess, Measure, MiB, bulk_upload, dataset
 
 HEADING = "Memory with big files (peak RSS beside the README's formula)"
 
@@ -77,25 +76,10 @@ SCENARIOS = [
 ]
 
 
-class LeanServer:
-    """benchmarks/lean_server.py in its own process, on loopback."""
-
-    def __init__(self, latency_ms: int = 0) -> None:
-        self.proc = subprocess.Popen([PY, str(HERE / "lean_server.py"), "--max-seconds", "1800",
-                                      "--latency-ms", str(latency_ms)],
-                                     stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        self.target = self.proc.stdout.readline().split()[-1]
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.communicate(timeout=60)
-
-
 def measure(scenario: Scenario, runs: int, baseline: Path | None) -> dict[str, list[Measure]]:
     """`runs` rounds of the scenario: bulk-upload, and the baseline beside it, first or second by turns."""
     manifest = scenario.manifest()
-    server = EmulatorProcess() if scenario.emulator else LeanServer(scenario.latency_ms)
+    server = EmulatorProcess() if scenario.emulator else LeanServerProcess("--latency-ms", str(scenario.latency_ms))
     measured: dict[str, list[Measure]] = {"after": [], "before": []} if baseline else {"after": []}
     try:
         for who in measured:  # a round not counted: the first call of a new server costs more

@@ -102,19 +102,21 @@ class EmulatorProcess:
 
 
 class LeanServerProcess:
-    """benchmarks/lean_server.py in its own process; `totals` holds what it counted once closed."""
+    """benchmarks/lean_server.py in its own process (under `prefix`, e.g. `ip netns exec NS`);
+    close() returns what it counted (also kept in `totals`)."""
 
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([PY, str(HERE / "lean_server.py"), "--port", "0", "--max-seconds", "3600", *args],
-                                     stdout=subprocess.PIPE, text=True)
+    def __init__(self, *args: str, prefix: tuple[str, ...] = (), host: str = "127.0.0.1") -> None:
+        self.proc = subprocess.Popen([*prefix, PY, str(HERE / "lean_server.py"), "--host", host, "--port", "0",
+                                      "--max-seconds", "3600", *args], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.target = self.proc.stdout.readline().split()[-1]
         self.totals: dict[str, int] = {}
 
-    def close(self) -> None:
+    def close(self) -> dict[str, int]:
         self.proc.send_signal(signal.SIGTERM)
         out, _ = self.proc.communicate(timeout=60)
         self.totals = json.loads(out.splitlines()[-1])
+        return self.totals
 
 
 def start_server(kind: str, latency_ms: float = 0) -> EmulatorProcess | LeanServerProcess:
