@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import aiofiles
 import aiofiles.os
@@ -189,27 +189,39 @@ def no_room(job: Job) -> bytes:
     return b""
 
 
-class Preloader:
+class _QuickInline:
+    """Batches of file work done on the event loop while a batch takes under `budget` seconds,
+    else in a thread (one executor hop a batch, never one a file) until batches are quick again."""
+
+    def __init__(self, budget: float, inline: bool = True) -> None:
+        self.budget = budget
+        self.inline = inline
+        self.batches_in_thread = 0
+
+    async def _batch(self, work: Callable[..., tuple[list[Any], float]],
+                     in_thread: Callable[..., Awaitable[tuple[list[Any], float]]], *args: Any) -> list[Any]:
+        if self.inline:
+            out, seconds = work(*args)
+        else:
+            self.batches_in_thread += 1
+            out, seconds = await in_thread(*args)
+        self.inline = seconds < self.budget
+        return out
+
+
+class Preloader(_QuickInline):
     """Attaches the bytes of files sent whole to their jobs, on the event loop while reads are quick:
     each file after room(job), the start of the request that sends it (the file ends it)."""
 
     def __init__(self, budget: float = INLINE_READ_BUDGET, room: Callable[[Job], bytes] = no_room) -> None:
-        self.budget = budget
+        super().__init__(budget)
         self.room = room
-        self.inline = True
-        self.batches_in_thread = 0
 
     async def __call__(self, jobs: list[Job]) -> list[Job]:
         if not jobs:
             return jobs
         files = [(str(job.path), job.size, job.mtime_ns, _buffer(job.size, self.room(job))) for job in jobs]
-        if self.inline:
-            datas, seconds = _read_all(files)
-        else:
-            self.batches_in_thread += 1
-            datas, seconds = await _read_many(files)
-        self.inline = seconds < self.budget
-        for job, data in zip(jobs, datas, strict=True):
+        for job, data in zip(jobs, await self._batch(_read_all, _read_many, files), strict=True):
             job.data = data
         return jobs
 
@@ -247,27 +259,21 @@ def _plan_all(jobs: list[Job], transcode: bool) -> tuple[list[Plan | Exception],
 _plan_many = aiofiles.os.wrap(_plan_all)
 
 
-class HeadReader:
+class HeadReader(_QuickInline):
     """A dry run's read-ahead: probes and judges a batch of files at once and leaves each row's
     Plan (or why it cannot be sent) on `job.plan`. Like Preloader, on the event loop while a
     batch is quick, else in a thread until batches are quick again; always in a thread with
     --transcode, where the decoder may be asked about a file."""
 
     def __init__(self, transcode: bool = False, budget: float = INLINE_READ_BUDGET) -> None:
+        super().__init__(budget, inline=not transcode)
         self.transcode = transcode
-        self.budget = budget
-        self.inline = not transcode
-        self.batches_in_thread = 0
 
     async def __call__(self, jobs: list[Job]) -> list[Job]:
         if not jobs:
             return jobs
-        if self.inline:
-            plans, seconds = _plan_all(jobs, self.transcode)
-        else:
-            self.batches_in_thread += 1
-            plans, seconds = await _plan_many(jobs, self.transcode)
-        self.inline = seconds < self.budget and not self.transcode
+        plans = await self._batch(_plan_all, _plan_many, jobs, self.transcode)
+        self.inline = self.inline and not self.transcode
         for job, plan in zip(jobs, plans, strict=True):
             job.plan = plan
         return jobs
