@@ -13,6 +13,7 @@ chunk_prefix; bulk_uploader.allocator.new_bytes): one buffer per request.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from bulk_uploader.model import Job
 from bulk_uploader.proto import speechsense_pb2 as pb
 
 IDEMPOTENCY_HEADER = "idempotency-key"
-_IDEMPOTENCY_NAMESPACE = uuid.UUID("6f3c1a52-43c8-4f0e-9d59-3f0b8d7f2a11")
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("6f3c1a52-43c8-4f0e-9d59-3f0b8d7f2a11").bytes
 
 _CONTAINER = {
     AudioFormat.WAV: pb.ContainerAudio.CONTAINER_AUDIO_TYPE_WAV,
@@ -39,7 +40,7 @@ def idempotency_key(connection_id: str, row_key: str) -> str:
     It is uuid5(namespace, connection + row key), formatted here directly: building UUID
     objects is a measurable share of the per-row cost with small files.
     """
-    digest = bytearray(hashlib.sha1(_IDEMPOTENCY_NAMESPACE.bytes + f"{connection_id}\x00{row_key}".encode()).digest()[:16])
+    digest = bytearray(hashlib.sha1(_IDEMPOTENCY_NAMESPACE + f"{connection_id}\x00{row_key}".encode()).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest.hex()
@@ -68,6 +69,12 @@ def audio_metadata(info: AudioInfo) -> pb.AudioMetadata:
     return pb.AudioMetadata(container_audio=pb.ContainerAudio(container_audio_type=_CONTAINER[info.format]))
 
 
+@functools.lru_cache(maxsize=64)
+def _audio_metadata_bytes(audio_format: AudioFormat, sample_rate: int | None, channels: int | None) -> bytes:
+    """audio_metadata() in wire form; a run sends few formats, each of them row after row."""
+    return audio_metadata(AudioInfo(audio_format, sample_rate, channels)).SerializeToString()
+
+
 def _number(message: type, field: str) -> int:
     return int(message.DESCRIPTOR.fields_by_name[field].number)  # type: ignore[attr-defined]
 
@@ -84,12 +91,17 @@ assert _number(pb.UploadTalkRequest, "talk_id") > _UPLOAD_AUDIO  # written after
 
 
 def _varint(value: int) -> bytes:
+    if value <= 0x7F:
+        return _SMALL[value]
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_SMALL = [bytes((n,)) for n in range(0x80)]  # a varint under 128 is the byte itself: most tags and lengths here
 
 
 def _header(number: int, length: int) -> bytes:
@@ -105,7 +117,7 @@ def _chunk_prefix(size: int) -> bytes:
 def upload_prefix(job: Job, info: AudioInfo, size: int) -> bytes:
     """The UploadTalkRequest sending `size` bytes of audio, in wire form, up to the audio itself."""
     metadata = talk_metadata(job).SerializeToString(deterministic=True)  # map keys sorted: the same bytes every time
-    audio_meta = audio_metadata(info).SerializeToString()
+    audio_meta = _audio_metadata_bytes(info.format, info.sample_rate, info.channels)
     chunk = _chunk_prefix(size)
     chunk_length = len(chunk) + size
     audio = [_header(_AUDIO_METADATA, len(audio_meta)), audio_meta, _header(_AUDIO_DATA, chunk_length), chunk]
