@@ -7,9 +7,10 @@ may have reached the service: those with a `sending` line and no outcome after i
 
 Each write is a single os.write of whole lines on an O_APPEND descriptor, so a process
 killed at any moment leaves whole lines plus at most one torn last line, which the next run
-skips. A `sending` line is written before its call leaves; outcome lines wait for the next
-write or the end of the event loop's turn, whichever comes first (a fraction of a
-millisecond), so most rows cost one system call rather than two. A kill in that moment
+skips. Lines wait for the end of the event loop's turn (a fraction of a millisecond) and
+are written together: the journal lines of every attempt that turn and the outcome lines,
+in one system call rather than one a row. An attempt leaves only once its `sending` line is
+written, and not at all if that write failed. A kill before an outcome line is written
 leaves the row as after a kill during its call: the next run treats it as possibly stored.
 A row counts as done when any line records it `uploaded`: a rerun skips it and tries
 every other row again. Reading the file back (resume, report) is bulk_uploader.ledger.
@@ -52,6 +53,8 @@ class ResultsWriter:
         self.path = path
         self.on_error = on_error  # told of a failed write the event loop made (nobody to raise it to)
         self._pending: list[bytes] = []  # outcome lines not yet written
+        # Journal lines not yet written, each with the future its attempt waits on before it leaves.
+        self._journaled: list[tuple[bytes, asyncio.Future[None]]] = []
         self._flush_soon: asyncio.Handle | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,8 +77,19 @@ class ResultsWriter:
             raise ResultsFileError(f"cannot read results file {self.path}: {exc.strerror}") from None
 
     def write(self, result: RowResult) -> None:
-        """Record one finished row: with the next journal line, or at the end of the event loop's turn."""
+        """Record one finished row, with the other lines of the event loop's turn."""
         self._pending.append(result.to_line())
+        self._soon()
+
+    def journal(self, line: bytes) -> asyncio.Future[None]:
+        """An attempt's journal line (attempt_line), written with the other lines of the event loop's
+        turn: the future is done once it is written, or holds the ResultsFileError of that write."""
+        written = asyncio.get_running_loop().create_future()
+        self._journaled.append((line, written))
+        self._soon()
+        return written
+
+    def _soon(self) -> None:
         if self._flush_soon is None:
             try:
                 self._flush_soon = asyncio.get_running_loop().call_soon(self._flush_later)
@@ -97,14 +111,30 @@ class ResultsWriter:
         self.flush()
 
     def flush(self) -> None:
-        """Write the lines waiting, in one system call."""
+        """Write the lines waiting, in one system call, and tell the attempts whose lines they were."""
         if self._flush_soon is not None:
             self._flush_soon.cancel()
             self._flush_soon = None
+        # An attempt cancelled before its line was written never leaves: its line is not written either.
+        journaled = [(line, written) for line, written in self._journaled if not written.done()]
+        self._journaled.clear()
+        self._pending.extend(line for line, _ in journaled)
+        error: ResultsFileError | None = None
         if self._pending:
-            line = b"".join(self._pending)
+            lines = b"".join(self._pending)
             self._pending.clear()
-            self._write(line)
+            try:
+                self._write(lines)
+            except ResultsFileError as exc:
+                error = exc
+        for _, written in journaled:
+            if error is None:
+                written.set_result(None)
+            else:
+                written.set_exception(error)
+                written.exception()  # the attempt raises it; the run is told through on_error as well
+        if error is not None:
+            raise error
 
     def _write(self, data: bytes) -> None:
         """Write all of `data`: a short write (a nearly full disk) is carried on, and a failure stops the run."""

@@ -180,3 +180,53 @@ def test_report_resume_and_retry_manifest_agree_over_several_files(tmp_path: Pat
         ledger.read(path)
     assert ledger.unknown() == previous.unknown and ledger.to_retry() == retry
     assert len(ledger) == len(expected) and ledger.lines == sum(len(lines) for lines in files)
+
+
+async def test_journal_lines_of_one_turn_go_out_in_one_write_before_their_attempts(tmp_path: Path) -> None:
+    import asyncio
+    import os
+
+    path = tmp_path / "r.results.jsonl"
+    writer = ResultsWriter(path)
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def counting(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return real_write(fd, data)
+
+    os.write = counting  # type: ignore[assignment]
+    try:
+        waits = [writer.journal(sending(key)) for key in "abc"]
+        cancelled = writer.journal(sending("d"))
+        cancelled.cancel()  # its attempt was stopped before its line went out: it never leaves
+        writer.write(RowResult("e", "uploaded", talk_id="t", attempts=1))
+        assert not any(w.done() for w in waits) and writes == []  # nothing leaves before the line is written
+        await asyncio.gather(*waits)
+    finally:
+        os.write = real_write  # type: ignore[assignment]
+    writer.close()
+    assert len(writes) == 1
+    assert [(r["id"], r["status"]) for r in read_records(path, journal=True)] == [
+        ("e", "uploaded"), ("a", "sending"), ("b", "sending"), ("c", "sending")]
+
+
+async def test_an_attempt_whose_journal_line_cannot_be_written_never_leaves(tmp_path: Path) -> None:
+    import os
+
+    from bulk_uploader.errors import ResultsFileError
+
+    told: list[ResultsFileError] = []
+    writer = ResultsWriter(tmp_path / "r.results.jsonl", on_error=told.append)
+    os.close(writer._fd)
+    writer._fd = os.open(os.devnull, os.O_RDONLY)  # every write fails, as on a disk gone read-only
+    waits = [writer.journal(sending(key)) for key in "ab"]
+    for wait in waits:
+        try:
+            await wait
+        except ResultsFileError as exc:
+            assert "cannot write results file" in str(exc)
+        else:
+            raise AssertionError("the attempt was let go without its journal line")
+    assert len(told) == 1  # and the run is told, to stop
+    os.close(writer._fd)

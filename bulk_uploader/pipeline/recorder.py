@@ -34,10 +34,11 @@ class Recorder:
         write the event loop could not make."""
         self.writer = ResultsWriter(path, on_error=on_error, header=header)
 
-    def journal(self, job: Job, result: RowResult) -> None:
-        """An attempt of `job` is about to leave: write that down first (raises ResultsFileError)."""
+    async def journal(self, job: Job, result: RowResult) -> None:
+        """An attempt of `job` is about to leave: returns once that is written down (raises
+        ResultsFileError when it cannot be: then the attempt must not leave)."""
         if self.writer is not None:
-            self.writer.write_record(attempt_line(job.key, job.line, result.attempts, result.unknown_outcomes))
+            await self.writer.journal(attempt_line(job.key, job.line, result.attempts, result.unknown_outcomes))
 
     def record(self, result: RowResult) -> None:
         """A row has finished: count it, show it if it is a problem, and append its outcome line."""

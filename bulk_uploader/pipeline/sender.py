@@ -222,7 +222,7 @@ class Sender:
         async with self.limiter.slot():
             if self.request_pacer is not None:
                 await self.request_pacer.take()
-            self.recorder.journal(job, result)
+            await self.recorder.journal(job, result)
             sent_at = self.clock.monotonic()
             self.stats.calls += 1
             try:
