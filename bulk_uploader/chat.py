@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _OFFSET = re.compile(r"(?:UTC|GMT)?([+-])(\d{1,2})(?::?(\d{2}))?")
 # Protobuf overhead per message: tags, lengths and the Timestamp, rounded up.
@@ -46,6 +45,8 @@ def parse_timezone(text: str) -> tzinfo:
         if delta > timedelta(hours=14):
             raise ValueError(f"offset {text!r} is out of range")
         return timezone(-delta if sign == "-" else delta)
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only a named zone needs it (it reads sysconfig)
+
     try:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):

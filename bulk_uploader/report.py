@@ -14,13 +14,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bulk_uploader.errors import ResultsFileError
 from bulk_uploader.ledger import Ledger
-from bulk_uploader.manifest import read_manifest
-from bulk_uploader.mapping import ColumnMapping
-from bulk_uploader.model import KeySet
-from bulk_uploader.textfile import TextFormat
+
+if TYPE_CHECKING:  # annotations only: a run loads this module (the dry run's rate) and needs none of them
+    from bulk_uploader.mapping import ColumnMapping
+    from bulk_uploader.model import KeySet
+    from bulk_uploader.textfile import TextFormat
 
 IDLE_GAP = 60.0  # seconds between two uploads that count as a pause (runs days apart), not upload time
 
@@ -128,6 +130,8 @@ def write_retry_manifest(manifest: Path, uploaded: KeySet, out: Path, mapping: C
     the manifest, and are made absolute otherwise. Rows read through a mapping are written
     mapped: the retry manifest needs none.
     """
+    from bulk_uploader.manifest import read_manifest  # `report --manifest` only
+
     same_folder = out.resolve().parent == manifest.resolve().parent
     written = unusable = 0
     partial = out.with_name(out.name + ".partial")
