@@ -10,16 +10,37 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Iterator
-from copy import copy
-from typing import Annotated, Any, ClassVar, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
 
 from typer.models import OptionInfo
 
 
 class OptionGroup:
-    """Base of the option groups; subclasses are frozen dataclasses and set `panel`."""
+    """Base of the option groups; subclasses are frozen dataclasses (`option_group`) and set `panel`."""
 
     panel: ClassVar[str]  # the --help panel its options appear under
+
+    def __init__(self, **values: Any) -> None:
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]  # subclasses are dataclasses
+            value = values.pop(field.name, field.default)
+            if value is dataclasses.MISSING:
+                raise TypeError(f"{type(self).__name__} needs {field.name}")
+            object.__setattr__(self, field.name, value)  # frozen: the dataclass's __setattr__ refuses
+        if values:
+            raise TypeError(f"{type(self).__name__} has no field {', '.join(sorted(values))}")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))  # type: ignore[arg-type]
+        return f"{type(self).__name__}({shown})"
+
+
+_Group = TypeVar("_Group", bound=OptionGroup)
+
+
+def option_group(group: type[_Group]) -> type[_Group]:
+    """Make an OptionGroup subclass a frozen dataclass that keeps OptionGroup's __init__ and __repr__:
+    dataclass would compile its own for each group when the command line starts, at a cost per field."""
+    return dataclasses.dataclass(frozen=True, init=False, repr=False, eq=False)(group)
 
 
 def _is_group(hint: object) -> bool:
@@ -31,15 +52,14 @@ def _group_parameters(group: type[OptionGroup]) -> Iterator[inspect.Parameter]:
     hints = get_type_hints(group, include_extras=True)
     for field in dataclasses.fields(group):  # type: ignore[arg-type]  # _is_group checked it is a dataclass
         hint = hints[field.name]
-        base, *extras = get_args(hint) if get_origin(hint) is Annotated else (hint,)
+        extras = get_args(hint)[1:] if get_origin(hint) is Annotated else ()
         options = [extra for extra in extras if isinstance(extra, OptionInfo)]
         if len(options) != 1:
             raise TypeError(f"{group.__name__}.{field.name} needs one typer.Option in its annotation")
-        option = copy(options[0])  # the class keeps its own, without the panel
-        option.rich_help_panel = group.panel
+        # Set on the group's own option: every command that takes the group shows it in this panel.
+        options[0].rich_help_panel = group.panel
         default = inspect.Parameter.empty if field.default is dataclasses.MISSING else field.default
-        yield inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                annotation=Annotated[base, option])
+        yield inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hint)
 
 
 def grouped_command(func: Callable[..., None]) -> Callable[..., None]:

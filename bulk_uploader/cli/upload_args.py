@@ -1,11 +1,11 @@
 """The options of `bulk-upload upload`, in groups: where to send, credentials, speed, exactly once,
 reads, migration and output (`verify` shares where to send, credentials and reads). Each group is one frozen dataclass; its fields are the options, with the
 names, defaults and help text the command line has always had.
+
+No `from __future__ import annotations` here: typer needs the annotations evaluated, and the
+module's compiled code evaluates them for less than typing.get_type_hints does from strings.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from bulk_uploader.auth import DEFAULT_TOKEN_REFRESH
-from bulk_uploader.cli.arggroups import OptionGroup
+from bulk_uploader.cli.arggroups import OptionGroup, option_group
 from bulk_uploader.options import (
     DEFAULT_BUDGET,
     DEFAULT_ENDPOINT,
@@ -31,7 +31,7 @@ class EventLoop(str, Enum):
     asyncio = "asyncio"
 
 
-@dataclass(frozen=True)
+@option_group
 class DestinationArgs(OptionGroup):
     """Where the talks go: the service, the transport, the connections and their keys."""
 
@@ -47,7 +47,7 @@ class DestinationArgs(OptionGroup):
     ] = None
 
 
-@dataclass(frozen=True)
+@option_group
 class AuthArgs(OptionGroup):
     """Where the credentials come from; with none of these, env API_KEY or IAM_TOKEN."""
 
@@ -70,7 +70,7 @@ class AuthArgs(OptionGroup):
     ] = DEFAULT_IAM_ENDPOINT
 
 
-@dataclass(frozen=True)
+@option_group
 class SpeedArgs(OptionGroup):
     """How fast and how hard: parallelism, caps, message sizes, deadlines, retries, the event loop."""
 
@@ -100,7 +100,7 @@ class SpeedArgs(OptionGroup):
     ] = EventLoop.uvloop
 
 
-@dataclass(frozen=True)
+@option_group
 class ExactlyOnceArgs(OptionGroup):
     """The key that makes a re-send safe after an unknown outcome, and how rows are settled."""
 
@@ -118,7 +118,7 @@ class ExactlyOnceArgs(OptionGroup):
     ] = DEFAULT_SETTLE_DELAY
 
 
-@dataclass(frozen=True)
+@option_group
 class ReadArgs(OptionGroup):
     """Where Search and Get look, and how much of the project's read quota they may spend."""
 
@@ -135,7 +135,7 @@ class ReadArgs(OptionGroup):
     ] = "20/s,200/min,2000/h,20000/day"
 
 
-@dataclass(frozen=True)
+@option_group
 class MigrationArgs(OptionGroup):
     """Moving a whole archive: another vendor's columns, shards, time zones, the rehearsal."""
 
@@ -173,7 +173,7 @@ class MigrationArgs(OptionGroup):
     ] = None
 
 
-@dataclass(frozen=True)
+@option_group
 class OutputArgs(OptionGroup):
     """Where outcomes are written, what is shown while it runs, and how a Ctrl-C ends it."""
 

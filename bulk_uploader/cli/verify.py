@@ -7,14 +7,13 @@ stops cleanly on SIGINT/SIGTERM with what it checked so far.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from bulk_uploader.cli.application import app, fail
-from bulk_uploader.cli.arggroups import OptionGroup, grouped_command
+from bulk_uploader.cli.arggroups import OptionGroup, grouped_command, option_group
 from bulk_uploader.cli.credentials import choose_credentials
 from bulk_uploader.cli.upload import read_budget
 from bulk_uploader.cli.upload_args import AuthArgs, DestinationArgs, ReadArgs
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
     from bulk_uploader.verify import VerifyOptions, VerifySummary
 
 
-@dataclass(frozen=True)
+@option_group
 class VerifyArgs(OptionGroup):
     """What to check, where to write the report, and whether to wait for processing."""
 
