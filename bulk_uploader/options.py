@@ -5,23 +5,22 @@ The CLI builds it from argv and the environment; nothing below the CLI reads eit
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bulk_uploader import media_extra
 from bulk_uploader.errors import ConfigError
 from bulk_uploader.reads import ReadBudget
-from bulk_uploader.schema import ConnectionSchema
-from bulk_uploader.shard import Shard
-from bulk_uploader.textfile import MANIFEST_SUFFIXES, TextFormat
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the command line's --help reads this module's defaults
+    from datetime import tzinfo
+
     from bulk_uploader.auth import AuthProvider
     from bulk_uploader.mapping import ColumnMapping
+    from bulk_uploader.schema import ConnectionSchema
+    from bulk_uploader.shard import Shard
+    from bulk_uploader.textfile import TextFormat
 
 DEFAULT_ENDPOINT = "api.speechsense.yandexcloud.net:443"
 DEFAULT_IAM_ENDPOINT = "iam.api.cloud.yandex.net:443"  # where service account keys are exchanged for tokens
@@ -64,6 +63,8 @@ def check_endpoint(endpoint: str, option: str = "--endpoint") -> None:
 
 def is_loopback(endpoint: str) -> bool:
     """Whether host:port names this machine."""
+    import ipaddress
+
     host = endpoint.rsplit(":", 1)[0].strip("[]")
     if host == "localhost":
         return True
@@ -128,6 +129,9 @@ class UploadOptions:
     swap_channels: bool = False  # for rows that do not say: the export has the agent on the other channel
 
     def __post_init__(self) -> None:
+        from bulk_uploader import media_extra
+        from bulk_uploader.textfile import MANIFEST_SUFFIXES
+
         if not 1 <= self.concurrency <= 4096:
             raise ConfigError("--concurrency must be between 1 and 4096")
         if self.connections is not None and not 1 <= self.connections <= 256:

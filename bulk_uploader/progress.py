@@ -12,11 +12,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from bulk_uploader.model import RowResult
-from bulk_uploader.stats import RunStats
-
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from bulk_uploader.model import RowResult
+    from bulk_uploader.stats import RunStats
 
 PROBLEM_LINES = 20  # per-row problems shown on screen; the rest are in the results file
 

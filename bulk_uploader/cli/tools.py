@@ -6,13 +6,9 @@ the manifest builder), so an upload's start-up does not load them.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
-import shutil
-import signal
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -22,8 +18,6 @@ import typer
 from bulk_uploader import media_extra
 from bulk_uploader.cli.application import EXIT_OK, EXIT_ROWS, app, fail
 from bulk_uploader.errors import ConfigError
-from bulk_uploader.reads import parse_quota
-from bulk_uploader.schema import load_schemas
 
 if TYPE_CHECKING:
     from bulk_uploader.emulator import EmulatorOptions, FaultOptions
@@ -50,6 +44,7 @@ def _emulator_options(
 ) -> EmulatorOptions:
     from bulk_uploader.emulator import EmulatorOptions
     from bulk_uploader.emulator.server import DEFAULT_CONNECTIONS
+    from bulk_uploader.schema import load_schemas
 
     keys = list(api_key) + ([env["EMULATOR_API_KEY"]] if env.get("EMULATOR_API_KEY") else [])
     if not keys and not iam_token and not sa_keys:
@@ -73,6 +68,8 @@ def _emulator_options(
 
 def _emulator_sa_key(path: Path) -> ServiceAccountKey:
     """A key the emulator accepts: read from the file, or made and written there when it is absent."""
+    import json
+
     from bulk_uploader.sakey import ServiceAccountKey, new_key
 
     if path.exists():
@@ -86,6 +83,8 @@ def _emulator_sa_key(path: Path) -> ServiceAccountKey:
 
 
 async def _serve(options: EmulatorOptions) -> None:
+    import signal
+
     import anyio
 
     from bulk_uploader.emulator import Emulator
@@ -139,6 +138,7 @@ def emulator(
 ) -> None:
     """Run the local SpeechSense emulator until SIGINT/SIGTERM."""
     from bulk_uploader.emulator import FaultOptions, Processing
+    from bulk_uploader.reads import parse_quota
 
     try:
         faults = FaultOptions(
@@ -172,6 +172,8 @@ def talks(
     duplicates: Annotated[Optional[str], typer.Option(help="Print values of this field held by several talks")] = None,
 ) -> None:
     """List what an emulator store holds, one JSON object per talk."""
+    import json
+
     from bulk_uploader.emulator import TalkStore
 
     if not store.is_file():
@@ -208,14 +210,16 @@ def report(
     delimiter: Annotated[Optional[str], typer.Option(help="The manifest's CSV delimiter \\[default: detected]")] = None,
 ) -> None:
     """Summarise results files and write the failed rows as a manifest ready to retry."""
-    from bulk_uploader.mapping import load_mapping
     from bulk_uploader.report import summarize, write_retry_manifest
-    from bulk_uploader.textfile import detect_format
 
-    try:
-        column_mapping = load_mapping(mapping) if mapping else None
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
+    column_mapping = None
+    if mapping:
+        from bulk_uploader.mapping import load_mapping  # its TOML parser, only with --mapping
+
+        try:
+            column_mapping = load_mapping(mapping)
+        except ConfigError as exc:
+            raise fail(str(exc)) from None
     missing = [str(p) for p in results if not p.is_file()]
     if missing:
         raise fail(f"no such results file: {', '.join(missing)}")
@@ -231,6 +235,8 @@ def report(
     if not manifest.is_file():
         raise fail(f"{manifest}: manifest not found")
     out = retry_manifest or manifest.with_name(manifest.stem + ".retry.jsonl")
+    from bulk_uploader.textfile import detect_format
+
     try:
         text_format = detect_format(manifest, encoding=encoding, delimiter=delimiter)
         written, unusable = write_retry_manifest(manifest, summary.ledger.uploaded, out, column_mapping, text_format)
@@ -358,9 +364,12 @@ def demo(
         media_extra.require("the demo (its emulator decodes audio, its samples are encoded)")
     except ConfigError as exc:
         raise fail(str(exc)) from None
+    import asyncio
+    import shutil
+    import tempfile
+
     remove = folder is None and not keep
     folder = folder or Path(tempfile.mkdtemp(prefix="bulk-upload-demo-"))
-    import asyncio
 
     from bulk_uploader.progress import make_reporter
 

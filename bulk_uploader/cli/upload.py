@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from datetime import tzinfo
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bulk_uploader.chat import parse_timezone
 from bulk_uploader.cli.application import app, fail, invoked_argv
 from bulk_uploader.cli.arggroups import grouped_command
-from bulk_uploader.cli.credentials import choose_credentials
 from bulk_uploader.cli.upload_args import (
     AuthArgs,
     DestinationArgs,
@@ -27,17 +24,20 @@ from bulk_uploader.cli.upload_args import (
     SpeedArgs,
 )
 from bulk_uploader.errors import ConfigError, SchemaError
-from bulk_uploader.options import SearchScope, UploadOptions
-from bulk_uploader.progress import make_reporter
-from bulk_uploader.reads import DEFAULT_READ_SHARE, ReadBudget, parse_quota
-from bulk_uploader.schema import load_schemas
-from bulk_uploader.shard import Shard, parse_shard, shard_from_environment
-from bulk_uploader.textfile import MANIFEST_SUFFIXES, detect_format
+
+if TYPE_CHECKING:  # what the run needs is loaded to run, not to parse or show --help
+    from datetime import tzinfo
+
+    from bulk_uploader.options import UploadOptions
+    from bulk_uploader.reads import ReadBudget
+    from bulk_uploader.shard import Shard
 
 
 def _timezone(text: str | None) -> tzinfo | None:
     if text is None:
         return None
+    from bulk_uploader.chat import parse_timezone
+
     try:
         return parse_timezone(text)
     except ValueError as exc:
@@ -46,6 +46,8 @@ def _timezone(text: str | None) -> tzinfo | None:
 
 def read_budget(reads: ReadArgs, shard: Shard | None = None) -> ReadBudget:
     """The reads a process may make: --read-share of --read-quota; by default a tenth, split between shards."""
+    from bulk_uploader.reads import DEFAULT_READ_SHARE, ReadBudget, parse_quota
+
     share = reads.read_share if reads.read_share is not None else DEFAULT_READ_SHARE / (shard.count if shard else 1)
     return ReadBudget(share, parse_quota(reads.read_quota))
 
@@ -54,6 +56,12 @@ def upload_options(manifest: Path, env: Mapping[str, str], *, destination: Desti
                    speed: SpeedArgs, once: ExactlyOnceArgs, reads: ReadArgs, migration: MigrationArgs,
                    output: OutputArgs) -> UploadOptions:
     """The run's options, checked; ConfigError or SchemaError names the first thing wrong."""
+    from bulk_uploader.cli.credentials import choose_credentials
+    from bulk_uploader.options import SearchScope, UploadOptions
+    from bulk_uploader.schema import load_schemas
+    from bulk_uploader.shard import parse_shard, shard_from_environment
+    from bulk_uploader.textfile import MANIFEST_SUFFIXES, detect_format
+
     if migration.mapping:
         from bulk_uploader.mapping import load_mapping  # only for another vendor's export
 
@@ -118,6 +126,7 @@ def upload(
 ) -> None:
     """Upload every row of MANIFEST not uploaded before; results go to the results file."""
     from bulk_uploader.cli.runtime import retry_command, run_cli_upload  # the pipeline: loaded to run, not to parse
+    from bulk_uploader.progress import make_reporter
 
     try:
         options = upload_options(manifest, os.environ, destination=destination, auth=auth, speed=speed,

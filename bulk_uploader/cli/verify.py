@@ -14,7 +14,6 @@ import typer
 
 from bulk_uploader.cli.application import app, fail
 from bulk_uploader.cli.arggroups import OptionGroup, grouped_command, option_group
-from bulk_uploader.cli.credentials import choose_credentials
 from bulk_uploader.cli.upload import read_budget
 from bulk_uploader.cli.upload_args import AuthArgs, DestinationArgs, ReadArgs
 from bulk_uploader.errors import AuthError, ConfigError, ResultsFileError
@@ -124,6 +123,7 @@ def verify(
     """Check that every uploaded row's talk is stored with its fields, and how far its processing is."""
     import asyncio
 
+    from bulk_uploader.cli.credentials import choose_credentials
     from bulk_uploader.lookup import Lookup
     from bulk_uploader.options import SearchScope
     from bulk_uploader.reads import ReadGate
