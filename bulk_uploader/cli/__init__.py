@@ -13,7 +13,8 @@
 `runtime`, is the default command; `verify` checks an upload afterwards; `tools` holds the others.
 Importing a command module registers its commands on the app; `main` imports only the module of
 the command it runs (every one for the top-level --help), so a command neither loads nor builds
-the parameters of the others. `app` here is the app with every command registered.
+the parameters of the others, and the garbage collector waits while they load (`collector`).
+`app` here is the app with every command registered.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 # up the progress display: off unless asked for with GRPC_VERBOSITY. Set before gRPC loads.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-from bulk_uploader.cli import application  # noqa: E402
+from bulk_uploader.cli import collector  # noqa: E402
 
 # The command modules in the order --help lists their commands, the default command first.
 COMMAND_MODULES = ("bulk_uploader.cli.upload", "bulk_uploader.cli.tools", "bulk_uploader.cli.verify")
@@ -47,13 +48,21 @@ def modules_for(args: Sequence[str]) -> tuple[str, ...]:
 def main(argv: Sequence[str] | None = None) -> Any:
     """Console-script entry point: runs `bulk-upload ARGV` (this process's arguments when argv is None)."""
     args = tuple(sys.argv[1:] if argv is None else argv)
-    for name in modules_for(args):
-        importlib.import_module(name)
-    return application.run(args)
+    collector.pause()  # the command resumes it when its work begins; at the latest, its end does
+    try:
+        from bulk_uploader.cli import application  # typer
+
+        for name in modules_for(args):
+            importlib.import_module(name)
+        return application.run(args)
+    finally:
+        collector.resume()
 
 
 def __getattr__(name: str) -> Any:
     if name == "app":
+        from bulk_uploader.cli import application
+
         for module in COMMAND_MODULES:
             importlib.import_module(module)
         return application.app

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from bulk_uploader.cli import collector
+
 EXIT_OK, EXIT_ROWS, EXIT_USAGE, EXIT_STOPPED, EXIT_BUG = 0, 1, 2, 3, 4
 
 
@@ -50,11 +52,14 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _application(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit")
     ] = False,
 ) -> None:
     """Upload call recordings and chats to Yandex SpeechSense, concurrently and resumably."""
+    if ctx.invoked_subcommand != "upload":  # upload resumes it once its run is loaded (cli.runtime)
+        collector.resume()
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from bulk_uploader.allocator import collect_less, keep_big_buffers
+from bulk_uploader.cli import collector
 from bulk_uploader.cli.application import EXIT_BUG, EXIT_USAGE
 from bulk_uploader.cli.upload_args import EventLoop
 from bulk_uploader.errors import BulkUploadError
@@ -88,6 +89,9 @@ def run_cli_upload(options: UploadOptions, reporter: Reporter, retry_command: st
     for warning in warnings_for(options):
         reporter.message(f"warning: {warning}")
     try:
+        if not options.dry_run:  # gRPC, which a run that sends loads first thing, loads before collection resumes
+            import bulk_uploader.transport.channel  # noqa: F401
+        collector.resume()
         summary = _run_event_loop(upload_with_signals(options, reporter), event_loop)
     except BulkUploadError as exc:
         reporter.message(f"bulk-upload: {exc}")
