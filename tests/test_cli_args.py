@@ -129,6 +129,16 @@ def test_group_fields_may_not_share_a_name() -> None:
         grouped_command(command)
 
 
+def test_a_group_is_a_frozen_dataclass_made_from_its_fields_only() -> None:
+    speed = SpeedArgs(concurrency=3)
+    assert (speed.concurrency, speed.retries) == (3, 10)  # the rest keep their defaults
+    assert repr(speed).startswith("SpeedArgs(concurrency=3, connections=None, rps=0.0,")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        speed.concurrency = 4  # type: ignore[misc]
+    with pytest.raises(TypeError, match="SpeedArgs has no field concurency"):
+        SpeedArgs(concurency=3)
+
+
 def test_help_at_80_columns_shows_every_option_name_and_default_whole() -> None:
     result = run_cli("upload", "--help", env=cli_env(COLUMNS="80"))
     assert result.returncode == 0, result.stderr

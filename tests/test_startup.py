@@ -1,6 +1,8 @@
 """Start-up: a command imports only what it uses. The light commands never load gRPC (nor the
-pipeline, nor asyncio); a dry run sends nothing and never loads gRPC either. Checked in a real
-process by what its sys.modules holds when it exits, not by timing."""
+pipeline, nor asyncio, nor what only a run needs); a dry run sends nothing and never loads gRPC
+either; what only some options need (a mapping's TOML parser, zoneinfo) loads with them. Checked
+in a real process by what its sys.modules holds when it exits, not by timing; and the garbage
+collector waits while the command line loads and collects once the run is under way."""
 
 from __future__ import annotations
 
@@ -16,18 +18,23 @@ from bulk_uploader.model import RowResult
 from bulk_uploader.results import Destination, ResultsWriter
 
 HEAVY = ("grpc", "google.protobuf", "bulk_uploader.transport", "bulk_uploader.pipeline", "asyncio")
+# What only a run needs (its options checked, its credentials, rows, progress): --help shows none of it.
+RUN_ONLY = ("bulk_uploader.cli.credentials", "bulk_uploader.progress", "bulk_uploader.model", "bulk_uploader.chat",
+            "bulk_uploader.schema", "bulk_uploader.shard", "bulk_uploader.textfile", "bulk_uploader.stats")
+# Loaded only with the options that need them: --mapping (tomllib), a named --assume-timezone zone.
+OPTIONAL = ("bulk_uploader.mapping", "tomllib", "zoneinfo")
 
-# Runs the console script's main with argv, then prints the heavy modules loaded by then.
+# Runs the console script's main with argv, then prints which of `watched` are loaded by then.
 PROBE = """
 import atexit, sys
-atexit.register(lambda: print("LOADED", *[m for m in {heavy!r} if m in sys.modules], file=sys.stderr))
+atexit.register(lambda: print("LOADED", *[m for m in {watched!r} if m in sys.modules], file=sys.stderr))
 from bulk_uploader.cli import main
 main(sys.argv[1:])
 """
 
 
-def loaded_by(*args: str) -> tuple[set[str], subprocess.CompletedProcess[str]]:
-    done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *args], capture_output=True, text=True,
+def loaded_by(*args: str, watched: tuple[str, ...] = HEAVY) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    done = subprocess.run([sys.executable, "-c", PROBE.format(watched=watched), *args], capture_output=True, text=True,
                           timeout=60, env=cli_env(), stdin=subprocess.DEVNULL)
     line = [l for l in done.stderr.splitlines() if l.startswith("LOADED")][-1]
     return set(line.split()[1:]), done
@@ -45,22 +52,70 @@ def results(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"], ["upload", "--help"], ["verify", "--help"]])
 def test_light_commands_load_neither_grpc_nor_the_pipeline(args: list[str]) -> None:
-    loaded, done = loaded_by(*args)
+    loaded, done = loaded_by(*args, watched=HEAVY + RUN_ONLY + OPTIONAL)
     assert done.returncode == 0, done.stderr
     assert loaded == set()
 
 
 def test_report_loads_neither_grpc_nor_the_pipeline(results: Path) -> None:
-    loaded, done = loaded_by("report", str(results))
+    loaded, done = loaded_by("report", str(results), watched=HEAVY + OPTIONAL + ("bulk_uploader.manifest",))
     assert done.returncode == 1 and "failed 1" in done.stdout + done.stderr, done.stdout + done.stderr
     assert loaded == set()
 
 
 def test_a_dry_run_never_loads_grpc(tmp_path: Path) -> None:
     manifest = samples.write_dataset(tmp_path, 3)
-    loaded, done = loaded_by(str(manifest), "--dry-run", "--connection-id", "demo-audio")
+    loaded, done = loaded_by(str(manifest), "--dry-run", "--connection-id", "demo-audio", watched=HEAVY + OPTIONAL)
     assert done.returncode == 0 and "valid 3" in done.stderr, done.stderr
     assert loaded == {"asyncio", "bulk_uploader.pipeline"}  # it runs the pipeline, and nothing that sends
+
+
+def test_a_named_time_zone_loads_zoneinfo_and_is_applied(tmp_path: Path) -> None:
+    manifest = samples.write_dataset(tmp_path, 1)
+    args = [str(manifest), "--dry-run", "--connection-id", "demo-audio"]
+    loaded, done = loaded_by(*args, "--assume-timezone", "Europe/Moscow", watched=OPTIONAL)
+    assert done.returncode == 0 and "valid 1" in done.stderr, done.stderr
+    assert loaded == {"zoneinfo"}
+    loaded, done = loaded_by(*args, "--assume-timezone", "Mars/Olympus", watched=OPTIONAL)
+    assert done.returncode == 2 and "unknown time zone 'Mars/Olympus'" in done.stderr, done.stderr
+
+
+# Notes each collection main sets off, and whether the pipeline was loaded by then; at exit, whether
+# the collector runs and how many objects start-up left out of collections for good.
+COLLECTIONS_PROBE = """
+import atexit, gc, sys
+seen, started = [], []
+gc.callbacks.append(lambda phase, info: started and phase == "start"
+                    and seen.append("bulk_uploader.pipeline" in sys.modules))
+atexit.register(lambda: print("COLLECTIONS", len(seen), sum(seen), gc.isenabled(), gc.get_freeze_count() > 0,
+                              file=sys.stderr))
+from bulk_uploader.cli import main
+started.append(True)
+main(sys.argv[1:])
+"""
+
+
+def collections_in(*args: str) -> tuple[list[str], subprocess.CompletedProcess[str]]:
+    done = subprocess.run([sys.executable, "-c", COLLECTIONS_PROBE, *args], capture_output=True, text=True,
+                          timeout=60, env=cli_env(), stdin=subprocess.DEVNULL)
+    line = [l for l in done.stderr.splitlines() if l.startswith("COLLECTIONS")][-1]
+    return line.split()[1:], done
+
+
+def test_the_collector_waits_while_the_command_line_loads_and_runs_during_the_run(tmp_path: Path) -> None:
+    manifest = samples.write_dataset(tmp_path, 20)
+    (count, after_load, enabled, frozen), done = collections_in(str(manifest), "--dry-run", "--connection-id",
+                                                                "demo-audio")
+    assert done.returncode == 0 and "valid 20" in done.stderr, done.stderr
+    assert int(count) > 0 and after_load == count  # none while typer and the pipeline loaded, some after
+    assert (enabled, frozen) == ("True", "True")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["missing.jsonl", "--dry-run"]])
+def test_the_collector_runs_again_after_a_command_that_ends_before_its_work(args: list[str]) -> None:
+    (_, _, enabled, _), done = collections_in(*args)
+    assert done.returncode in (0, 2), done.stderr
+    assert enabled == "True"
 
 
 COMMAND_MODULES = ("bulk_uploader.cli.upload", "bulk_uploader.cli.tools", "bulk_uploader.cli.verify")
