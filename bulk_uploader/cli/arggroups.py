@@ -16,7 +16,11 @@ from typer.models import OptionInfo
 
 
 class OptionGroup:
-    """Base of the option groups; subclasses are frozen dataclasses (`option_group`) and set `panel`."""
+    """Base of the option groups; subclasses are dataclasses (`option_group`) and set `panel`.
+
+    A group's fields cannot be assigned once it is made: OptionGroup refuses, as a frozen
+    dataclass does.
+    """
 
     panel: ClassVar[str]  # the --help panel its options appear under
 
@@ -25,9 +29,15 @@ class OptionGroup:
             value = values.pop(field.name, field.default)
             if value is dataclasses.MISSING:
                 raise TypeError(f"{type(self).__name__} needs {field.name}")
-            object.__setattr__(self, field.name, value)  # frozen: the dataclass's __setattr__ refuses
+            object.__setattr__(self, field.name, value)
         if values:
             raise TypeError(f"{type(self).__name__} has no field {', '.join(sorted(values))}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))  # type: ignore[arg-type]
@@ -38,9 +48,10 @@ _Group = TypeVar("_Group", bound=OptionGroup)
 
 
 def option_group(group: type[_Group]) -> type[_Group]:
-    """Make an OptionGroup subclass a frozen dataclass that keeps OptionGroup's __init__ and __repr__:
-    dataclass would compile its own for each group when the command line starts, at a cost per field."""
-    return dataclasses.dataclass(frozen=True, init=False, repr=False, eq=False)(group)
+    """Make an OptionGroup subclass a dataclass that keeps OptionGroup's methods: dataclass would
+    compile its own for each group (__init__, __repr__, a frozen one's __setattr__ and __delattr__)
+    when the command line starts, at a cost per field."""
+    return dataclasses.dataclass(init=False, repr=False, eq=False)(group)
 
 
 def _is_group(hint: object) -> bool:
