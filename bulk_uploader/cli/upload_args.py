@@ -1,6 +1,7 @@
 """The options of `bulk-upload upload`, in groups: where to send, credentials, speed, exactly once,
-reads, migration and output (`verify` shares where to send, credentials and reads). Each group is one frozen dataclass; its fields are the options, with the
-names, defaults and help text the command line has always had.
+reads, migration and output (`verify` shares where to send, credentials and reads). Each group is one dataclass whose
+fields cannot be assigned (arggroups.option_group); its fields are the options, with the names, defaults and help text
+the command line has always had.
 
 No `from __future__ import annotations` here: typer needs the annotations evaluated, and the
 module's compiled code evaluates them for less than typing.get_type_hints does from strings.
