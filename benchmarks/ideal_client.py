@@ -11,6 +11,7 @@ Prints one JSON line: {"files": n, "bytes": b, "seconds": timed wall, "cpu": tim
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -19,8 +20,9 @@ from pathlib import Path
 
 from grpc import aio
 
-from bulk_uploader.allocator import collect_less, keep_big_buffers
+from bulk_uploader.allocator import keep_big_buffers
 from bulk_uploader.audio import judge
+from bulk_uploader.cli import collector
 from bulk_uploader.probe import probe_bytes
 from bulk_uploader.proto import speechsense_pb2 as pb
 from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
@@ -36,7 +38,8 @@ def cpu() -> float:
 
 async def main() -> None:
     keep_big_buffers()  # the allocator and collector settings bulk-upload makes: the ceiling gets every advantage it has
-    collect_less()
+    gc.freeze()
+    collector.collect_less()
     target, manifest, concurrency, threshold = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     count = int(sys.argv[5]) if len(sys.argv) > 5 else 1
     auth = (("authorization", f"Api-Key {os.environ['API_KEY']}"),)

@@ -1,5 +1,4 @@
-"""The process's memory settings for a run (the C allocator's for big messages, the garbage
-collector's), and bytes filled in place: the one home of ctypes.
+"""The C allocator's settings for big messages, and bytes filled in place: the one home of ctypes.
 
 glibc serves an allocation over its mmap threshold (128 KiB to start) with fresh pages
 from the kernel and gives them back on free, and it trims free memory off the top of the
@@ -19,7 +18,6 @@ also keeps the heap from filling with holes of two sizes that suit neither.
 from __future__ import annotations
 
 import ctypes
-import gc
 import os
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
@@ -37,23 +35,6 @@ def keep_big_buffers() -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     except (OSError, ValueError, AttributeError):  # no confstr name (not glibc), no mallopt
         return False
-
-
-YOUNG_COLLECTION_THRESHOLD = 10_000  # container allocations between young collections (Python's default: 700)
-
-
-def collect_less() -> None:
-    """Tune the garbage collector for a long run of many calls at once: what exists now (modules,
-    descriptors, the run's settings) is frozen out of every collection, and the young generation
-    is collected after YOUNG_COLLECTION_THRESHOLD allocations instead of 700.
-
-    With hundreds of calls in flight, objects of calls still running survive each young
-    collection and are promoted, so the older generations grow and are scanned again and
-    again; the figures are in benchmarks/RESULTS.md. Process-wide: the command line sets it.
-    """
-    gc.freeze()
-    _, middle, oldest = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, oldest)
 
 
 _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize

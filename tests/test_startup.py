@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import cli_env
+from conftest import API_KEY, ThreadedEmulator, cli_env
 
 from bulk_uploader import samples
+from bulk_uploader.cli import collector
 from bulk_uploader.model import RowResult
 from bulk_uploader.results import Destination, ResultsWriter
 
@@ -28,14 +29,16 @@ OPTIONAL = ("bulk_uploader.mapping", "tomllib", "zoneinfo")
 PROBE = """
 import atexit, sys
 atexit.register(lambda: print("LOADED", *[m for m in {watched!r} if m in sys.modules], file=sys.stderr))
+atexit.register(lambda: print("YOUNG", __import__("gc").get_threshold()[0], file=sys.stderr))
 from bulk_uploader.cli import main
 main(sys.argv[1:])
 """
 
 
-def loaded_by(*args: str, watched: tuple[str, ...] = HEAVY) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+def loaded_by(*args: str, watched: tuple[str, ...] = HEAVY, **env: str
+              ) -> tuple[set[str], subprocess.CompletedProcess[str]]:
     done = subprocess.run([sys.executable, "-c", PROBE.format(watched=watched), *args], capture_output=True, text=True,
-                          timeout=60, env=cli_env(), stdin=subprocess.DEVNULL)
+                          timeout=60, env=cli_env(**env), stdin=subprocess.DEVNULL)
     line = [l for l in done.stderr.splitlines() if l.startswith("LOADED")][-1]
     return set(line.split()[1:]), done
 
@@ -68,6 +71,18 @@ def test_a_dry_run_never_loads_grpc(tmp_path: Path) -> None:
     loaded, done = loaded_by(str(manifest), "--dry-run", "--connection-id", "demo-audio", watched=HEAVY + OPTIONAL)
     assert done.returncode == 0 and "valid 3" in done.stderr, done.stderr
     assert loaded == {"asyncio", "bulk_uploader.pipeline"}  # it runs the pipeline, and nothing that sends
+
+
+def test_an_upload_loads_only_what_sending_needs_and_collects_its_young_generation_less_often(
+        tmp_path: Path, served: ThreadedEmulator) -> None:
+    manifest = samples.write_dataset(tmp_path, 3)
+    args = [str(manifest), "--endpoint", served.target, "--insecure", "--quiet", "--connection-id", "demo-audio"]
+    loaded, done = loaded_by(*args, watched=OPTIONAL + ("bulk_uploader.report",), API_KEY=API_KEY)
+    assert done.returncode == 0 and "uploaded 3" in done.stderr, done.stderr
+    assert loaded == set()  # the report's rate estimate is a dry run's
+    assert f"YOUNG {collector.YOUNG_COLLECTION_THRESHOLD}" in done.stderr
+    _, dry = loaded_by(str(manifest), "--dry-run", "--connection-id", "demo-audio", watched=OPTIONAL)
+    assert "YOUNG 700" in dry.stderr  # Python's own: a dry run keeps few objects alive
 
 
 def test_a_named_time_zone_loads_zoneinfo_and_is_applied(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 
-from bulk_uploader.allocator import collect_less, keep_big_buffers
+from bulk_uploader.allocator import keep_big_buffers
 from bulk_uploader.cli import collector
 from bulk_uploader.cli.application import EXIT_BUG, EXIT_USAGE
 from bulk_uploader.cli.upload_args import EventLoop
@@ -85,7 +85,7 @@ def run_cli_upload(options: UploadOptions, reporter: Reporter, retry_command: st
     """
     if not options.dry_run:  # a dry run sends nothing; the setting is process-wide, so the command line makes it
         keep_big_buffers()
-        collect_less()
+        collector.collect_less()
     for warning in warnings_for(options):
         reporter.message(f"warning: {warning}")
     try:

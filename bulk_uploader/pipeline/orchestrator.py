@@ -37,7 +37,6 @@ from bulk_uploader.pipeline.recorder import Recorder, internal_error
 from bulk_uploader.pipeline.summary import RunSummary, problems_path
 from bulk_uploader.progress import Reporter
 from bulk_uploader.reads import ReadGate
-from bulk_uploader.report import measured_rate
 from bulk_uploader.results import Destination, LedgerLock, PreviousResults, check_ledger, load_results
 from bulk_uploader.retry import Outage, RetryPolicy
 from bulk_uploader.settle import Settler
@@ -46,6 +45,7 @@ from bulk_uploader.validation import Validator
 
 if TYPE_CHECKING:
     from bulk_uploader.pipeline.sender import Sender
+    from bulk_uploader.report import UploadRate
     from bulk_uploader.transport import Transport
 
 
@@ -94,11 +94,18 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
         error = await _close(transport, recorder, lock)
         if error is not None and control.failure is None:
             control.failure = error
-    rate = await anyio.to_thread.run_sync(measured_rate, options.results_path) if options.dry_run else None
+    rate = await _measured_rate(options) if options.dry_run else None
     reads = options.read_budget.describe() if options.dedupe_key and not options.dry_run else None
     return RunSummary(stats, str(options.results_path), previous, recorder.problems, interrupted=control.stopping,
                       dry_run=options.dry_run, rate=rate, given_rate=options.estimate_rate, failure=control.failure,
                       problems_path=_dry_run_problems(options, stats), read_budget=reads)
+
+
+async def _measured_rate(options: UploadOptions) -> UploadRate | None:
+    """A dry run's estimate: the rate the results file's earlier uploads went at (None: none recorded)."""
+    from bulk_uploader.report import measured_rate  # only a dry run estimates
+
+    return await anyio.to_thread.run_sync(measured_rate, options.results_path)
 
 
 def _connect(options: UploadOptions) -> Transport:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bulk_uploader.errors import BulkUploadError
 from bulk_uploader.model import RowResult
-from bulk_uploader.report import UploadRate
 from bulk_uploader.results import PreviousResults
 from bulk_uploader.stats import RunStats
+
+if TYPE_CHECKING:
+    from bulk_uploader.report import UploadRate  # a dry run's, which loads the report module to measure it
 
 
 @dataclass
