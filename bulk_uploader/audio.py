@@ -199,13 +199,21 @@ def judge(probe: Probe, declared: AudioFormat | None, *, transcode: bool = False
     Raises AudioError when the file cannot be sent: not audio, damaged, over 4 hours or two
     channels, contradicting its declared format, or needing a conversion without --transcode.
     """
+    info = sent_as(probe, declared, transcode, sample_rate, channels)
+    return Verdict(probe, info=info) if info is not None else Verdict(probe, convert=_as_is(probe)[1])
+
+
+def sent_as(probe: Probe, declared: AudioFormat | None, transcode: bool = False,
+            sample_rate: int | None = None, channels: int | None = None) -> AudioInfo | None:
+    """judge()'s verdict without a Verdict (a dry run judges every row): the format the file goes
+    in as it is, or None when --transcode converts it. Raises AudioError as judge() does."""
     if declared is AudioFormat.PCM:
         if probe.container != "unknown":
             raise AudioError(
                 f"the row declares raw pcm but the file is {probe.describe()}: remove format pcm "
                 "(and its sample_rate and channels) so the file is read as what it is")
         check_pcm_params(sample_rate, channels)
-        return Verdict(probe, info=AudioInfo(AudioFormat.PCM, sample_rate, channels))
+        return _info(AudioFormat.PCM, sample_rate, channels)
     if probe.container == "unknown":
         raise AudioError(
             f"{probe.damage or 'the bytes are no audio format known here'}; a headerless file is sent only "
@@ -216,8 +224,26 @@ def judge(probe: Probe, declared: AudioFormat | None, *, transcode: bool = False
     check_limits(probe)
     fmt, refused = _as_is(probe)
     if fmt is not None:
-        return Verdict(probe, info=AudioInfo(fmt, probe.sample_rate, probe.channels))
+        return _info(fmt, probe.sample_rate, probe.channels)
     if not transcode:
         raise AudioError(f"{probe.describe()}: {refused}; run with --transcode to convert it on the way "
                          "(or convert it to one of those)", "NEEDS_TRANSCODE")
-    return Verdict(probe, convert=refused)
+    return None
+
+
+# AudioInfo made once for each (format, rate, channels) a run meets, up to a bound: a frozen
+# instance costs several times a look-up, and a dry run makes one a row.
+_INFOS: dict[tuple[str, int, int], AudioInfo] = {}
+_MAX_INFOS = 256
+
+
+def _info(fmt: AudioFormat, sample_rate: int | None, channels: int | None) -> AudioInfo:
+    if type(sample_rate) is not int or type(channels) is not int:
+        return AudioInfo(fmt, sample_rate, channels)  # (8000.0 would find 8000's, which describes itself otherwise)
+    key = (fmt._value_, sample_rate, channels)  # _value_: the text, hashed without Enum.__hash__'s call
+    found = _INFOS.get(key)
+    if found is None:
+        found = AudioInfo(fmt, sample_rate, channels)
+        if len(_INFOS) < _MAX_INFOS:
+            _INFOS[key] = found
+    return found
