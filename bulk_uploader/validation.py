@@ -291,10 +291,10 @@ class Validator:
             right_path = self._resolve(str(right))
             problem = _file_size(right_path, str(right))[2]
         self._metadata_problems(connection_id, fields, "audio", also=problem)
-        return Job(
-            row.key, row.line, "audio", connection_id, fields, users,
-            audio_path=audio_path, path=path, size=size, mtime_ns=mtime_ns, format=declared,
-            sample_rate=rate, channels=channels,
-            swap_channels=_flag(data.get("swap_channels"), "swap_channels", self.swap_channels),
-            right_audio_path=str(right) if right else None, right_path=right_path,
-        )
+        # In Job's order, without keywords (matching a keyword to a field costs more than making the Job).
+        job = Job(row.key, row.line, "audio", connection_id, fields, users, audio_path, path, size, mtime_ns, declared,
+                  rate, channels)
+        job.swap_channels = _flag(data.get("swap_channels"), "swap_channels", self.swap_channels)
+        if right:
+            job.right_audio_path, job.right_path = str(right), right_path
+        return job

@@ -7,6 +7,7 @@ general code has them."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 from pathlib import Path
@@ -196,3 +197,16 @@ def test_what_a_dry_run_judges_is_what_judge_says(probe: Probe, declared: AudioF
     assert info == verdict.info and (info is None or info.describe() == AudioInfo(*dataclasses.astuple(info)).describe())
     if info is not None and declared is not AudioFormat.PCM:
         assert type(info.sample_rate) is type(probe.sample_rate)  # 8000.0 is not told as 8000
+
+
+def test_a_probe_is_made_as_the_dataclass_would_make_it() -> None:
+    names = [f.name for f in dataclasses.fields(Probe)]
+    parameters = list(inspect.signature(Probe).parameters.values())
+    assert [p.name for p in parameters] == names
+    assert all(p.default is None for p in parameters[1:]) and parameters[0].default is inspect.Parameter.empty
+    values = ["wav", "pcm_s16le", 8000, 1, 1.5, "cut", (44, 100), "note"]
+    probe = Probe(*values)
+    assert [getattr(probe, name) for name in names] == values == list(dataclasses.astuple(probe))
+    assert probe == Probe(**dict(zip(names, values, strict=True))) and hash(probe) == hash(Probe(*values))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        probe.codec = "mp3"  # type: ignore[misc]
