@@ -103,11 +103,15 @@ class KeySet:
 
     def _grow(self) -> None:
         old = self._table
-        self._table = array("Q", bytes(16 * len(old)))
-        self._mask = len(self._table) - 1
-        for h in old:
+        table = array("Q", bytes(16 * len(old)))
+        mask = len(table) - 1
+        for h in old:  # each key moved once, into the first empty slot from its own (no key is there twice)
             if h != self._EMPTY:
-                self._table[self._slot(h)] = h
+                i = h & mask
+                while table[i] != self._EMPTY:
+                    i = (i + 1) & mask
+                table[i] = h
+        self._table, self._mask = table, mask
 
     def __contains__(self, key: str) -> bool:
         h = self._hash(key)
