@@ -201,7 +201,7 @@ class Validator:
     def check(self, row: ManifestRow) -> Job:
         """A Job for the row, or RowInvalid with every reason found."""
         job = self._check(row)
-        return self.dedupe(job) if job.kind != "update" else job
+        return job if self.dedupe_key is None or job.kind == "update" else self.dedupe(job)
 
     def _check(self, row: ManifestRow) -> Job:
         if row.problem:
@@ -215,7 +215,7 @@ class Validator:
             option = "--chat-connection-id" if is_chat else "--connection-id"
             raise RowInvalid(f"no connection id: pass {option} or give the row a connection_id", "NO_CONNECTION")
         fields = _string_map(data.get("metadata"), "metadata")
-        users = _users(data.get("users"))
+        users = _users(data["users"]) if "users" in data else ()  # (a call a row saved where there are none)
         talk_id = str(data.get("talk_id") or "").strip() or None
         if talk_id and not data.get("audio_path") and not is_chat:
             return self._update(row, connection_id, fields, users, talk_id)
@@ -277,7 +277,8 @@ class Validator:
                 declared = AudioFormat.parse(str(data["format"]))
             except ValueError as exc:
                 raise RowInvalid(str(exc), "BAD_FORMAT") from None
-        rate, channels = _int(data.get("sample_rate"), "sample_rate"), _int(data.get("channels"), "channels")
+        rate = _int(data["sample_rate"], "sample_rate") if "sample_rate" in data else None
+        channels = _int(data["channels"], "channels") if "channels" in data else None
         if declared is AudioFormat.PCM:
             try:
                 check_pcm_params(rate, channels)
@@ -294,7 +295,8 @@ class Validator:
         # In Job's order, without keywords (matching a keyword to a field costs more than making the Job).
         job = Job(row.key, row.line, "audio", connection_id, fields, users, audio_path, path, size, mtime_ns, declared,
                   rate, channels)
-        job.swap_channels = _flag(data.get("swap_channels"), "swap_channels", self.swap_channels)
+        job.swap_channels = (_flag(data["swap_channels"], "swap_channels", self.swap_channels)
+                             if "swap_channels" in data else self.swap_channels)
         if right:
             job.right_audio_path, job.right_path = str(right), right_path
         return job
