@@ -13,7 +13,7 @@ judges what it receives by decoding it (bulk_uploader.emulator.checks).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 48_000
@@ -80,7 +80,7 @@ CONTAINER_NAMES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Probe:
     """What a file is: container, codec, rate, channels, length; `damage` when it cannot be read as a whole.
 
@@ -96,6 +96,21 @@ class Probe:
     damage: str | None = None  # e.g. a WAV whose header promises more audio than the file holds
     data_range: tuple[int, int] | None = None  # (offset, size) of the audio inside the file, where a header tells
     note: str | None = None  # why a container the service takes still needs rewriting (RF64, unfinished header)
+
+    def __init__(self, container: str, codec: str | None = None, sample_rate: int | None = None,
+                 channels: int | None = None, duration: float | None = None, damage: str | None = None,
+                 data_range: tuple[int, int] | None = None, note: str | None = None) -> None:
+        # The fields in order, each through its slot's own setter: the __init__ dataclass writes for a
+        # frozen class calls object.__setattr__ for each, a slower call, and a dry run makes a Probe a row.
+        set_ = _PROBE_SETTERS
+        set_[0](self, container)
+        set_[1](self, codec)
+        set_[2](self, sample_rate)
+        set_[3](self, channels)
+        set_[4](self, duration)
+        set_[5](self, damage)
+        set_[6](self, data_range)
+        set_[7](self, note)
 
     @property
     def name(self) -> str:
@@ -122,6 +137,9 @@ class Probe:
         if self.duration is not None:
             parts.append(clock(self.duration))
         return f"{self.name} ({', '.join(parts)})" if parts else self.name
+
+
+_PROBE_SETTERS = tuple(Probe.__dict__[f.name].__set__ for f in fields(Probe))
 
 
 def clock(seconds: float) -> str:
@@ -199,13 +217,21 @@ def judge(probe: Probe, declared: AudioFormat | None, *, transcode: bool = False
     Raises AudioError when the file cannot be sent: not audio, damaged, over 4 hours or two
     channels, contradicting its declared format, or needing a conversion without --transcode.
     """
+    info = sent_as(probe, declared, transcode, sample_rate, channels)
+    return Verdict(probe, info=info) if info is not None else Verdict(probe, convert=_as_is(probe)[1])
+
+
+def sent_as(probe: Probe, declared: AudioFormat | None, transcode: bool = False,
+            sample_rate: int | None = None, channels: int | None = None) -> AudioInfo | None:
+    """judge()'s verdict without a Verdict (a dry run judges every row): the format the file goes
+    in as it is, or None when --transcode converts it. Raises AudioError as judge() does."""
     if declared is AudioFormat.PCM:
         if probe.container != "unknown":
             raise AudioError(
                 f"the row declares raw pcm but the file is {probe.describe()}: remove format pcm "
                 "(and its sample_rate and channels) so the file is read as what it is")
         check_pcm_params(sample_rate, channels)
-        return Verdict(probe, info=AudioInfo(AudioFormat.PCM, sample_rate, channels))
+        return _info(AudioFormat.PCM, sample_rate, channels)
     if probe.container == "unknown":
         raise AudioError(
             f"{probe.damage or 'the bytes are no audio format known here'}; a headerless file is sent only "
@@ -216,8 +242,26 @@ def judge(probe: Probe, declared: AudioFormat | None, *, transcode: bool = False
     check_limits(probe)
     fmt, refused = _as_is(probe)
     if fmt is not None:
-        return Verdict(probe, info=AudioInfo(fmt, probe.sample_rate, probe.channels))
+        return _info(fmt, probe.sample_rate, probe.channels)
     if not transcode:
         raise AudioError(f"{probe.describe()}: {refused}; run with --transcode to convert it on the way "
                          "(or convert it to one of those)", "NEEDS_TRANSCODE")
-    return Verdict(probe, convert=refused)
+    return None
+
+
+# AudioInfo made once for each (format, rate, channels) a run meets, up to a bound: a frozen
+# instance costs several times a look-up, and a dry run makes one a row.
+_INFOS: dict[tuple[str, int, int], AudioInfo] = {}
+_MAX_INFOS = 256
+
+
+def _info(fmt: AudioFormat, sample_rate: int | None, channels: int | None) -> AudioInfo:
+    if type(sample_rate) is not int or type(channels) is not int:
+        return AudioInfo(fmt, sample_rate, channels)  # (8000.0 would find 8000's, which describes itself otherwise)
+    key = (fmt._value_, sample_rate, channels)  # _value_: the text, hashed without Enum.__hash__'s call
+    found = _INFOS.get(key)
+    if found is None:
+        found = AudioInfo(fmt, sample_rate, channels)
+        if len(_INFOS) < _MAX_INFOS:
+            _INFOS[key] = found
+    return found

@@ -64,7 +64,7 @@ def _jsonl_lines(path: Path, fmt: TextFormat) -> Iterator[tuple[int, bytes | str
             for line, raw in enumerate(f, 1):
                 if line == 1:
                     raw = raw.removeprefix(b"\xef\xbb\xbf") if isinstance(raw, bytes) else raw.lstrip("\ufeff")
-                if not raw.strip():
+                if not raw or raw.isspace():  # blank (as `not raw.strip()`, without a copy of the line)
                     continue
                 if binary and not raw.isascii():
                     raw.decode("utf-8")  # type: ignore[union-attr]  # raises on a byte that is not UTF-8
@@ -87,11 +87,29 @@ def _check_first_json_line(path: Path, line: int, text: str) -> None:
                           f"a .jsonl manifest has one object per line: convert it, e.g. jq -c . {path.name} > rows.jsonl")
 
 
+_scan_json = json.JSONDecoder().scan_once  # the C scanner json.loads ends in, called without its wrappers
+_LINE_ENDS = ("\n", "\r\n", "")
+
+
+def _json_value(text: str) -> Any:
+    """json.loads(text), the usual line (an object, then its line end) parsed by the scanner itself;
+    anything else, and every error, as json.loads has it."""
+    if text[:1] == "{":
+        try:
+            value, end = _scan_json(text, 0)
+        except (StopIteration, ValueError):
+            pass  # json.loads raises the error it names
+        else:
+            if text[end:] in _LINE_ENDS:
+                return value
+    return json.loads(text)
+
+
 def _jsonl_records(path: Path, fmt: TextFormat) -> Iterator[Record]:
     for line, raw in _jsonl_lines(path, fmt):
         try:
             # Decoded here (the lines are known UTF-8), as json.loads would first sniff the bytes' encoding.
-            data = json.loads(raw.decode() if type(raw) is bytes else raw)
+            data = _json_value(raw.decode() if type(raw) is bytes else raw)
         except json.JSONDecodeError as exc:
             yield line, {}, f"malformed JSON on line {line}: {exc}"
             continue

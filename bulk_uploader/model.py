@@ -86,11 +86,16 @@ class KeySet:
 
     def add(self, key: str) -> bool:
         """Add a key; False when it was there already."""
-        h = self._hash(key)
-        i = self._slot(h)
-        if self._table[i] == h:
+        h = (hash(key) & 0xFFFFFFFFFFFFFFFF) or 1  # _hash and _slot written out: one call a row, not three
+        table, mask = self._table, self._mask
+        i = h & mask
+        while (found := table[i]) != h:
+            if found == self._EMPTY:
+                break
+            i = (i + 1) & mask
+        else:
             return False
-        self._table[i] = h
+        table[i] = h
         self._count += 1
         if 2 * self._count > self._mask:
             self._grow()
@@ -98,11 +103,15 @@ class KeySet:
 
     def _grow(self) -> None:
         old = self._table
-        self._table = array("Q", bytes(16 * len(old)))
-        self._mask = len(self._table) - 1
-        for h in old:
+        table = array("Q", bytes(16 * len(old)))
+        mask = len(table) - 1
+        for h in old:  # each key moved once, into the first empty slot from its own (no key is there twice)
             if h != self._EMPTY:
-                self._table[self._slot(h)] = h
+                i = h & mask
+                while table[i] != self._EMPTY:
+                    i = (i + 1) & mask
+                table[i] = h
+        self._table, self._mask = table, mask
 
     def __contains__(self, key: str) -> bool:
         h = self._hash(key)
@@ -139,6 +148,10 @@ def row_key(data: dict[str, Any], line: int) -> str:
     """The key that identifies a row across runs: id, else audio_path (or chat_path), else the line."""
     for name in ("id", "audio_path", "chat_path"):
         value = data.get(name)
+        if type(value) is str:  # the usual key: text, checked without the general test below
+            if stripped := value.strip():
+                return stripped
+            continue
         if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
             return str(value).strip()
     return f"line:{line}"
@@ -190,7 +203,7 @@ class Job:
     fields: dict[str, str]
     users: tuple[User, ...] = ()
     audio_path: str | None = None  # as written in the manifest
-    path: Path | None = None  # resolved against the manifest's folder
+    path: str | Path | None = None  # resolved against the manifest's folder (text from validation: no Path per row)
     size: int = 0
     mtime_ns: int = 0  # the file's modification time when the row was checked (0: not known)
     format: AudioFormat | None = None  # declared; None: sniffed from the bytes
@@ -199,14 +212,14 @@ class Job:
     talk_id: str | None = None  # set on metadata updates
     dedupe: tuple[str, str] | None = None  # (Search key, value) naming this row's talk, with --dedupe-key
     messages: tuple[ChatMessage, ...] = ()  # chat rows with inline messages
-    chat_path: Path | None = None  # chat rows whose messages are in a file (read by the reader stage)
+    chat_path: str | Path | None = None  # chat rows whose messages are in a file (read by the reader stage)
     data: bytes | None = field(default=None, repr=False)  # a small file's bytes, read ahead
     # How its audio is sent, or why it cannot be (RowInvalid, or a bug met), worked out ahead (a dry run's heads).
     plan: Plan | Exception | None = field(default=None, repr=False)
     share: int = 0  # the bytes of the memory budget this row holds (budget.share), from read-ahead to its outcome
     swap_channels: bool = False  # send the file's right channel as the left one and the left as the right
     right_audio_path: str | None = None  # the right channel's own mono file, as written in the manifest
-    right_path: Path | None = None  # ... resolved against the manifest's folder
+    right_path: str | Path | None = None  # ... resolved against the manifest's folder
 
 
 Status = Literal["uploaded", "failed", "invalid", "ambiguous"]

@@ -89,16 +89,21 @@ def _signature(head: bytes) -> Probe | None:
     return None
 
 
+# Made once: struct's module functions look the format up on every call, and a dry run probes every row.
+_FMT = struct.Struct("<HHIIHH").unpack_from
+_CHUNK_HEADER = struct.Struct("<4sI").unpack_from
+
+
 def _wav_fmt(body: bytes) -> tuple[str, int, int, int, int]:
     """(codec, channels, rate, byte rate, bits) of a WAV `fmt ` chunk."""
-    tag, channels, rate, byte_rate, _, bits = struct.unpack_from("<HHIIHH", body.ljust(16, b"\0"))
+    tag, channels, rate, byte_rate, _, bits = _FMT(body if len(body) >= 16 else body.ljust(16, b"\0"))
     if tag == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the sub-format GUID starts with the tag
         tag = struct.unpack_from("<H", body, 24)[0]
-    codec = WAV_CODECS.get(tag, f"format tag {tag:#06x}")
+    codec = WAV_CODECS.get(tag) or f"format tag {tag:#06x}"  # (the name of an unknown tag only when met)
     if codec == "pcm":
-        codec = _PCM_BITS.get(bits, f"{bits}-bit pcm")
+        codec = _PCM_BITS.get(bits) or f"{bits}-bit pcm"
     elif codec == "float":
-        codec = _FLOAT_BITS.get(bits, f"{bits}-bit float")
+        codec = _FLOAT_BITS.get(bits) or f"{bits}-bit float"
     return codec, channels, rate, byte_rate, bits
 
 
@@ -108,10 +113,13 @@ def _wav_chunks(source: Source, head: bytes) -> tuple[bytes | None, int, int, in
     data_at, data_size, ds64 = -1, 0, None
     pos = 12
     for _ in range(MAX_CHUNKS):
-        header = head[pos : pos + 8] if pos + 8 <= len(head) else source.read_at(pos, 8)
-        if len(header) < 8:
-            break
-        chunk_id, size = header[:4], struct.unpack_from("<I", header, 4)[0]
+        if pos + 8 <= len(head):
+            chunk_id, size = _CHUNK_HEADER(head, pos)
+        else:
+            header = source.read_at(pos, 8)
+            if len(header) < 8:
+                break
+            chunk_id, size = _CHUNK_HEADER(header)
         if chunk_id == b"ds64":
             ds64 = struct.unpack_from("<Q", source.read_at(pos + 16, 8).ljust(8, b"\0"))[0]
         elif chunk_id == b"fmt ":

@@ -24,7 +24,7 @@ import aiofiles.os
 
 from bulk_uploader import media_extra
 from bulk_uploader.allocator import new_bytes, writable
-from bulk_uploader.audio import AudioError, Probe, judge
+from bulk_uploader.audio import AudioError, Probe, judge, sent_as
 from bulk_uploader.chat import ChatError, ChatMessage, messages_from_document
 from bulk_uploader.errors import RowInvalid
 from bulk_uploader.model import Job
@@ -33,7 +33,7 @@ from bulk_uploader.transcode import Plan, pcm_plan, single_plan
 from bulk_uploader.validation import Validator
 
 
-def _decoder_facts(path: Path, probe: Probe) -> Probe:
+def _decoder_facts(path: str | Path, probe: Probe) -> Probe:
     """A probe completed by the decoder, for containers whose headers we do not read (MP4, WebM, AMR, ...)."""
     if probe.container == "unknown" or probe.damage or None not in (probe.codec, probe.channels, probe.duration):
         return probe
@@ -78,13 +78,13 @@ def plan_audio(job: Job, transcode: bool, data: bytes | memoryview | None = None
             return _channel_plan(job, probe)
         if transcode:
             probe = _decoder_facts(job.path, probe)
-        verdict = judge(probe, job.format, transcode=transcode, sample_rate=job.sample_rate, channels=job.channels)
+        info = sent_as(probe, job.format, transcode, job.sample_rate, job.channels)
     except AudioError as exc:
         raise RowInvalid(f"{job.audio_path}: {exc}", exc.code) from None
     except OSError as exc:
         raise _unreadable(job, exc) from None
-    if verdict.info is not None:
-        return Plan("as-is", verdict.info, job.size, path=job.path, probes=(probe,))
+    if info is not None:
+        return Plan("as-is", info, job.size, job.path, probes=(probe,))
     return single_plan(probe, job.path, job.size)
 
 
@@ -344,7 +344,7 @@ async def read_chunks(job: Job, chunk_size: int, room: Callable[[int], bytes] = 
         raise _unreadable(job, exc) from None
 
 
-def _open_raw(path: Path) -> BinaryIO:
+def _open_raw(path: str | Path) -> BinaryIO:
     return open(path, "rb", buffering=0)
 
 

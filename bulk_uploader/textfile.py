@@ -102,6 +102,10 @@ def first_bad_byte(path: Path, encoding: str) -> BadByte | None:
     with path.open("rb") as f:
         while chunk := f.read(_CHUNK):
             state = decoder.getstate()
+            if encoding == "utf-8" and not state[0] and chunk.isascii():
+                line += chunk.count(b"\n")  # ASCII decodes to itself: no text made to count its lines
+                offset += len(chunk)
+                continue
             try:
                 text = decoder.decode(chunk)
             except UnicodeDecodeError:

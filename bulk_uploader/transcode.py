@@ -20,6 +20,7 @@ memory, whatever the file's length. Each attempt converts again.
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 from array import array
@@ -42,8 +43,8 @@ class Plan:
     how: How
     info: AudioInfo
     estimate: int  # bytes expected on the wire (for the attempt's deadline)
-    path: Path | None = None
-    right_path: Path | None = None  # the right channel's own mono file
+    path: str | Path | None = None
+    right_path: str | Path | None = None  # the right channel's own mono file
     data_range: tuple[int, int] | None = None
     swap: bool = False
     probes: tuple[Probe, ...] = field(default=(), repr=False)
@@ -85,14 +86,14 @@ def wav_header(info: AudioInfo, data_size: int) -> bytes:
             + b"data" + struct.pack("<I", data_size))
 
 
-def _file_range(path: Path, offset: int, size: int, chunk_size: int, header: bytes) -> Iterator[bytes]:
-    with path.open("rb") as f:
+def _file_range(path: str | Path, offset: int, size: int, chunk_size: int, header: bytes) -> Iterator[bytes]:
+    with open(path, "rb") as f:
         f.seek(offset)
         first = True
         while size > 0:
             piece = f.read(min(chunk_size, size))
             if not piece:
-                raise AudioError(f"{path.name} ended {size:,} bytes early while it was being sent")
+                raise AudioError(f"{os.path.basename(path)} ended {size:,} bytes early while it was being sent")
             size -= len(piece)
             yield header + piece if first else piece
             first = False
@@ -168,7 +169,7 @@ def clamp_rate(rate: int | None) -> int:
     return min(max(rate or MIN_SAMPLE_RATE, MIN_SAMPLE_RATE), MAX_SAMPLE_RATE)
 
 
-def pcm_plan(probes: tuple[Probe, ...], paths: tuple[Path, ...], *, swap: bool) -> Plan:
+def pcm_plan(probes: tuple[Probe, ...], paths: tuple[str | Path, ...], *, swap: bool) -> Plan:
     """Decode to raw PCM: one file (perhaps swapped), or two mono files joined left and right."""
     rate = clamp_rate(max(p.sample_rate or 0 for p in probes))
     channels = 2 if len(paths) == 2 else probes[0].channels or 1
@@ -177,7 +178,7 @@ def pcm_plan(probes: tuple[Probe, ...], paths: tuple[Path, ...], *, swap: bool) 
                 path=paths[0], right_path=paths[1] if len(paths) == 2 else None, swap=swap, probes=probes)
 
 
-def single_plan(probe: Probe, path: Path, size: int) -> Plan:
+def single_plan(probe: Probe, path: str | Path, size: int) -> Plan:
     """How one file the service would refuse is converted: the lightest way that gives an accepted format."""
     rate_ok = MIN_SAMPLE_RATE <= (probe.sample_rate or 0) <= MAX_SAMPLE_RATE
     if probe.container in ("wav", "rf64") and probe.data_range is not None:

@@ -23,8 +23,12 @@ from bulk_uploader.schema import ConnectionSchema, check_fields, dialog_user_ids
 
 
 def _string_map(value: Any, what: str) -> dict[str, str]:
-    if type(value) is dict and all(type(item) is str for item in value.values()):
-        return dict(value)  # the usual row, its values text already (and JSON's keys always are)
+    if type(value) is dict:
+        for item in value.values():  # a loop, not all(...): no generator per row
+            if type(item) is not str:
+                break
+        else:
+            return dict(value)  # the usual row, its values text already (and JSON's keys always are)
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -90,7 +94,13 @@ def _is_chat(data: dict[str, Any]) -> bool:
     return "messages" in data or bool(data.get("chat_path"))
 
 
-def _file_size(path: Path, shown: str) -> tuple[int, int, RowInvalid | None]:
+def _folder_prefix(folder: Path) -> str:
+    """What a plain relative path is joined to, as text: str(folder / name) == prefix + name."""
+    text = str(folder)
+    return "" if text == "." else text if text.endswith("/") else text + "/"
+
+
+def _file_size(path: str, shown: str) -> tuple[int, int, RowInvalid | None]:
     """The size and modification time (ns) of a non-empty regular file, or why it cannot be sent."""
     try:
         st = os.stat(path)
@@ -123,6 +133,7 @@ class Validator:
     ) -> None:
         self.swap_channels = swap_channels  # rows without their own swap_channels take this
         self.manifest_dir = manifest_dir
+        self._prefix = _folder_prefix(manifest_dir)
         self.connection_id = connection_id
         self.chat_connection_id = chat_connection_id
         self.assume_timezone = assume_timezone
@@ -136,6 +147,16 @@ class Validator:
     def _connection_of(self, data: dict[str, Any], is_chat: bool) -> str:
         default = (self.chat_connection_id or self.connection_id) if is_chat else self.connection_id
         return str(data.get("connection_id") or default or "").strip()
+
+    def _resolve(self, written: str) -> str:
+        """A file named in the manifest, resolved against the manifest's folder: the text Path would give.
+
+        A plain relative path (no empty or `.` part, not absolute: nearly every row's) is joined
+        as text, without the parsing Path costs each row; the others go through Path."""
+        framed = "/" + written + "/"
+        if "//" in framed or "/./" in framed:
+            return str(self.manifest_dir / written)
+        return self._prefix + written
 
     def claim(self, row: ManifestRow) -> None:
         """Count the dedupe value of a row this run does not send (uploaded before, another shard's):
@@ -180,7 +201,7 @@ class Validator:
     def check(self, row: ManifestRow) -> Job:
         """A Job for the row, or RowInvalid with every reason found."""
         job = self._check(row)
-        return self.dedupe(job) if job.kind != "update" else job
+        return job if self.dedupe_key is None or job.kind == "update" else self.dedupe(job)
 
     def _check(self, row: ManifestRow) -> Job:
         if row.problem:
@@ -194,7 +215,7 @@ class Validator:
             option = "--chat-connection-id" if is_chat else "--connection-id"
             raise RowInvalid(f"no connection id: pass {option} or give the row a connection_id", "NO_CONNECTION")
         fields = _string_map(data.get("metadata"), "metadata")
-        users = _users(data.get("users"))
+        users = _users(data["users"]) if "users" in data else ()  # (a call a row saved where there are none)
         talk_id = str(data.get("talk_id") or "").strip() or None
         if talk_id and not data.get("audio_path") and not is_chat:
             return self._update(row, connection_id, fields, users, talk_id)
@@ -208,7 +229,7 @@ class Validator:
         data = row.data
         self._metadata_problems(connection_id, fields, "chat")
         if data.get("chat_path"):
-            path = self.manifest_dir / str(data["chat_path"])
+            path = self._resolve(str(data["chat_path"]))
             _, _, problem = _file_size(path, str(data["chat_path"]))
             if problem is not None:
                 raise RowInvalid(str(problem).replace("audio file", "chat file"), problem.code)
@@ -256,24 +277,26 @@ class Validator:
                 declared = AudioFormat.parse(str(data["format"]))
             except ValueError as exc:
                 raise RowInvalid(str(exc), "BAD_FORMAT") from None
-        rate, channels = _int(data.get("sample_rate"), "sample_rate"), _int(data.get("channels"), "channels")
+        rate = _int(data["sample_rate"], "sample_rate") if "sample_rate" in data else None
+        channels = _int(data["channels"], "channels") if "channels" in data else None
         if declared is AudioFormat.PCM:
             try:
                 check_pcm_params(rate, channels)
             except AudioError as exc:
                 raise RowInvalid(str(exc), "BAD_FORMAT") from None
-        path = self.manifest_dir / audio_path
+        path = self._resolve(audio_path)
         size, mtime_ns, problem = _file_size(path, audio_path)
         right = data.get("right_audio_path")
         right_path = None
         if problem is None and right:
-            right_path = self.manifest_dir / str(right)
+            right_path = self._resolve(str(right))
             problem = _file_size(right_path, str(right))[2]
         self._metadata_problems(connection_id, fields, "audio", also=problem)
-        return Job(
-            row.key, row.line, "audio", connection_id, fields, users,
-            audio_path=audio_path, path=path, size=size, mtime_ns=mtime_ns, format=declared,
-            sample_rate=rate, channels=channels,
-            swap_channels=_flag(data.get("swap_channels"), "swap_channels", self.swap_channels),
-            right_audio_path=str(right) if right else None, right_path=right_path,
-        )
+        # In Job's order, without keywords (matching a keyword to a field costs more than making the Job).
+        job = Job(row.key, row.line, "audio", connection_id, fields, users, audio_path, path, size, mtime_ns, declared,
+                  rate, channels)
+        job.swap_channels = (_flag(data["swap_channels"], "swap_channels", self.swap_channels)
+                             if "swap_channels" in data else self.swap_channels)
+        if right:
+            job.right_audio_path, job.right_path = str(right), right_path
+        return job

@@ -147,6 +147,19 @@ def test_a_bad_byte_is_found_across_chunks_and_in_utf16(tmp_path: Path) -> None:
         count_rows(utf16)
 
 
+def test_a_bad_byte_after_ascii_megabytes_or_a_character_cut_at_a_chunks_end_is_found(tmp_path: Path) -> None:
+    path = tmp_path / "ascii.jsonl"
+    path.write_bytes(b"row\n" * 600_000 + b"r\xffw\n")  # ASCII chunks, whose lines are counted without decoding
+    assert first_bad_byte(path, "utf-8") == (600_001, 4 * 600_000 + 1, b"\xff", True)
+    cut = tmp_path / "cut.jsonl"
+    chunk = 1024 * 1024
+    cut.write_bytes(b"a\n" * (chunk // 2 - 1) + b"a\xd0" + b"b\n" * 100)  # a character's first byte ends a chunk
+    assert first_bad_byte(cut, "utf-8") == (chunk // 2, chunk - 1, b"\xd0", True)
+    fine = tmp_path / "fine.jsonl"
+    fine.write_bytes(b"a\n" * (chunk // 2 - 1) + b"a" + "ж\n".encode() + b"b\n" * 100)  # and its second the next
+    assert first_bad_byte(fine, "utf-8") is None
+
+
 @pytest.mark.parametrize("header, message", [
     ("id,audio_path,operator_name,operator_name", "names a column more than once, so one of its values would be "
                                                   "lost on every row: 'operator_name' (columns 3, 4)"),

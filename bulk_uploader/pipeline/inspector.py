@@ -27,7 +27,7 @@ class Inspector:
                 plan = job.plan if job.plan is not None else await reader.inspect(job, self.transcode)
                 if isinstance(plan, Exception):
                     raise plan  # met when its head was read ahead
-                kind = plan.info.format.value
+                kind = plan.info.format._value_  # the member's text, without the `value` property's call
                 if plan.converted:
                     self.stats.converted[plan.probes[0].name] += 1
                     kind += " (converted)"
