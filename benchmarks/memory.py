@@ -9,8 +9,8 @@ against benchmarks/lean_server.py, which checks and stores nothing, so the clien
 is measured (one scenario against the emulator too). Peak RSS and CPU come from os.wait4
 (run.py's measure.py); MB/s over bulk-upload's own run. With --baseline DIR (a checkout
 of the version before, e.g. `git worktree add /tmp/base main`), the same command from that
-checkout runs in each round, first or second by turns; it has no --buffer-mib, so where a
-scenario sets it the baseline runs without. The figures replace this script's own section
+checkout runs in each round, first or second by turns; a baseline may predate --buffer-mib,
+so where a scenario sets it the baseline runs without (the section says so). The figures replace this script's own section
 of benchmarks/RESULTS.md.
 """
 
@@ -130,7 +130,8 @@ def main() -> None:
              "", "Peak RSS of the whole client process (os.wait4), median / highest of the rounds; formula: "
              f"the README's, {PROCESS_MIB} MiB + min(--buffer-mib, what the rows in flight and the read-ahead hold). "
              "MB/s over bulk-upload's own run; the ratio is after / before, round by round (median). Server: "
-             "benchmarks/lean_server.py on loopback unless named.", "",
+             "benchmarks/lean_server.py on loopback unless named. Where a scenario sets --buffer-mib, the "
+             "baseline runs without it.", "",
              "| scenario | peak RSS MiB | formula MiB | within | MB/s | before: peak RSS MiB | before: MB/s | MB/s after / before |",
              "|---|---|---|---|---|---|---|---|"]
     for scenario in SCENARIOS:
