@@ -19,7 +19,7 @@ the emulator with --config:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -118,18 +118,29 @@ def check_date(value: str) -> str | None:
     )
 
 
+def _check_direction(value: str) -> str | None:
+    return None if value in ("true", "false") else f"direction_outgoing must be 'true' or 'false', not {value!r}"
+
+
+def _check_language(value: str) -> str | None:
+    return None if _LANGUAGE.fullmatch(value) else f"language must be 'ru-RU' or 'ru-RU, kk-KZ', not {value!r}"
+
+
+# The keys whose values have a form, each with the check of it.
+_FORMS: dict[str, Callable[[str], str | None]] = {
+    "date": check_date,
+    "direction_outgoing": _check_direction,
+    "language": _check_language,
+}
+
+
 def check_value(key: str, value: str) -> str | None:
     """Return why one metadata value is unacceptable for its key, or None."""
     size = len(value) if value.isascii() else len(value.encode("utf-8"))  # ASCII: a byte a character
     if size > MAX_VALUE_BYTES:
         return f"value of {key!r} is {size} bytes; the limit is {MAX_VALUE_BYTES}"
-    if key == "date":
-        return check_date(value)
-    if key == "direction_outgoing" and value not in ("true", "false"):
-        return f"direction_outgoing must be 'true' or 'false', not {value!r}"
-    if key == "language" and not _LANGUAGE.fullmatch(value):
-        return f"language must be 'ru-RU' or 'ru-RU, kk-KZ', not {value!r}"
-    return None
+    form = _FORMS.get(key)
+    return form(value) if form is not None else None
 
 
 def check_fields(fields: Mapping[str, str], schema: ConnectionSchema) -> list[str]:
@@ -157,12 +168,9 @@ def check_fields(fields: Mapping[str, str], schema: ConnectionSchema) -> list[st
     return problems
 
 
-# The keys whose values have a form (check_value), each with usual values that have it.
-_FORMED: dict[str, frozenset[str]] = {
-    "date": frozenset(),
-    "direction_outgoing": frozenset({"true", "false"}),
-    "language": frozenset({"ru-RU", "ru-RU, kk-KZ"}),
-}
+# The keys whose values have a form (check_value's), each with usual values that have it.
+_USUAL = {"direction_outgoing": frozenset({"true", "false"}), "language": frozenset({"ru-RU", "ru-RU, kk-KZ"})}
+_FORMED: dict[str, frozenset[str]] = {key: _USUAL.get(key, frozenset()) for key in _FORMS}
 _SURELY_SHORT = MAX_VALUE_BYTES // 4
 
 
