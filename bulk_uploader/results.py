@@ -105,11 +105,6 @@ class ResultsWriter:
                 raise
             self.on_error(exc)
 
-    def write_record(self, line: bytes) -> None:
-        """Append one already-encoded line now, with the outcome lines waiting to be written."""
-        self._pending.append(line)
-        self.flush()
-
     def flush(self) -> None:
         """Write the lines waiting, in one system call, and tell the attempts whose lines they were."""
         if self._flush_soon is not None:
