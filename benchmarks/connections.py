@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import results_md
-from run import DATA, PY, LeanServerProcess, client_env, dataset, run_measured
+from run import DATA, PY, LeanServerProcess, Rates, client_env, dataset, run_measured
 
 HERE = Path(__file__).resolve().parent
 NET_SH = HERE.parent.parent / "shared" / "wan" / "net.sh"
@@ -67,7 +67,7 @@ def netns(ns: str | None) -> list[str]:
 
 
 @dataclass
-class Run:
+class Run(Rates):
     """One client run: what it moved, in how long, at what CPU, and what its summary and the server said."""
 
     files: int
@@ -80,14 +80,6 @@ class Run:
     refused: int = 0  # calls a full connection refused, sent again at once (bulk-upload's summary)
     connections: int = 0  # client connections the server saw calls on
     server_cpu: float = 0.0  # the server's CPU seconds over its life
-
-    @property
-    def files_per_s(self) -> float:
-        return self.files / self.seconds
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.bytes / 1e6 / self.seconds
 
 
 def manifest_bytes(manifest: Path) -> int:

@@ -50,8 +50,24 @@ ONLY_CONTENDERS: tuple[str, ...] = ()  # --contenders: run only these (bulk-uplo
 MiB = 1024 * 1024
 
 
+class Rates:
+    """files/s and MB/s of a run that moved `files` files and `bytes` bytes in `seconds`."""
+
+    files: int
+    bytes: int
+    seconds: float
+
+    @property
+    def files_per_s(self) -> float:
+        return self.files / self.seconds
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.seconds
+
+
 @dataclass
-class Measure:
+class Measure(Rates):
     """One run of one contender."""
 
     files: int
@@ -61,14 +77,6 @@ class Measure:
     cpu: float  # user+sys of the whole client process (children included)
     rss_mb: float  # peak RSS of the client process
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def files_per_s(self) -> float:
-        return self.files / self.seconds
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.bytes / 1e6 / self.seconds
 
     @property
     def cpu_per_file_ms(self) -> float:
