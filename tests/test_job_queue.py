@@ -45,21 +45,27 @@ async def test_a_burst_reaches_every_idle_worker_while_each_holds_its_job(one_aw
     assert len(holding) == 4
 
 
-@ONE_AWAKE
-async def test_workers_whose_rows_do_not_wait_take_every_job_once(one_awake: bool) -> None:
-    queue = JobQueue(size=4, max_bytes=1 << 20, one_awake=one_awake)
+async def carry(queue: JobQueue, workers: int, rows: int) -> list[str]:
+    """Put `rows` jobs on the queue for `workers` workers whose rows do not wait (a dry run's); the keys
+    they took."""
     taken: list[str] = []
 
     async def worker() -> None:
         while (got := await queue.get()) is not None:
-            taken.append(got.key)  # no await: a dry run's row
+            taken.append(got.key)  # no await: nothing to wait for
 
     async with anyio.create_task_group() as group:
-        for _ in range(3):
+        for _ in range(workers):
             group.start_soon(worker)
         with queue.closing():
-            for n in range(100):
+            for n in range(rows):
                 await queue.put(job(n))
+    return taken
+
+
+@ONE_AWAKE
+async def test_workers_whose_rows_do_not_wait_take_every_job_once(one_awake: bool) -> None:
+    taken = await carry(JobQueue(size=4, max_bytes=1 << 20, one_awake=one_awake), 3, 100)
     assert sorted(taken) == sorted(f"row-{n}" for n in range(100))
 
 
@@ -74,17 +80,7 @@ async def test_one_awake_workers_whose_rows_do_not_wait_need_few_wake_ups() -> N
     async def waits_for(queue: JobQueue) -> int:
         CountedLine.waits = 0
         queue._getters = CountedLine()
-
-        async def worker() -> None:
-            while await queue.get() is not None:
-                pass  # a dry run's row: nothing to wait for
-
-        async with anyio.create_task_group() as group:
-            for _ in range(8):
-                group.start_soon(worker)
-            with queue.closing():
-                for n in range(640):
-                    await queue.put(job(n))
+        await carry(queue, 8, 640)
         return CountedLine.waits
 
     one_awake = await waits_for(JobQueue(size=32, max_bytes=1 << 20, one_awake=True))
