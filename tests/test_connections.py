@@ -51,7 +51,7 @@ async def test_streams_over_a_fixed_pool_wait_for_room_and_arrive_whole(tmp_path
     emulator = Emulator(EmulatorOptions(api_keys=[API_KEY], max_streams=2, faults=FaultOptions(latency_ms=10)))
     await emulator.start()
     try:
-        rows = 200  # enough calls ending and starting that some meet a connection the server still counts full
+        rows = 600  # enough calls ending and starting that some meet a connection the server still counts full
         manifest = samples.write_dataset(tmp_path, rows, sizes=(20_000,), formats=(AudioFormat.WAV,))
         run = options(emulator, manifest, concurrency=24, connections=2, stream_threshold=8 * 1024,
                       chunk_size=8 * 1024)
