@@ -117,9 +117,10 @@ class FileChanged(OSError):
 
 
 def _unchanged(st: os.stat_result, size: int, mtime_ns: int, got: int) -> None:
-    """Raise FileChanged unless `got` bytes and `st` match what the row was checked with (0: not known)."""
+    """Raise FileChanged unless the file holds `got` bytes, the size the row was checked with, and
+    `st` the modification time it had then (0: not known)."""
     if got != size or (mtime_ns and st.st_mtime_ns != mtime_ns):
-        raise FileChanged(f"changed since it was checked ({size} bytes then, {got} read"
+        raise FileChanged(f"changed since it was checked ({size} bytes then, {got} now"
                           f"{'' if got != size else ', modified since'})")
 
 
@@ -137,14 +138,14 @@ def _buffer(size: int, room: bytes) -> bytes | None:
     return data
 
 
-def _read_end(f: BinaryIO, buffer: bytes | None, size: int) -> tuple[bytes, int]:
-    """The next `size` bytes of f read into the end of `buffer` (from _buffer()), and how many came."""
+def _read_end(fd: int, buffer: bytes | None, size: int) -> tuple[bytes, int]:
+    """The next `size` bytes of `fd` read into the end of `buffer` (from _buffer()), and how many came."""
     if buffer is None:
-        piece = f.read(size)
+        piece = os.read(fd, size)
         return piece, len(piece)
     view = writable(buffer)[len(buffer) - size :]
     got = 0
-    while got < size and (n := f.readinto(view[got:])):
+    while got < size and (n := os.readv(fd, (view[got:],))):
         got += n
     return buffer, got
 
@@ -153,11 +154,17 @@ def _read_file(path: str | Path, size: int, mtime_ns: int = 0, buffer: bytes | N
     """A whole file whose size stat gave, read straight into the end of `buffer` (from _buffer():
     the start of the request that sends it, then room for the file), or a new bytes object of
     the file's size: no buffer bigger than the file, which would cost page faults on every file
-    (benchmarks/RESULTS.md has the client's CPU per file), and no second copy. The file is read
-    on to its end, and FileChanged raised if it is not the file the row was checked with."""
-    with open(path, "rb", buffering=0) as f:  # a bare FileIO: one object, no buffer of its own
-        data, got = _read_end(f, buffer if buffer is not None else _buffer(size, b""), size)
-        _unchanged(os.fstat(f.fileno()), size, mtime_ns, got + _rest(f))
+    (benchmarks/RESULTS.md has the client's CPU per file), and no second copy. FileChanged is
+    raised if it is not the file the row was checked with: fewer bytes came, or fstat after the
+    read gives another size or modification time. A bare descriptor: no file object, and no
+    system calls but open, read, fstat and close."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data, got = _read_end(fd, buffer if buffer is not None else _buffer(size, b""), size)
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    _unchanged(st, size, mtime_ns, got if got < size else st.st_size)
     return data
 
 
@@ -331,7 +338,7 @@ async def read_chunks(job: Job, chunk_size: int, room: Callable[[int], bytes] = 
         with await _open_in_thread(job.path) as f:
             while read < job.size:
                 size = min(chunk_size, job.size - read)
-                message, got = await _read_piece(f, _buffer(size, room(size)), size)
+                message, got = await _read_piece(f.fileno(), _buffer(size, room(size)), size)
                 read += got
                 if got < size:
                     _unchanged(os.fstat(f.fileno()), job.size, job.mtime_ns, read)

@@ -86,7 +86,7 @@ def test_a_file_cut_short_while_it_streams_is_not_stored_in_part(tmp_path: Path,
     assert proc.returncode == 1, err
     [record] = read_records(manifest.with_name("manifest.jsonl.results.jsonl"))
     assert (record["status"], record["code"]) == ("invalid", "FILE_CHANGED"), record
-    assert "6291500 bytes then, 3145728 read" in record["error"]
+    assert "6291500 bytes then, 3145728 now" in record["error"]
     assert record["bytes"] < 6291500 or record["status"] != "uploaded"
     # The call was cancelled, never half-closed, and the ledger claims nothing. (Whether the
     # emulator keeps what it got of a cancelled stream is its own semantics, tested with it.)

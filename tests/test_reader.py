@@ -96,7 +96,7 @@ def test_a_file_is_read_whole_and_one_that_changed_since_its_check_is_refused(tm
     if stat_said == len(data):
         assert reader._read_file(str(path), stat_said) == data
     else:
-        with pytest.raises(reader.FileChanged, match=f"{stat_said} bytes then, 41000 read"):
+        with pytest.raises(reader.FileChanged, match=f"{stat_said} bytes then, 41000 now"):
             reader._read_file(str(path), stat_said)
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
