@@ -25,7 +25,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import MISSING, FrozenInstanceError
 from operator import attrgetter
-from typing import Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 _R = TypeVar("_R", bound=type)
 
@@ -34,12 +34,13 @@ class Record:
     """Base of mutable records: the generic methods, over the fields `record` noted on the class."""
 
     __slots__ = ()
-    # Noted by `record` on each class: (name, default, default factory) of each field in order,
-    # the names __init__ takes by position, the values == compares, the names repr() shows.
-    _record_fields: ClassVar[tuple[tuple[str, Any, Any], ...]]
-    _record_positional: ClassVar[tuple[str, ...]]
-    _record_values: ClassVar[Callable[[Any], Any]]
-    _record_shown: ClassVar[tuple[str, ...]]
+    if TYPE_CHECKING:  # not at run time: typing.get_type_hints of an option group would evaluate them
+        # Noted by `record` on each class: (name, default, default factory) of each field in order,
+        # the names __init__ takes by position, the values == compares, the names repr() shows.
+        _record_fields: ClassVar[tuple[tuple[str, Any, Any], ...]]
+        _record_positional: ClassVar[tuple[str, ...]]
+        _record_values: ClassVar[Callable[[Any], Any]]
+        _record_shown: ClassVar[tuple[str, ...]]
 
     def __init__(self, *args: Any, **values: Any) -> None:
         cls = type(self)

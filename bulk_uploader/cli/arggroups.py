@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
 
 from typer.models import OptionInfo
 
@@ -23,7 +23,8 @@ class OptionGroup(FrozenRecord):
     A group's fields cannot be assigned once it is made, as a frozen dataclass's cannot.
     """
 
-    panel: ClassVar[str]  # the --help panel its options appear under
+    if TYPE_CHECKING:  # not at run time: _group_parameters' get_type_hints would evaluate it for each group
+        panel: ClassVar[str]  # the --help panel its options appear under
 
 
 _Group = TypeVar("_Group", bound=OptionGroup)
