@@ -13,7 +13,9 @@ judges what it receives by decoding it (bulk_uploader.emulator.checks).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, fields
+from dataclasses import fields
+
+from bulk_uploader.records import FrozenRecord, record
 
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 48_000
@@ -48,13 +50,19 @@ class AudioError(ValueError):
         self.code = code
 
 
-@dataclass(frozen=True, slots=True)
-class AudioInfo:
+@record(slots=True)
+class AudioInfo(FrozenRecord):
     """What is sent: a format the service takes, with the rate and channels raw PCM needs."""
 
     format: AudioFormat
     sample_rate: int | None = None
     channels: int | None = None
+
+    def __init__(self, format: AudioFormat, sample_rate: int | None = None, channels: int | None = None) -> None:
+        set_ = object.__setattr__  # made once a row (bulk_uploader.records); frozen: its own refuses
+        set_(self, "format", format)
+        set_(self, "sample_rate", sample_rate)
+        set_(self, "channels", channels)
 
     def describe(self) -> str:
         """As the results file names it: `wav`, or `pcm 8000 Hz 2 ch`."""
@@ -80,8 +88,8 @@ CONTAINER_NAMES = {
 }
 
 
-@dataclass(frozen=True, slots=True, init=False)
-class Probe:
+@record(slots=True)
+class Probe(FrozenRecord):
     """What a file is: container, codec, rate, channels, length; `damage` when it cannot be read as a whole.
 
     Fields a format does not record in its headers (the codec inside an MP4, an AMR file's
@@ -100,8 +108,8 @@ class Probe:
     def __init__(self, container: str, codec: str | None = None, sample_rate: int | None = None,
                  channels: int | None = None, duration: float | None = None, damage: str | None = None,
                  data_range: tuple[int, int] | None = None, note: str | None = None) -> None:
-        # The fields in order, each through its slot's own setter: the __init__ dataclass writes for a
-        # frozen class calls object.__setattr__ for each, a slower call, and a dry run makes a Probe a row.
+        # The fields in order, each through its slot's own setter: quicker than object.__setattr__,
+        # and a dry run makes a Probe a row.
         set_ = _PROBE_SETTERS
         set_[0](self, container)
         set_[1](self, codec)
@@ -148,13 +156,19 @@ def clock(seconds: float) -> str:
     return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+@record(slots=True)
+class Verdict(FrozenRecord):
     """judge()'s answer for a file that can be sent: as it is (`info`), or after converting (`convert`: why)."""
 
     probe: Probe
     info: AudioInfo | None = None  # the file goes byte for byte in this format
     convert: str | None = None  # what the service would refuse, when --transcode converts it
+
+    def __init__(self, probe: Probe, info: AudioInfo | None = None, convert: str | None = None) -> None:
+        set_ = object.__setattr__  # made once a row (bulk_uploader.records); frozen: its own refuses
+        set_(self, "probe", probe)
+        set_(self, "info", info)
+        set_(self, "convert", convert)
 
 
 _TAKES = "the service takes 16-bit LPCM WAV (8..48 kHz), MP3, OGG Opus or raw 16-bit PCM"

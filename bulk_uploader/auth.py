@@ -10,11 +10,12 @@ from __future__ import annotations
 import functools
 import subprocess
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Protocol
 
 from bulk_uploader.clock import SYSTEM_CLOCK, Clock
 from bulk_uploader.errors import AuthError, ConfigError
+from bulk_uploader.records import FrozenRecord, record
 
 if TYPE_CHECKING:  # cryptography loads only for runs that use --sa-key
     from bulk_uploader.sakey import ServiceAccountKey
@@ -45,8 +46,8 @@ class AuthProvider(Protocol):
         """Run for the whole upload, refreshing ahead of expiry (returns at once if nothing expires)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
+@record(slots=True)
+class Credentials(FrozenRecord):
     """An API key or an IAM token given once. repr() never shows the secret."""
 
     scheme: str  # "Api-Key" or "Bearer"

@@ -22,7 +22,7 @@ import sqlite3
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,14 +30,15 @@ from bulk_uploader.errors import ConfigError
 from bulk_uploader.manifest import count_rows, read_header, read_records
 from bulk_uploader.mapping import ColumnMapping
 from bulk_uploader.model import KeySet, columns_to_row, flatten, row_key
+from bulk_uploader.records import Record, record
 from bulk_uploader.textfile import TextFormat, detect_format
 
 AUDIO_SUFFIXES = frozenset({".wav", ".mp3", ".ogg", ".opus", ".pcm", ".raw"})
 SAMPLES_PER_KIND = 3
 
 
-@dataclass
-class BuildSummary:
+@record
+class BuildSummary(Record):
     """What a build wrote: rows, and problems by kind with a few samples each."""
 
     manifest: Path

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
+
+from bulk_uploader.records import FrozenRecord, record
 
 _OFFSET = re.compile(r"(?:UTC|GMT)?([+-])(\d{1,2})(?::?(\d{2}))?")
 # Protobuf overhead per message: tags, lengths and the Timestamp, rounded up.
@@ -24,13 +25,19 @@ class ChatError(ValueError):
     """Raised when chat messages are not what the service takes; the message says which and why."""
 
 
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
+@record(slots=True)
+class ChatMessage(FrozenRecord):
     """One message of a dialog, with an aware timestamp."""
 
     user_id: str
     timestamp: datetime
     text: str
+
+    def __init__(self, user_id: str, timestamp: datetime, text: str) -> None:
+        set_ = object.__setattr__  # made once a message (bulk_uploader.records); frozen: its own refuses
+        set_(self, "user_id", user_id)
+        set_(self, "timestamp", timestamp)
+        set_(self, "text", text)
 
 
 def parse_timezone(text: str) -> tzinfo:

@@ -23,7 +23,7 @@ gRPC errors are translated to CallFailure in exactly one place, bulk_uploader.tr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from bulk_uploader.records import Record, record
 
 TRANSIENT_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "INTERNAL", "ABORTED", "DEADLINE_EXCEEDED"})
 AUTH_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
@@ -69,8 +69,8 @@ class RowInvalid(ValueError):
         self.code = code
 
 
-@dataclass(eq=False)
-class CallFailure(Exception):
+@record(eq=False)
+class CallFailure(Record, Exception):
     """Raised for a call the service (or the network) did not complete."""
 
     code: str  # gRPC status name
@@ -82,6 +82,19 @@ class CallFailure(Exception):
     status_lost: bool = False  # the server ended an unfinished stream, and gRPC lost its answer
     not_sent: bool = False  # the call never reached the service (no connection, a refused stream)
     refused_stream: bool = False  # not sent because the server refused the stream (often: its connection was full)
+
+    def __init__(self, code: str, message: str, pushback: float | None = None, request_complete: bool = True,
+                 auth_header: str = "", sent_at: float = 0.0, status_lost: bool = False, not_sent: bool = False,
+                 refused_stream: bool = False) -> None:  # made once a failed call (bulk_uploader.records)
+        self.code = code
+        self.message = message
+        self.pushback = pushback
+        self.request_complete = request_complete
+        self.auth_header = auth_header
+        self.sent_at = sent_at
+        self.status_lost = status_lost
+        self.not_sent = not_sent
+        self.refused_stream = refused_stream
 
     @property
     def outcome_unknown(self) -> bool:

@@ -27,13 +27,14 @@ import stat
 from array import array
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from bulk_uploader.errors import ResultsFileError
 from bulk_uploader.model import KeySet
+from bulk_uploader.records import Record, record
 
 SENDING = "sending"  # journal line: an attempt is about to be sent
 HEADER = "bulk_upload_ledger"  # the first line's key: the file is a ledger, and where its rows went
@@ -231,8 +232,8 @@ class Ledger:
         return {key: state.unknown for key, state in self.not_uploaded() if state.unknown}
 
 
-@dataclass(slots=True)
-class PreviousResults:
+@record(slots=True)
+class PreviousResults(Record):
     """What earlier runs recorded: the keys already uploaded, and how the file looked."""
 
     uploaded: KeySet = field(default_factory=KeySet)

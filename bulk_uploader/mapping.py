@@ -40,7 +40,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping as MappingABC
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +48,7 @@ from typing import Any, Literal
 from bulk_uploader.chat import parse_timezone
 from bulk_uploader.errors import MappingError
 from bulk_uploader.model import ROW_COLUMNS, USER_COLUMN, as_text
+from bulk_uploader.records import FrozenRecord, record
 
 _TABLES = ("row", "rename", "values", "dates", "defaults", "constants")
 _ROW_KEYS = ("id", "dedupe_key", "unmapped", "drop")
@@ -56,8 +57,8 @@ _SPECIAL_FORMATS = ("iso", "unix", "unix_ms")
 _OUTPUTS = ("zoned", "utc", "local")
 
 
-@dataclass(frozen=True, slots=True)
-class DateRule:
+@record(slots=True)
+class DateRule(FrozenRecord):
     """How one target key's dates are read and written."""
 
     format: str
@@ -93,8 +94,8 @@ class DateRule:
         return moment.isoformat(timespec="milliseconds")
 
 
-@dataclass(frozen=True, slots=True)
-class ColumnMapping:
+@record(slots=True)
+class ColumnMapping(FrozenRecord):
     """A parsed mapping file; apply() turns one source record into manifest columns."""
 
     rename: dict[str, str] = field(default_factory=dict)
@@ -190,8 +191,8 @@ def _text_value(value: Any) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class _MappingFile:
+@record(slots=True)
+class _MappingFile(FrozenRecord):
     """A mapping file's path and text, to name the line and key at fault in a MappingError."""
 
     path: Path

@@ -13,13 +13,14 @@ import io
 import math
 from array import array
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any
 
 import av
 import av.error
+
+from bulk_uploader.records import FrozenRecord, record
 
 Input = str | Path | IO[bytes]
 MediaError = av.error.FFmpegError  # raised for data FFmpeg cannot read
@@ -30,8 +31,8 @@ _CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "matroska", "m
                "caf": "caf"}
 
 
-@dataclass(frozen=True, slots=True)
-class Measured:
+@record(slots=True)
+class Measured(FrozenRecord):
     """What FFmpeg finds in a file: its demuxer, codec, rate, channels, and lengths (seconds)."""
 
     container: str  # FFmpeg's demuxer name, e.g. "wav", "mp3", "ogg", "mov,mp4,m4a,3gp,3g2,mj2"

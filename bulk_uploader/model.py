@@ -14,13 +14,14 @@ import json
 import re
 from array import array
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bulk_uploader.audio import AudioFormat
 from bulk_uploader.chat import ChatMessage
+from bulk_uploader.records import FrozenRecord, Record, record
 
 if TYPE_CHECKING:
     from bulk_uploader.transcode import Plan
@@ -47,8 +48,8 @@ class RecordMapping(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class ManifestRow:
+@record(slots=True)
+class ManifestRow(Record):
     """One manifest row: its 1-based line, its key, and its fields (or why it could not be read)."""
 
     line: int
@@ -56,6 +57,14 @@ class ManifestRow:
     data: dict[str, Any]
     problem: str | None = None  # why the row cannot be used
     code: str = "MALFORMED_ROW"  # the problem's kind, for the results file
+
+    def __init__(self, line: int, key: str, data: dict[str, Any], problem: str | None = None,
+                 code: str = "MALFORMED_ROW") -> None:  # made once a row (bulk_uploader.records)
+        self.line = line
+        self.key = key
+        self.data = data
+        self.problem = problem
+        self.code = code
 
 
 class KeySet:
@@ -182,17 +191,23 @@ def columns_to_row(columns: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-@dataclass(frozen=True, slots=True)
-class User:
+@record(slots=True)
+class User(FrozenRecord):
     """One participant's metadata (TalkMetadata.users)."""
 
     id: str
     role: str  # operator | client | bot
     fields: dict[str, str] = field(default_factory=dict)
 
+    def __init__(self, id: str, role: str, fields: dict[str, str] | None = None) -> None:  # once a row
+        set_ = object.__setattr__  # frozen: its own __setattr__ refuses
+        set_(self, "id", id)
+        set_(self, "role", role)
+        set_(self, "fields", {} if fields is None else fields)
 
-@dataclass(slots=True)
-class Job:
+
+@record(slots=True)
+class Job(Record):
     """A checked row, ready to send. Filled in by the stages that follow validation (the
     dedupe pair, a small file's bytes) in place: copying it per row is measurable."""
 
@@ -221,12 +236,44 @@ class Job:
     right_audio_path: str | None = None  # the right channel's own mono file, as written in the manifest
     right_path: str | Path | None = None  # ... resolved against the manifest's folder
 
+    def __init__(self, key: str, line: int, kind: JobKind, connection_id: str, fields: dict[str, str],
+                 users: tuple[User, ...] = (), audio_path: str | None = None, path: str | Path | None = None,
+                 size: int = 0, mtime_ns: int = 0, format: AudioFormat | None = None, sample_rate: int | None = None,
+                 channels: int | None = None, talk_id: str | None = None, dedupe: tuple[str, str] | None = None,
+                 messages: tuple[ChatMessage, ...] = (), chat_path: str | Path | None = None, data: bytes | None = None,
+                 plan: Plan | Exception | None = None, share: int = 0, swap_channels: bool = False,
+                 right_audio_path: str | None = None, right_path: str | Path | None = None) -> None:
+        # Made once a row: written out here rather than by the generic one (bulk_uploader.records).
+        self.key = key
+        self.line = line
+        self.kind = kind
+        self.connection_id = connection_id
+        self.fields = fields
+        self.users = users
+        self.audio_path = audio_path
+        self.path = path
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.format = format
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.talk_id = talk_id
+        self.dedupe = dedupe
+        self.messages = messages
+        self.chat_path = chat_path
+        self.data = data
+        self.plan = plan
+        self.share = share
+        self.swap_channels = swap_channels
+        self.right_audio_path = right_audio_path
+        self.right_path = right_path
+
 
 Status = Literal["uploaded", "failed", "invalid", "ambiguous"]
 
 
-@dataclass(slots=True)
-class RowResult:
+@record(slots=True)
+class RowResult(Record):
     """The outcome of one row, as written to the results file."""
 
     id: str
@@ -245,6 +292,28 @@ class RowResult:
     source_format: str | None = None  # audio: what the file is (`G.711 mu-law WAV (8000 Hz, 1 ch, 0:01:00)`)
     sent_format: str | None = None  # audio: what was sent (`wav`, `pcm 8000 Hz 1 ch`), converted or not
     finished_at: str = ""  # stamped when the line is written
+
+    def __init__(self, id: str, status: Status, talk_id: str | None = None, error: str | None = None,
+                 code: str | None = None, attempts: int = 0, bytes: int = 0, seconds: float = 0.0,
+                 audio_path: str | None = None, line: int = 0, rpc: str | None = None, unknown_outcomes: int = 0,
+                 reconciled: bool = False, source_format: str | None = None, sent_format: str | None = None,
+                 finished_at: str = "") -> None:  # made once a row (bulk_uploader.records)
+        self.id = id
+        self.status = status
+        self.talk_id = talk_id
+        self.error = error
+        self.code = code
+        self.attempts = attempts
+        self.bytes = bytes
+        self.seconds = seconds
+        self.audio_path = audio_path
+        self.line = line
+        self.rpc = rpc
+        self.unknown_outcomes = unknown_outcomes
+        self.reconciled = reconciled
+        self.source_format = source_format
+        self.sent_format = sent_format
+        self.finished_at = finished_at
 
     def to_line(self) -> bytes:
         """The JSON line for the results file (`id` and `status` first: load_results reads them fast)."""
@@ -301,14 +370,21 @@ def _result_json(r: RowResult) -> str:
 
 
 
-@dataclass(frozen=True, slots=True)
-class TalkRecord:
+@record(slots=True)
+class TalkRecord(FrozenRecord):
     """A talk as the service's Get returns it: what a row is compared with."""
 
     id: str
     connection_id: str
     fields: dict[str, str]  # the metadata fields given at upload
     processing_state: str  # NOT_STARTED, PROCESSING, SUCCESS, FAILED (or UNSPECIFIED)
+
+    def __init__(self, id: str, connection_id: str, fields: dict[str, str], processing_state: str) -> None:
+        set_ = object.__setattr__  # made once a talk read (bulk_uploader.records); frozen: its own refuses
+        set_(self, "id", id)
+        set_(self, "connection_id", connection_id)
+        set_(self, "fields", fields)
+        set_(self, "processing_state", processing_state)
 
 
 def differing_fields(row: Mapping[str, str], talk: Mapping[str, str]) -> list[str]:

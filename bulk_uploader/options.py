@@ -6,12 +6,12 @@ The CLI builds it from argv and the environment; nothing below the CLI reads eit
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bulk_uploader.errors import ConfigError
 from bulk_uploader.reads import ReadBudget
+from bulk_uploader.records import FrozenRecord, record
 
 if TYPE_CHECKING:  # annotations only: the command line's --help reads this module's defaults
     from datetime import tzinfo
@@ -36,8 +36,8 @@ DEFAULT_SETTLE_DELAY = 60.0
 MiB = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class SearchScope:
+@record(slots=True)
+class SearchScope(FrozenRecord):
     """Where Search looks: the organization, space and project ids (any may be blank)."""
 
     organization_id: str = ""
@@ -74,8 +74,8 @@ def is_loopback(endpoint: str) -> bool:
         return False
 
 
-@dataclass(frozen=True, kw_only=True)
-class UploadOptions:
+@record(kw_only=True)
+class UploadOptions(FrozenRecord):
     """Options of one run over a manifest.
 
     Memory: the audio read ahead and being sent never exceeds `memory_budget` bytes

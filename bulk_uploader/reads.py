@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 
 from bulk_uploader.clock import SYSTEM_CLOCK, Clock
 from bulk_uploader.errors import ConfigError
+from bulk_uploader.records import FrozenRecord, record
 
 # The documented read quota per project: (reads, window in seconds).
 DOCUMENTED_READ_QUOTA: tuple[tuple[int, float], ...] = ((20, 1.0), (200, 60.0), (2000, 3600.0), (20000, 86400.0))
@@ -57,8 +57,8 @@ def describe_limits(limits: tuple[tuple[int, float], ...]) -> str:
     return ", ".join(f"{reads:,}/{names.get(window, f'{window:g} s')}" for reads, window in limits) or "none"
 
 
-@dataclass(frozen=True)
-class ReadBudget:
+@record
+class ReadBudget(FrozenRecord):
     """The reads one process may make: `share` of the project's `quota` in every window."""
 
     share: float = DEFAULT_READ_SHARE

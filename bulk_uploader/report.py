@@ -11,13 +11,14 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bulk_uploader.errors import ResultsFileError
 from bulk_uploader.ledger import Ledger
+from bulk_uploader.records import FrozenRecord, Record, record
 
 if TYPE_CHECKING:  # annotations only: a run loads this module (the dry run's rate) and needs none of them
     from bulk_uploader.mapping import ColumnMapping
@@ -27,8 +28,8 @@ if TYPE_CHECKING:  # annotations only: a run loads this module (the dry run's ra
 IDLE_GAP = 60.0  # seconds between two uploads that count as a pause (runs days apart), not upload time
 
 
-@dataclass(frozen=True, slots=True)
-class UploadRate:
+@record(slots=True)
+class UploadRate(FrozenRecord):
     """How fast rows went up, over the time uploads were actually happening."""
 
     files: int
@@ -72,8 +73,8 @@ def measured_rate(results: Path) -> UploadRate | None:
     return _rate(ledger)
 
 
-@dataclass
-class Report:
+@record
+class Report(Record):
     """What the results files say, row by row."""
 
     ledger: Ledger = field(default_factory=Ledger)

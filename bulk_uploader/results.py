@@ -23,7 +23,6 @@ import errno
 import fcntl
 import os
 import socket
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -31,6 +30,7 @@ from typing import Callable
 from bulk_uploader.errors import ResultsFileError
 from bulk_uploader.ledger import HEADER, SENDING, PreviousResults, load_results, read_records
 from bulk_uploader.model import RowResult, encode_json
+from bulk_uploader.records import FrozenRecord, record
 
 # Reading lives in bulk_uploader.ledger; these names stay importable from here.
 __all__ = ["SENDING", "Destination", "LedgerLock", "PreviousResults", "ResultsWriter", "attempt_line",
@@ -157,8 +157,8 @@ class ResultsWriter:
 
 
 
-@dataclass(frozen=True, slots=True)
-class Destination:
+@record(slots=True)
+class Destination(FrozenRecord):
     """Where a ledger's rows went: the endpoint and the run's default connections."""
 
     endpoint: str

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import anyio
 
@@ -31,6 +31,7 @@ from bulk_uploader.auth import AuthProvider
 from bulk_uploader.clock import SYSTEM_CLOCK, Clock
 from bulk_uploader.errors import CallFailure, ServiceUnreachable
 from bulk_uploader.flow import AdaptiveLimiter
+from bulk_uploader.records import Record, record
 from bulk_uploader.stats import RunStats
 
 MAX_REFRESHES = 2  # credential refreshes per operation: a third refusal means the new credential is refused too
@@ -38,8 +39,8 @@ PROBE_SECONDS = 5.0  # one probe's wait for the service to answer again
 MAX_LOST_STATUSES = 10  # tries of a stream whose answer gRPC lost (grpc#36066), beyond the retries
 
 
-@dataclass(kw_only=True)
-class RetryPolicy:
+@record(kw_only=True)
+class RetryPolicy(Record):
     """The run's rules for trying again; shared by every operation of the run."""
 
     retries: int = 10  # further attempts after a transient failure (throttling aside)

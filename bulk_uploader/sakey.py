@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from bulk_uploader.errors import ConfigError
+from bulk_uploader.records import FrozenRecord, record
 
 AUDIENCE = "https://iam.api.cloud.yandex.net/iam/v1/tokens"
 MAX_JWT_LIFETIME = 3600  # seconds from iat to exp the token service accepts
@@ -42,8 +43,8 @@ def _pem(text: str) -> bytes:
     return text[start:].encode("ascii") if start >= 0 else text.encode("ascii", "replace")
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceAccountKey:
+@record(slots=True)
+class ServiceAccountKey(FrozenRecord):
     """An authorized key of a service account; repr() shows the ids only."""
 
     key_id: str

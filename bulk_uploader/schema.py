@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 from bulk_uploader.errors import SchemaError
+from bulk_uploader.records import FrozenRecord, record
 
 ConnectionType = Literal["audio", "chat"]
 
@@ -48,8 +49,8 @@ _ZONED_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-
 _LANGUAGE = re.compile(r"ru-ru(\s*,\s*kk-kz)?", re.IGNORECASE)
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionSchema:
+@record(slots=True)
+class ConnectionSchema(FrozenRecord):
     """The keys one connection defines; `strict` rejects keys it does not define."""
 
     id: str | None

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from dataclasses import dataclass
 
 from bulk_uploader.clock import Clock
 from bulk_uploader.errors import CallFailure
 from bulk_uploader.lookup import SEARCH_VALUES, Lookup
 from bulk_uploader.model import Job, TalkRecord, differing_fields
+from bulk_uploader.records import Record, record
 from bulk_uploader.stats import RunStats
 
 UNSETTLED = "UNSETTLED"  # the code of a row left ambiguous because no read could settle it
@@ -49,13 +49,18 @@ class SettleConflict(Exception):
         self.talk_id, self.keys = talk_id, keys
 
 
-@dataclass(slots=True, eq=False)
-class _Ask:
+@record(slots=True, eq=False)
+class _Ask(Record):
     """A row waiting to be settled."""
 
     job: Job
     ready_at: float  # monotonic time its batch may ask about it
     answer: asyncio.Future[str | None]
+
+    def __init__(self, job: Job, ready_at: float, answer: asyncio.Future[str | None]) -> None:  # once a row
+        self.job = job
+        self.ready_at = ready_at
+        self.answer = answer
 
 
 class Settler:

@@ -7,13 +7,13 @@ machine; each shard writes its own results file and `bulk-upload report` merges 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from bulk_uploader.errors import ConfigError
+from bulk_uploader.records import FrozenRecord, record
 
 
-@dataclass(frozen=True, slots=True)
-class Shard:
+@record(slots=True)
+class Shard(FrozenRecord):
     """Shard `index` of `count` (0-based)."""
 
     index: int

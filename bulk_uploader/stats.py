@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from bulk_uploader.records import Record, record
 
 
-@dataclass
-class ReadStats:
+@record
+class ReadStats(Record):
     """Reads (Search and Get) a run or a verify made, and how the service answered them."""
 
     searches: int = 0
@@ -21,8 +23,8 @@ class ReadStats:
         return self.searches + self.gets
 
 
-@dataclass
-class RunStats:
+@record
+class RunStats(Record):
     """Plain counters; reporters read them from their own thread without locking (ints only)."""
 
     dry_run: bool = False  # nothing is sent and no results file is written

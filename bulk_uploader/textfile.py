@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import codecs
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
 from bulk_uploader.errors import ConfigError
+from bulk_uploader.records import FrozenRecord, record
 
 DELIMITED_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
 MANIFEST_SUFFIXES = DELIMITED_SUFFIXES | {".jsonl", ".ndjson"}
@@ -41,8 +41,8 @@ _HINT = "give the file's encoding with --encoding (Excel's CSV in a Russian loca
         "or save it as CSV UTF-8"
 
 
-@dataclass(frozen=True, slots=True)
-class TextFormat:
+@record(slots=True)
+class TextFormat(FrozenRecord):
     """How to read one file: a Python codec, the delimiter (delimited text only), how they were chosen."""
 
     encoding: str

@@ -25,19 +25,20 @@ import struct
 import sys
 from array import array
 from collections.abc import AsyncGenerator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Literal
 
 import anyio.to_thread
 
 from bulk_uploader.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioError, AudioFormat, AudioInfo, Probe
+from bulk_uploader.records import Record, record
 
 How = Literal["as-is", "rewrap", "unwrap", "remux", "decode"]
 
 
-@dataclass(slots=True)
-class Plan:
+@record(slots=True)
+class Plan(Record):
     """How one row's audio is sent: `info` is the format on the wire, `source` what the file was."""
 
     how: How
@@ -48,6 +49,18 @@ class Plan:
     data_range: tuple[int, int] | None = None
     swap: bool = False
     probes: tuple[Probe, ...] = field(default=(), repr=False)
+
+    def __init__(self, how: How, info: AudioInfo, estimate: int, path: str | Path | None = None,
+                 right_path: str | Path | None = None, data_range: tuple[int, int] | None = None, swap: bool = False,
+                 probes: tuple[Probe, ...] = ()) -> None:  # made once a row (bulk_uploader.records)
+        self.how = how
+        self.info = info
+        self.estimate = estimate
+        self.path = path
+        self.right_path = right_path
+        self.data_range = data_range
+        self.swap = swap
+        self.probes = probes
 
     @property
     def source(self) -> str:

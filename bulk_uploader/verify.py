@@ -22,7 +22,7 @@ import hashlib
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,6 +34,7 @@ from bulk_uploader.manifest import read_manifest
 from bulk_uploader.mapping import ColumnMapping
 from bulk_uploader.model import TalkRecord, differing_fields, encode_json
 from bulk_uploader.reads import ReadBudget
+from bulk_uploader.records import FrozenRecord, Record, record
 from bulk_uploader.stats import ReadStats
 from bulk_uploader.validation import talk_fields
 
@@ -76,8 +77,8 @@ def uploaded_talks(results: Sequence[Path], endpoint: str) -> dict[str, str]:
     return talks
 
 
-@dataclass(frozen=True, kw_only=True)
-class VerifyOptions:
+@record(kw_only=True)
+class VerifyOptions(FrozenRecord):
     """What to verify and how: the manifest and its results files, the sample, the waiting."""
 
     manifest: Path
@@ -98,8 +99,8 @@ class VerifyOptions:
             raise ConfigError("--wait-timeout must not be negative and --poll-interval must be positive")
 
 
-@dataclass(slots=True)
-class RowCheck:
+@record(slots=True)
+class RowCheck(Record):
     """One row's check, as its report line says."""
 
     id: str
@@ -110,6 +111,17 @@ class RowCheck:
     processing_state: str | None = None
     differing_keys: list[str] = field(default_factory=list)
 
+    def __init__(self, id: str, line: int, talk_id: str, fields: dict[str, str], status: str = "",
+                 processing_state: str | None = None, differing_keys: list[str] | None = None) -> None:
+        # Made once a row checked (bulk_uploader.records).
+        self.id = id
+        self.line = line
+        self.talk_id = talk_id
+        self.fields = fields
+        self.status = status
+        self.processing_state = processing_state
+        self.differing_keys = [] if differing_keys is None else differing_keys
+
     def record(self) -> dict[str, Any]:
         """The report line's fields."""
         out: dict[str, Any] = {"id": self.id, "talk_id": self.talk_id, "status": self.status,
@@ -119,8 +131,8 @@ class RowCheck:
         return out
 
 
-@dataclass
-class VerifySummary:
+@record
+class VerifySummary(Record):
     """How a verify ended; `lines()` is the text printed."""
 
     report: Path

@@ -10,48 +10,29 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
 
 from typer.models import OptionInfo
 
+from bulk_uploader.records import FrozenRecord, record
 
-class OptionGroup:
-    """Base of the option groups; subclasses are dataclasses (`option_group`) and set `panel`.
 
-    A group's fields cannot be assigned once it is made: OptionGroup refuses, as a frozen
-    dataclass does.
+class OptionGroup(FrozenRecord):
+    """Base of the option groups; subclasses are records (`option_group`) and set `panel`.
+
+    A group's fields cannot be assigned once it is made, as a frozen dataclass's cannot.
     """
 
-    panel: ClassVar[str]  # the --help panel its options appear under
-
-    def __init__(self, **values: Any) -> None:
-        for field in dataclasses.fields(self):  # type: ignore[arg-type]  # subclasses are dataclasses
-            value = values.pop(field.name, field.default)
-            if value is dataclasses.MISSING:
-                raise TypeError(f"{type(self).__name__} needs {field.name}")
-            object.__setattr__(self, field.name, value)
-        if values:
-            raise TypeError(f"{type(self).__name__} has no field {', '.join(sorted(values))}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))  # type: ignore[arg-type]
-        return f"{type(self).__name__}({shown})"
+    if TYPE_CHECKING:  # not at run time: _group_parameters' get_type_hints would evaluate it for each group
+        panel: ClassVar[str]  # the --help panel its options appear under
 
 
 _Group = TypeVar("_Group", bound=OptionGroup)
 
 
 def option_group(group: type[_Group]) -> type[_Group]:
-    """Make an OptionGroup subclass a dataclass that keeps OptionGroup's methods: dataclass would
-    compile its own for each group (__init__, __repr__, a frozen one's __setattr__ and __delattr__)
-    when the command line starts, at a cost per field."""
-    return dataclasses.dataclass(init=False, repr=False, eq=False)(group)
+    """Make an OptionGroup subclass a dataclass whose methods are OptionGroup's (bulk_uploader.records)."""
+    return record(group)
 
 
 def _is_group(hint: object) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bulk_uploader import reader, transcode
@@ -28,6 +27,7 @@ from bulk_uploader.options import UploadOptions
 from bulk_uploader.pipeline.control import RunControl
 from bulk_uploader.pipeline.recorder import Recorder
 from bulk_uploader.pipeline.refusals import Refusals
+from bulk_uploader.records import Record, record
 from bulk_uploader.retry import Attempts, RetryPolicy
 from bulk_uploader.settle import SettleConflict, Settler
 from bulk_uploader.stats import RunStats
@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     from bulk_uploader.transport import Transport
 
 
-@dataclass(slots=True)
-class _Payload:
+@record(slots=True)
+class _Payload(Record):
     """What an attempt sends: a whole file's request, a streamed file's format, or a chat's messages."""
 
     rpc: str
@@ -50,6 +50,17 @@ class _Payload:
     messages: tuple[ChatMessage, ...] = ()
     plan: Plan | None = None  # a converted file: made as it is sent
     cautious: bool = False  # a stream whose last answer gRPC lost: give the server time to answer early
+
+    def __init__(self, rpc: str, size: int, request: bytes | None = None, info: AudioInfo | None = None,
+                 messages: tuple[ChatMessage, ...] = (), plan: Plan | None = None,
+                 cautious: bool = False) -> None:  # made once a row (bulk_uploader.records)
+        self.rpc = rpc
+        self.size = size
+        self.request = request
+        self.info = info
+        self.messages = messages
+        self.plan = plan
+        self.cautious = cautious
 
 
 async def _whole(job: Job, transcode: bool) -> tuple[bytes | None, Plan]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bulk_uploader.errors import BulkUploadError
 from bulk_uploader.model import RowResult
+from bulk_uploader.records import Record, record
 from bulk_uploader.results import PreviousResults
 from bulk_uploader.stats import RunStats
 
@@ -15,8 +16,8 @@ if TYPE_CHECKING:
     from bulk_uploader.report import UploadRate  # a dry run's, which loads the report module to measure it
 
 
-@dataclass
-class RunSummary:
+@record
+class RunSummary(Record):
     """How a run ended."""
 
     stats: RunStats

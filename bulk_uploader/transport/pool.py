@@ -35,7 +35,6 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -45,6 +44,7 @@ from bulk_uploader.errors import CallFailure
 from bulk_uploader.flow import wait_in_line
 from bulk_uploader.proto import speechsense_pb2 as pb
 from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
+from bulk_uploader.records import Record, record
 
 # Streams a connection is assumed to take at once until a refusal shows fewer: what front
 # ends commonly allow, and the least HTTP/2 advises a server to allow.
@@ -82,8 +82,8 @@ def talk_stub(channel: aio.Channel) -> pb_grpc.TalkServiceStub:
     return stub
 
 
-@dataclass(eq=False, slots=True)
-class Connection:
+@record(slots=True, eq=False)
+class Connection(Record):
     """One channel (one TCP connection) and what is in flight on it."""
 
     channel: aio.Channel
@@ -92,6 +92,15 @@ class Connection:
     calls: int = 0
     bytes: int = 0  # payload of the calls in flight
     full_ends: int = 0  # calls ended while it was at its limit, since its last refusal or growth
+
+    def __init__(self, channel: aio.Channel, stub: pb_grpc.TalkServiceStub, limit: int, calls: int = 0,
+                 bytes: int = 0, full_ends: int = 0) -> None:  # bulk_uploader.records
+        self.channel = channel
+        self.stub = stub
+        self.limit = limit
+        self.calls = calls
+        self.bytes = bytes
+        self.full_ends = full_ends
 
 
 class ConnectionPool:
