@@ -12,11 +12,12 @@ it is a result written to the results file. Exceptions that leave run_upload sto
 Raised before anything is sent they exit 2; once rows are being sent, AuthError,
 ResultsFileError and ServiceUnreachable stop the run with its summary (exit 3).
 
-Two more are raised and caught inside a run, one row at a time, and end as that row's
+Three more are raised and caught inside a run, one row at a time, and end as that row's
 results line; they never reach a caller:
 
     RowInvalid                 a row cannot be sent (its `code` names the kind)
     CallFailure                a call the service or the network did not complete
+    SettleConflict             a stored talk has the row's dedupe value but other fields (bulk_uploader.settle)
 
 gRPC errors are translated to CallFailure in exactly one place, bulk_uploader.transport.status.classify().
 """
@@ -113,3 +114,14 @@ class CallFailure(Record, Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+
+class SettleConflict(Exception):
+    """Raised when the service holds a talk with the row's dedupe value but other fields."""
+
+    def __init__(self, key: str, value: str, talk_id: str, keys: list[str]) -> None:
+        super().__init__(
+            f"a talk with {key}={value!r} is stored (talk {talk_id}) but its fields differ in {', '.join(keys)}: "
+            "not taken as this row's, and not sent again; check that talk, then run again to send the row"
+        )
+        self.talk_id, self.keys = talk_id, keys

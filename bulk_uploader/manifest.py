@@ -16,7 +16,6 @@ same parsers, so they agree on the number of rows.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -121,6 +120,8 @@ def _jsonl_records(path: Path, fmt: TextFormat) -> Iterator[Record]:
 
 def _csv_rows(path: Path, fmt: TextFormat, check: HeaderCheck | None) -> Iterator[tuple[int, list[str] | str]]:
     """(line, cells) of the header and every non-blank row, or (line, why it cannot be read)."""
+    import csv  # only delimited manifests load it
+
     try:
         with open_text(path, fmt) as f:
             skipped = 1 if fmt.sep_line and f.readline() else 0

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bulk_uploader.audio import AudioFormat
-from bulk_uploader.chat import ChatMessage
 from bulk_uploader.records import FrozenRecord, Record, record
 
 if TYPE_CHECKING:
+    from bulk_uploader.chat import ChatMessage
     from bulk_uploader.transcode import Plan
 
 # Columns user<N>.id, user<N>.role and user<N>.<field> describe participant N.

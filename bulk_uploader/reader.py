@@ -14,23 +14,35 @@ from __future__ import annotations
 
 import os
 import time
+from asyncio import get_running_loop
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import aiofiles
-import aiofiles.os
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from bulk_uploader import media_extra
 from bulk_uploader.allocator import new_bytes, writable
 from bulk_uploader.audio import AudioError, Probe, judge, sent_as
-from bulk_uploader.chat import ChatError, ChatMessage, messages_from_document
 from bulk_uploader.errors import RowInvalid
 from bulk_uploader.model import Job
 from bulk_uploader.probe import probe_bytes, probe_file
 from bulk_uploader.transcode import Plan, pcm_plan, single_plan
 from bulk_uploader.validation import Validator
+
+if TYPE_CHECKING:
+    from bulk_uploader.chat import ChatMessage
+
+_T = TypeVar("_T")
+
+
+def _in_executor(work: Callable[..., _T]) -> Callable[..., Awaitable[_T]]:
+    """`work` as a coroutine function that runs it on the event loop's default executor (a lighter
+    hop than anyio's); its arguments are passed by position."""
+
+    async def run(*args: Any) -> _T:
+        return await get_running_loop().run_in_executor(None, work, *args)
+
+    return run
 
 
 def _decoder_facts(path: str | Path, probe: Probe) -> Probe:
@@ -188,7 +200,7 @@ def _read_all(files: list[tuple[str, int, int, bytes | None]]) -> tuple[list[byt
     return out, time.perf_counter() - started
 
 
-_read_many = aiofiles.os.wrap(_read_all)
+_read_many = _in_executor(_read_all)
 
 
 def no_room(job: Job) -> bytes:
@@ -235,10 +247,10 @@ class Preloader(_QuickInline):
 
 # One executor hop per file instead of three (open, read, close): with thousands of small
 # files a second, the hops and their GIL hand-offs are the cost.
-_read_bytes = aiofiles.os.wrap(_read_file)
+_read_bytes = _in_executor(_read_file)
 
 
-_plan_in_thread = aiofiles.os.wrap(plan_audio)  # the loop's executor: a lighter hop than anyio's, once per row
+_plan_in_thread = _in_executor(plan_audio)  # the loop's executor: a lighter hop than anyio's, once per row
 
 
 async def inspect(job: Job, transcode: bool = False) -> Plan:
@@ -263,7 +275,7 @@ def _plan_all(jobs: list[Job], transcode: bool) -> tuple[list[Plan | Exception],
     return out, time.perf_counter() - started
 
 
-_plan_many = aiofiles.os.wrap(_plan_all)
+_plan_many = _in_executor(_plan_all)
 
 
 class HeadReader(_QuickInline):
@@ -310,9 +322,10 @@ async def read_whole(job: Job, transcode: bool = False, room: Callable[[Job], by
 async def read_chat(job: Job, validator: Validator) -> tuple[ChatMessage, ...]:
     """Read and check a chat file in the vendor's form {"messages": [...]}."""
     assert job.chat_path is not None
+    from bulk_uploader.chat import ChatError, messages_from_document  # only chat rows load it
+
     try:
-        async with aiofiles.open(job.chat_path, "rb") as f:
-            data = await f.read()
+        data = await _contents_in_thread(job.chat_path)
     except OSError as exc:
         raise RowInvalid(f"cannot read {job.audio_path}: {exc.strerror or exc}", "FILE_UNREADABLE") from None
     try:
@@ -355,6 +368,12 @@ def _open_raw(path: str | Path) -> BinaryIO:
     return open(path, "rb", buffering=0)
 
 
-_open_in_thread = aiofiles.os.wrap(_open_raw)
-_read_piece = aiofiles.os.wrap(_read_end)
-_rest_in_thread = aiofiles.os.wrap(_rest)
+def _contents(path: str | Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+_open_in_thread = _in_executor(_open_raw)
+_read_piece = _in_executor(_read_end)
+_rest_in_thread = _in_executor(_rest)
+_contents_in_thread = _in_executor(_contents)  # a chat file: open, read and close in one hop

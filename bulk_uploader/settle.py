@@ -28,7 +28,7 @@ import asyncio
 from collections import defaultdict
 
 from bulk_uploader.clock import Clock
-from bulk_uploader.errors import CallFailure
+from bulk_uploader.errors import CallFailure, SettleConflict
 from bulk_uploader.lookup import SEARCH_VALUES, Lookup
 from bulk_uploader.model import Job, TalkRecord, differing_fields
 from bulk_uploader.records import Record, record
@@ -36,17 +36,6 @@ from bulk_uploader.stats import RunStats
 
 UNSETTLED = "UNSETTLED"  # the code of a row left ambiguous because no read could settle it
 SPACING, MIN_SPACING = 0.5, 1.0  # rounds of reads: half the delay apart, and at least a second
-
-
-class SettleConflict(Exception):
-    """Raised when the service holds a talk with the row's dedupe value but other fields."""
-
-    def __init__(self, key: str, value: str, talk_id: str, keys: list[str]) -> None:
-        super().__init__(
-            f"a talk with {key}={value!r} is stored (talk {talk_id}) but its fields differ in {', '.join(keys)}: "
-            "not taken as this row's, and not sent again; check that talk, then run again to send the row"
-        )
-        self.talk_id, self.keys = talk_id, keys
 
 
 @record(slots=True, eq=False)

@@ -16,7 +16,6 @@ The delimiter is the one given (--delimiter), an Excel `sep=;` first line, or wh
 from __future__ import annotations
 
 import codecs
-import csv
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
@@ -202,6 +201,8 @@ def open_text(path: Path, fmt: TextFormat) -> TextIO:
 
 
 def _with_delimiter(path: Path, codec: str, how: str) -> TextFormat:
+    import csv  # only delimited files load it
+
     try:
         with open_text(path, TextFormat(codec, ",")) as f:
             first = f.readline()

@@ -13,13 +13,15 @@ import stat
 from collections.abc import Sequence
 from datetime import tzinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bulk_uploader.audio import AudioError, AudioFormat, check_pcm_params
-from bulk_uploader.chat import ChatError, ChatMessage, encoded_size, parse_messages
 from bulk_uploader.errors import RowInvalid
 from bulk_uploader.model import ROLES, Job, KeySet, ManifestRow, User, as_text
 from bulk_uploader.schema import ConnectionSchema, check_fields, dialog_user_ids, find_schema
+
+if TYPE_CHECKING:
+    from bulk_uploader.chat import ChatMessage
 
 
 def _string_map(value: Any, what: str) -> dict[str, str]:
@@ -240,6 +242,8 @@ class Validator:
 
     def chat_messages(self, raw: Any, fields: dict[str, str]) -> tuple[ChatMessage, ...]:
         """Checked messages of a dialog with these fields; RowInvalid when they are not acceptable."""
+        from bulk_uploader.chat import ChatError, encoded_size, parse_messages  # only chat rows have messages
+
         try:
             messages = parse_messages(raw, dialog_user_ids(fields), self.assume_timezone)
         except ChatError as exc:

@@ -42,7 +42,7 @@ class ThreadWatch:
             return original(files)
 
         monkeypatch.setattr(reader, "_read_all", watched)
-        monkeypatch.setattr(reader, "_read_many", reader.aiofiles.os.wrap(watched))
+        monkeypatch.setattr(reader, "_read_many", reader._in_executor(watched))
 
 
 async def test_quick_reads_stay_on_the_event_loop(files: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:

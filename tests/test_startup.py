@@ -6,6 +6,8 @@ collector waits while the command line loads and collects once the run is under 
 
 from __future__ import annotations
 
+import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +26,9 @@ RUN_ONLY = ("bulk_uploader.cli.credentials", "bulk_uploader.progress", "bulk_upl
             "bulk_uploader.schema", "bulk_uploader.shard", "bulk_uploader.textfile", "bulk_uploader.stats")
 # Loaded only with the options that need them: --mapping (tomllib), a named --assume-timezone zone.
 OPTIONAL = ("bulk_uploader.mapping", "tomllib", "zoneinfo")
+# Loaded only by the rows that need them: settling unknown outcomes (--dedupe-key), a delimited
+# manifest's csv, chat rows; files are read without aiofiles.
+ROWS_ONLY = ("bulk_uploader.settle", "bulk_uploader.lookup", "csv", "bulk_uploader.chat", "aiofiles")
 
 # Runs the console script's main with argv, then prints which of `watched` are loaded by then.
 PROBE = """
@@ -77,12 +82,38 @@ def test_an_upload_loads_only_what_sending_needs_and_collects_its_young_generati
         tmp_path: Path, served: ThreadedEmulator) -> None:
     manifest = samples.write_dataset(tmp_path, 3)
     args = [str(manifest), "--endpoint", served.target, "--insecure", "--quiet", "--connection-id", "demo-audio"]
-    loaded, done = loaded_by(*args, watched=OPTIONAL + ("bulk_uploader.report",), API_KEY=API_KEY)
+    loaded, done = loaded_by(*args, watched=OPTIONAL + ROWS_ONLY + ("bulk_uploader.report",), API_KEY=API_KEY)
     assert done.returncode == 0 and "uploaded 3" in done.stderr, done.stderr
     assert loaded == set()  # the report's rate estimate is a dry run's
     assert f"YOUNG {collector.YOUNG_COLLECTION_THRESHOLD}" in done.stderr
     _, dry = loaded_by(str(manifest), "--dry-run", "--connection-id", "demo-audio", watched=OPTIONAL)
     assert "YOUNG 700" in dry.stderr  # Python's own: a dry run keeps few objects alive
+
+
+def test_a_dry_run_of_audio_rows_loads_nothing_only_other_rows_need(tmp_path: Path) -> None:
+    manifest = samples.write_dataset(tmp_path, 1)
+    loaded, done = loaded_by(str(manifest), "--dry-run", "--connection-id", "demo-audio", watched=ROWS_ONLY)
+    assert done.returncode == 0 and "valid 1" in done.stderr, done.stderr
+    assert loaded == set()
+
+
+def test_what_some_rows_need_loads_with_them(tmp_path: Path, served: ThreadedEmulator) -> None:
+    samples.write_dataset(tmp_path, 1)
+    (tmp_path / "dialog.json").write_text(json.dumps({"messages": [
+        {"user_id": "op-1", "text": "hello", "timestamp": "2025-04-24T11:00:00+03:00"}]}), encoding="utf-8")
+    fields, bot = samples.metadata(1), {"bot_name": "Helper", "bot_id": "bot-1"}  # a chat's connection needs a bot
+    manifest = tmp_path / "mixed.csv"
+    with manifest.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "audio_path", "chat_path", *fields, *bot])
+        writer.writerow(["audio", "audio/call-000000.wav", "", *fields.values(), "", ""])
+        writer.writerow(["chat", "", "dialog.json", *fields.values(), *bot.values()])
+    args = [str(manifest), "--endpoint", served.target, "--insecure", "--quiet", "--connection-id", "demo-audio",
+            "--chat-connection-id", "demo-chat", "--dedupe-key", "client_id"]
+    loaded, done = loaded_by(*args, watched=ROWS_ONLY, API_KEY=API_KEY)
+    assert done.returncode == 0 and "uploaded 2" in done.stderr, done.stderr
+    assert loaded == set(ROWS_ONLY) - {"aiofiles"}
+    assert served.emulator.store.count() == 2
 
 
 def test_a_named_time_zone_loads_zoneinfo_and_is_applied(tmp_path: Path) -> None:

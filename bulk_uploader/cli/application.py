@@ -2,9 +2,11 @@
 `run`, which the console script (bulk_uploader.cli.main, the one reader of sys.argv) calls: it
 hands the arguments it runs with to the commands as the click context's `obj`, so a caller from
 Python sees its own arguments in the retry command rather than those of the process it runs in.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here (nor in the command modules): typer reads the
+commands' annotations as objects, which the compiled module makes once, rather than as strings
+that typing.get_type_hints and inspect.signature compile each run.
+"""
 
 from typing import Annotated, Any
 

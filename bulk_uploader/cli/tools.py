@@ -1,10 +1,9 @@
 """The commands around an upload: `emulator`, `talks` and `demo` (the local SpeechSense stand-in),
 `manifest` (a manifest from another vendor's export) and `report` (results summed, rows to
 retry); each imports inside its body what only it needs (the emulator and sqlite3, cryptography,
-the manifest builder), so an upload's start-up does not load them.
+the manifest builder), so an upload's start-up does not load them. Annotations are evaluated as the
+module loads (see bulk_uploader.cli.application); those that name what only a command loads are quoted.
 """
-
-from __future__ import annotations
 
 import os
 import shlex
@@ -33,7 +32,7 @@ def _emulator_options(
     iam_token: list[str],
     config: Path | None,
     store: Path | None,
-    faults: FaultOptions,
+    faults: "FaultOptions",
     user_key_prefix: str,
     *,
     sa_keys: list[Path],
@@ -41,7 +40,7 @@ def _emulator_options(
     env: Mapping[str, str],
     reads: Mapping[str, Any],
     max_streams: int = 0,
-) -> EmulatorOptions:
+) -> "EmulatorOptions":
     from bulk_uploader.emulator import EmulatorOptions
     from bulk_uploader.emulator.server import DEFAULT_CONNECTIONS
     from bulk_uploader.schema import load_schemas
@@ -66,7 +65,7 @@ def _emulator_options(
     )
 
 
-def _emulator_sa_key(path: Path) -> ServiceAccountKey:
+def _emulator_sa_key(path: Path) -> "ServiceAccountKey":
     """A key the emulator accepts: read from the file, or made and written there when it is absent."""
     import json
 
@@ -82,7 +81,7 @@ def _emulator_sa_key(path: Path) -> ServiceAccountKey:
     return key
 
 
-async def _serve(options: EmulatorOptions) -> None:
+async def _serve(options: "EmulatorOptions") -> None:
     import signal
 
     import anyio
@@ -313,7 +312,7 @@ def manifest(
     raise typer.Exit(EXIT_ROWS if summary.problems else EXIT_OK)
 
 
-async def _demo(folder: Path, rows: int, concurrency: int, reporter: Reporter) -> tuple[RunSummary, int]:
+async def _demo(folder: Path, rows: int, concurrency: int, reporter: "Reporter") -> "tuple[RunSummary, int]":
     from bulk_uploader.auth import Credentials
     from bulk_uploader.cli.runtime import upload_with_signals
     from bulk_uploader.emulator import Emulator, EmulatorOptions

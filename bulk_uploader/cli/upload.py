@@ -1,9 +1,10 @@
 """`bulk-upload upload MANIFEST`, the default command: its option groups turned into checked
 UploadOptions and the run started; the command reads the environment (credentials, the shard a
 scheduler assigned) and the arguments `main` ran with, and hands both down.
-"""
 
-from __future__ import annotations
+Its annotations are evaluated as the module loads (see bulk_uploader.cli.application); those that
+name what only a run loads are quoted.
+"""
 
 import os
 from collections.abc import Mapping
@@ -33,7 +34,7 @@ if TYPE_CHECKING:  # what the run needs is loaded to run, not to parse or show -
     from bulk_uploader.shard import Shard
 
 
-def _timezone(text: str | None) -> tzinfo | None:
+def _timezone(text: str | None) -> "tzinfo | None":
     if text is None:
         return None
     from bulk_uploader.chat import parse_timezone
@@ -44,7 +45,7 @@ def _timezone(text: str | None) -> tzinfo | None:
         raise ConfigError(f"--assume-timezone: {exc}") from None
 
 
-def read_budget(reads: ReadArgs, shard: Shard | None = None) -> ReadBudget:
+def read_budget(reads: ReadArgs, shard: "Shard | None" = None) -> "ReadBudget":
     """The reads a process may make: --read-share of --read-quota; by default a tenth, split between shards."""
     from bulk_uploader.reads import DEFAULT_READ_SHARE, ReadBudget, parse_quota
 
@@ -54,7 +55,7 @@ def read_budget(reads: ReadArgs, shard: Shard | None = None) -> ReadBudget:
 
 def upload_options(manifest: Path, env: Mapping[str, str], *, destination: DestinationArgs, auth: AuthArgs,
                    speed: SpeedArgs, once: ExactlyOnceArgs, reads: ReadArgs, migration: MigrationArgs,
-                   output: OutputArgs) -> UploadOptions:
+                   output: OutputArgs) -> "UploadOptions":
     """The run's options, checked; ConfigError or SchemaError names the first thing wrong."""
     from bulk_uploader.cli.credentials import choose_credentials
     from bulk_uploader.options import SearchScope, UploadOptions

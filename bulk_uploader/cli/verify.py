@@ -1,10 +1,9 @@
 """`bulk-upload verify MANIFEST`: Get every uploaded row's talk, within the read budget, and say which
 are present with their fields, which differ and which are missing (bulk_uploader.verify); it takes
 the upload's destination, credential and read options, reads the environment for credentials, and
-stops cleanly on SIGINT/SIGTERM with what it checked so far.
+stops cleanly on SIGINT/SIGTERM with what it checked so far. Annotations are evaluated as the module
+loads (see bulk_uploader.cli.application); those that name what only a run loads are quoted.
 """
-
-from __future__ import annotations
 
 import os
 from pathlib import Path
@@ -49,7 +48,7 @@ class VerifyArgs(OptionGroup):
     retries: Annotated[int, typer.Option(help="Further attempts after a transient error")] = 10
 
 
-def _options(manifest: Path, check: VerifyArgs, destination: DestinationArgs, reads: ReadArgs) -> VerifyOptions:
+def _options(manifest: Path, check: VerifyArgs, destination: DestinationArgs, reads: ReadArgs) -> "VerifyOptions":
     from bulk_uploader.mapping import load_mapping
     from bulk_uploader.verify import VerifyOptions, report_path_for
 
@@ -64,7 +63,7 @@ def _options(manifest: Path, check: VerifyArgs, destination: DestinationArgs, re
     )
 
 
-async def _watch(scope: anyio.CancelScope, summary: VerifySummary) -> None:
+async def _watch(scope: "anyio.CancelScope", summary: "VerifySummary") -> None:
     import signal
 
     import anyio
@@ -76,7 +75,7 @@ async def _watch(scope: anyio.CancelScope, summary: VerifySummary) -> None:
             return
 
 
-async def _keep_fresh(credentials: AuthProvider, scope: anyio.CancelScope, summary: VerifySummary) -> None:
+async def _keep_fresh(credentials: "AuthProvider", scope: "anyio.CancelScope", summary: "VerifySummary") -> None:
     try:
         await credentials.keep_fresh()
     except AuthError as exc:
@@ -84,8 +83,8 @@ async def _keep_fresh(credentials: AuthProvider, scope: anyio.CancelScope, summa
         scope.cancel()
 
 
-async def _verify(options: VerifyOptions, talks: dict[str, str], transport: Transport, lookup: Lookup,
-                  credentials: AuthProvider) -> VerifySummary:
+async def _verify(options: "VerifyOptions", talks: dict[str, str], transport: "Transport", lookup: "Lookup",
+                  credentials: "AuthProvider") -> "VerifySummary":
     import anyio
 
     from bulk_uploader.errors import CallFailure
@@ -141,7 +140,7 @@ def verify(
     except (ConfigError, ResultsFileError) as exc:
         raise fail(str(exc)) from None
 
-    async def main() -> VerifySummary:
+    async def main() -> "VerifySummary":
         transport = Transport(options.endpoint, credentials, insecure=destination.insecure,
                               max_message_bytes=4 * 1024 * 1024)
         policy = RetryPolicy(retries=check.retries, credentials=credentials)

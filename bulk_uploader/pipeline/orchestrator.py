@@ -26,7 +26,6 @@ from bulk_uploader.budget import MemoryBudget
 from bulk_uploader.clock import SYSTEM_CLOCK, Clock
 from bulk_uploader.errors import AuthError, ConfigError, ResultsFileError
 from bulk_uploader.flow import AdaptiveLimiter
-from bulk_uploader.lookup import Lookup
 from bulk_uploader.manifest import count_rows
 from bulk_uploader.model import Job
 from bulk_uploader.options import UploadOptions
@@ -36,16 +35,15 @@ from bulk_uploader.pipeline.inspector import Inspector
 from bulk_uploader.pipeline.recorder import Recorder, internal_error
 from bulk_uploader.pipeline.summary import RunSummary, problems_path
 from bulk_uploader.progress import Reporter
-from bulk_uploader.reads import ReadGate
 from bulk_uploader.results import Destination, LedgerLock, PreviousResults, check_ledger, load_results
 from bulk_uploader.retry import Outage, RetryPolicy
-from bulk_uploader.settle import Settler
 from bulk_uploader.stats import RunStats
 from bulk_uploader.validation import Validator
 
 if TYPE_CHECKING:
     from bulk_uploader.pipeline.sender import Sender
     from bulk_uploader.report import UploadRate
+    from bulk_uploader.settle import Settler
     from bulk_uploader.transport import Transport
 
 
@@ -188,6 +186,10 @@ def _settler(options: UploadOptions, transport: Transport, stats: RunStats, cloc
     """The run's settler, its reads within the read budget; retried under a policy of their own, as a
     refused read must wait for the read quota rather than halve the uploads in flight."""
     assert options.dedupe_key is not None
+    from bulk_uploader.lookup import Lookup  # only runs with --dedupe-key settle
+    from bulk_uploader.reads import ReadGate
+    from bulk_uploader.settle import Settler
+
     policy = RetryPolicy(retries=options.retries, backoff_base=options.backoff_base, backoff_max=options.backoff_max,
                          credentials=options.credentials, clock=clock)
     lookup = Lookup(transport, options.search_scope, ReadGate(options.read_budget, clock), policy, options.timeout,

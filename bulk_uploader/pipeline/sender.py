@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING
 
 from bulk_uploader import reader, transcode
 from bulk_uploader.audio import AudioInfo
-from bulk_uploader.chat import ChatMessage, encoded_size
 from bulk_uploader.clock import Clock
-from bulk_uploader.errors import AuthError, CallFailure, RowInvalid, ServiceUnreachable
+from bulk_uploader.errors import AuthError, CallFailure, RowInvalid, ServiceUnreachable, SettleConflict
 from bulk_uploader.flow import AdaptiveLimiter, Pacer
 from bulk_uploader.model import Job, RowResult
 from bulk_uploader.options import UploadOptions
@@ -29,13 +28,14 @@ from bulk_uploader.pipeline.recorder import Recorder
 from bulk_uploader.pipeline.refusals import Refusals
 from bulk_uploader.records import Record, record
 from bulk_uploader.retry import Attempts, RetryPolicy
-from bulk_uploader.settle import SettleConflict, Settler
 from bulk_uploader.stats import RunStats
 from bulk_uploader.transcode import Plan
 from bulk_uploader.transport.messages import chunk_prefix, chunk_request, place_upload, upload_room
 from bulk_uploader.validation import Validator
 
 if TYPE_CHECKING:
+    from bulk_uploader.chat import ChatMessage
+    from bulk_uploader.settle import Settler
     from bulk_uploader.transport import Transport
 
 
@@ -152,6 +152,8 @@ class Sender:
         if job.kind == "update":
             return _Payload("Upload(update)", job.size)
         if job.kind == "chat":
+            from bulk_uploader.chat import encoded_size  # only chat rows load it
+
             messages = job.messages or await reader.read_chat(job, self.validator)
             result.bytes = encoded_size(messages)
             return _Payload("UploadText", result.bytes, messages=messages)

@@ -6,14 +6,13 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc import aio
 
 from bulk_uploader.audio import AudioInfo
 from bulk_uploader.auth import AuthProvider
-from bulk_uploader.chat import ChatMessage
 from bulk_uploader.errors import ConfigError
 from bulk_uploader.model import Job, TalkRecord
 from bulk_uploader.options import SearchScope
@@ -26,6 +25,9 @@ from bulk_uploader.transport.messages import (
 )
 from bulk_uploader.transport.pool import Connection, ConnectionPool
 from bulk_uploader.transport.status import LOST_STATUS, classify, closed_under
+
+if TYPE_CHECKING:
+    from bulk_uploader.chat import ChatMessage
 
 CAUTIOUS_WAIT = 1.0  # seconds a stream retried after a lost answer waits for an early one
 SEARCH_PAGE_SIZE = 1000  # the most a Search page may hold: fewest reads
