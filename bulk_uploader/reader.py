@@ -134,11 +134,13 @@ class FileChanged(OSError):
 
 
 def _unchanged(st: os.stat_result, size: int, mtime_ns: int, got: int) -> None:
-    """Raise FileChanged unless the file holds `got` bytes, the size the row was checked with, and
-    `st` the modification time it had then (0: not known)."""
-    if got != size or (mtime_ns and st.st_mtime_ns != mtime_ns):
-        raise FileChanged(f"changed since it was checked ({size} bytes then, {got} now"
-                          f"{'' if got != size else ', modified since'})")
+    """Raise FileChanged unless the file is the one the row was checked with: `got` bytes read of
+    the `size` it had then, and `st` (fstat after the read) the same size and modification time
+    (0: not known). A file that grew shows in st's size, so nothing is read past `size` to find it."""
+    found = got if got < size else st.st_size
+    if found != size or (mtime_ns and st.st_mtime_ns != mtime_ns):
+        raise FileChanged(f"changed since it was checked ({size} bytes then, {found} now"
+                          f"{'' if found != size else ', modified since'})")
 
 
 def _buffer(size: int, room: bytes) -> bytes | None:
@@ -181,16 +183,8 @@ def _read_file(path: str | Path, size: int, mtime_ns: int = 0, buffer: bytes | N
         st = os.fstat(fd)
     finally:
         os.close(fd)
-    _unchanged(st, size, mtime_ns, got if got < size else st.st_size)
+    _unchanged(st, size, mtime_ns, got)
     return data
-
-
-def _rest(f: BinaryIO) -> int:
-    """How many bytes are left before the file's end (0 for a file read whole)."""
-    left = 0
-    while chunk := f.read(1 << 16 if not left else 1 << 20):
-        left += len(chunk)
-    return left
 
 
 def _read_all(files: list[tuple[str, int, int, bytes | None]]) -> tuple[list[bytes | None], float]:
@@ -365,7 +359,7 @@ async def read_chunks(job: Job, chunk_size: int, room: Callable[[int], bytes] = 
                     _unchanged(os.fstat(f.fileno()), job.size, job.mtime_ns, read)
                 yield message, size
                 del message  # not held while the next piece is read
-            _unchanged(os.fstat(f.fileno()), job.size, job.mtime_ns, read + await _rest_in_thread(f))
+            _unchanged(os.fstat(f.fileno()), job.size, job.mtime_ns, read)
     except FileChanged as exc:
         raise _changed(job, exc) from None
     except OSError as exc:
@@ -378,4 +372,3 @@ def _open_raw(path: str | Path) -> BinaryIO:
 
 _open_in_thread = _in_executor(_open_raw)
 _read_piece = _in_executor(_read_end)
-_rest_in_thread = _in_executor(_rest)

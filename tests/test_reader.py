@@ -107,6 +107,20 @@ def test_a_file_is_read_whole_and_one_that_changed_since_its_check_is_refused(tm
         reader._read_file(big, 3 * 1024 * 1024 + 7, mtime)
 
 
+async def test_a_streamed_file_that_grew_since_its_check_is_refused_after_its_last_chunk(tmp_path: Path) -> None:
+    # Appended to after validation's stat: every chunk of the checked size comes, and the end says so.
+    path = tmp_path / "growing.bin"
+    data = os.urandom(5000)
+    path.write_bytes(data)
+    job = jobs_for([path])[0]
+    job.size = 4000
+    pieces = []
+    with pytest.raises(RowInvalid, match="4000 bytes then, 5000 now"):
+        async for piece, size in reader.read_chunks(job, 1024):
+            pieces.append(bytes(piece[len(piece) - size :]))
+    assert b"".join(pieces) == data[:4000]
+
+
 async def test_a_dry_run_reads_heads_in_batches_and_each_row_keeps_its_own_answer(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from bulk_uploader import samples
