@@ -100,7 +100,7 @@ def test_lost_answer_storm(tmp_path: Path, served: ThreadedEmulator, dedupe: boo
     print(f"storm dedupe={dedupe}: answers lost {served.emulator.answers_lost}, refusals "
           f"{served.emulator.rejections}, stored duplicates {stored_duplicates}, "
           f"summary's possible duplicates {possible_duplicates(result.stderr)}")
-    assert served.emulator.answers_lost >= 5
+    assert served.emulator.answers_lost >= 3  # about 15 expected; below 3 once in 30,000 runs
     if dedupe:
         assert stored_duplicates == 0
         assert served.emulator.store.duplicates(ROW_KEY) == {}

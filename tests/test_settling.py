@@ -66,7 +66,9 @@ def test_lost_answers_and_unavailable_under_the_quota_and_a_lagging_index_store_
           f"reads {emu.reads} (client: {reads}), found stored {sum(1 for r in records.values() if r['reconciled'])}")
     assert code == 0, stderr
     assert len(records) == rows and {r["status"] for r in records.values()} == {"uploaded"}
-    assert emu.answers_lost >= 20
+    # About 30 lost answers expected (5% of 600); the interleaving of calls moves the seeded draws,
+    # so the floor is one a binomial count misses once in 200,000 runs.
+    assert emu.answers_lost >= 10
     assert emu.store.count() == rows and emu.store.duplicates(ROW_KEY) == {}  # every row stored exactly once
     assert emu.reads_refused == 0 and refused == 0  # no read refused
     assert emu.reads <= 40 and reads <= 40
