@@ -121,7 +121,7 @@ def test_lost_answers_without_dedupe_key_are_counted_exactly(tmp_path: Path, ser
     assert result.returncode == 0, result.stderr
     stored_duplicates = served.emulator.store.count() - rows
     print(f"lost answers only: stored duplicates {stored_duplicates}, summary says {possible_duplicates(result.stderr)}")
-    assert stored_duplicates > 5
+    assert stored_duplicates >= 3  # about 15 expected; below 3 once in 30,000 runs
     assert possible_duplicates(result.stderr) == stored_duplicates
 
 
