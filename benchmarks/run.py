@@ -13,7 +13,8 @@ and replaces its own sections of benchmarks/RESULTS.md (results_md.py), stamped 
 versions and date.
 
 Contenders: bulk-upload as users run it (results file, --quiet); the ideal client (requests
-prebuilt in memory, N tasks on one grpc.aio channel: the ceiling); a thread pool over the
+prebuilt in memory, N tasks on one grpc.aio channel: the ceiling); the floor client (the least
+a client must do per row: read at send time, a ledger line before and after each call); a thread pool over the
 synchronous stub; and the documented way, one process per file under xargs -P N. With
 --baseline DIR (a checkout of another version, e.g. `git worktree add /tmp/base REF`), the
 same bulk-upload command run from that checkout joins each round as `baseline`, so a
@@ -171,6 +172,15 @@ def ideal(target: str, manifest: Path, concurrency: int) -> Measure:
     return Measure(r["files"], r["bytes"], r["seconds"], wall, cpu, rss, {"timed_cpu": r["cpu"]})
 
 
+def floor(target: str, manifest: Path, concurrency: int) -> Measure:
+    results = manifest.with_name("floor.results.jsonl")
+    out, err, wall, cpu, rss, code = run_measured(
+        [PY, str(HERE / "floor_client.py"), target, str(manifest), str(concurrency), str(results)], client_env())
+    assert code == 0, err[-2000:]
+    r = json.loads(out.splitlines()[-1])
+    return Measure(r["files"], r["bytes"], r["seconds"], wall, cpu, rss)
+
+
 def threadpool(target: str, manifest: Path, concurrency: int) -> Measure:
     out, err, wall, cpu, rss, code = run_measured(
         [PY, str(HERE / "threadpool_client.py"), target, str(manifest), str(concurrency)], client_env())
@@ -241,7 +251,7 @@ def upload_scenario(name: str, title: str, manifest: Path, concurrency: int, run
         contenders = tuple(c for c in contenders if c in ONLY_CONTENDERS)
     if BASELINE is not None:
         contenders = ("bulk-upload", "baseline", *contenders[1:])
-    table: dict[str, Any] = {"title": title, "concurrency": concurrency, "rows": {}, "pairs": [], "ab": [],
+    table: dict[str, Any] = {"title": title, "concurrency": concurrency, "rows": {}, "ratios": {},
                              "server": server, "latency_ms": latency_ms}
     measured: dict[str, list[Measure]] = {c: [] for c in contenders}
     try:
@@ -255,6 +265,8 @@ def upload_scenario(name: str, title: str, manifest: Path, concurrency: int, run
                     m = bulk_upload(emulator.target, manifest, concurrency, root=BASELINE)
                 elif contender == "ideal":
                     m = ideal(emulator.target, manifest, concurrency)
+                elif contender == "floor":
+                    m = floor(emulator.target, manifest, concurrency)
                 elif contender == "threadpool":
                     m = threadpool(emulator.target, manifest, concurrency)
                 else:
@@ -262,18 +274,17 @@ def upload_scenario(name: str, title: str, manifest: Path, concurrency: int, run
                 measured[contender].append(m)
                 print(f"  [{name} run {n + 1}] {contender}: {m.files_per_s:.1f} files/s {m.mb_per_s:.1f} MB/s "
                       f"cpu {m.cpu_per_file_ms:.3f} ms/file rss {m.rss_mb:.0f} MB", flush=True)
-            if "ideal" in measured and "bulk-upload" in measured:
-                b, i = measured["bulk-upload"][-1], measured["ideal"][-1]
-                table["pairs"].append({"files_per_s": b.files_per_s / i.files_per_s, "mb_per_s": b.mb_per_s / i.mb_per_s,
-                                       "cpu": b.cpu_per_file_ms / i.cpu_per_file_ms})
-            if "baseline" in measured:
-                b, a = measured["bulk-upload"][-1], measured["baseline"][-1]
-                table["ab"].append({"files_per_s": b.files_per_s / a.files_per_s, "mb_per_s": b.mb_per_s / a.mb_per_s,
-                                    "cpu": b.cpu_per_file_ms / a.cpu_per_file_ms})
+            for over, under in RATIOS:
+                if over in measured and under in measured:
+                    b, a = measured[over][-1], measured[under][-1]
+                    table["ratios"].setdefault(f"{over} / {under}", []).append(
+                        {"files_per_s": b.files_per_s / a.files_per_s, "mb_per_s": b.mb_per_s / a.mb_per_s,
+                         "cpu": b.cpu_per_file_ms / a.cpu_per_file_ms})
     finally:
         emulator.close()
     for contender, ms in measured.items():
         table["rows"][contender] = median(ms)
+    table["pairs"] = table["ratios"].get("bulk-upload / ideal", [])
     return table
 
 
@@ -338,8 +349,8 @@ each replace only their own sections. Method of the upload scenarios (`run.py`):
 runs; emulator (or lean server) in its own process on loopback; each client its own process,
 CPU (user+sys) and peak RSS of the whole client process from os.wait4; files/s over each contender's
 own timed section (bulk-upload: its run, from reading the results file to the last row recorded;
-ideal: after requests are built; thread pool: after start-up; xargs: the whole batch).
-Ratios are bulk-upload / ideal computed pair by pair within a round, then the median.
+ideal: after requests are built; floor and thread pool: after start-up; xargs: the whole batch).
+Ratios (bulk-upload / ideal, and the others named) are computed pair by pair within a round, then the median.
 """
 
 
@@ -348,6 +359,10 @@ LEAN_FILES_PER_S = 0.95  # of the ideal client's, at least
 LEAN_CPU_PER_FILE = 1.15  # times the ideal client's, at most
 ONE_ROW_CPU = 0.15  # CPU seconds of a one-row run, at most
 MILLION_DRY_RUN_S = 30.0  # wall seconds of the 1,000,000-row dry run, under
+
+
+# Ratios each round computes where both contenders ran: (over, under).
+RATIOS = (("bulk-upload", "ideal"), ("bulk-upload", "baseline"), ("bulk-upload", "floor"), ("floor", "ideal"))
 
 
 def _med(runs: list[dict[str, float]], key: str) -> float:
@@ -397,16 +412,12 @@ def render(tables: list[dict[str, Any]], million: dict[str, Any] | None, runs: i
         for name, r in t["rows"].items():
             lines.append(f"| {name} | {r['files']} | {r['files_per_s']:.1f} | {r['mb_per_s']:.1f} | "
                          f"{r['cpu_per_file_ms']:.3f} | {r['rss_mb']:.0f} |")
-        if t["pairs"]:
-            p = t["pairs"]
-            lines += ["", f"bulk-upload / ideal, pair by pair (median): files/s "
-                          f"{statistics.median(x['files_per_s'] for x in p):.3f}, MB/s {statistics.median(x['mb_per_s'] for x in p):.3f}, "
-                          f"CPU per file {statistics.median(x['cpu'] for x in p):.3f}"]
-        if t.get("ab"):
-            p = t["ab"]
-            lines += [f"bulk-upload / baseline, pair by pair (median): files/s "
-                      f"{statistics.median(x['files_per_s'] for x in p):.3f}, MB/s {statistics.median(x['mb_per_s'] for x in p):.3f}, "
-                      f"CPU per file {statistics.median(x['cpu'] for x in p):.3f}"]
+        if t["ratios"]:
+            lines.append("")
+        for name, p in t["ratios"].items():
+            lines.append(f"{name}, pair by pair (median): files/s {statistics.median(x['files_per_s'] for x in p):.3f}, "
+                         f"MB/s {statistics.median(x['mb_per_s'] for x in p):.3f}, "
+                         f"CPU per file {statistics.median(x['cpu'] for x in p):.3f}")
         lines += limit_lines(t)
         if startup is not None and "ideal" in t["rows"] and "bulk-upload" in t["rows"]:
             b, i = t["rows"]["bulk-upload"], t["rows"]["ideal"]
@@ -441,8 +452,8 @@ def main() -> None:
                                                        "small-lean-10k", "latency-lean", "startup"])
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     parser.add_argument("--baseline", type=Path, help="a checkout of another version to run side by side")
-    parser.add_argument("--contenders", nargs="*", default=["ideal", "threadpool", "xargs"],
-                        help="which of ideal, threadpool, xargs run beside bulk-upload")
+    parser.add_argument("--contenders", nargs="*", default=["ideal", "floor", "threadpool", "xargs"],
+                        help="which of ideal, floor, threadpool, xargs run beside bulk-upload")
     args = parser.parse_args()
     global BASELINE, ONLY_CONTENDERS
     ONLY_CONTENDERS = ("bulk-upload", *args.contenders)
@@ -467,14 +478,14 @@ def main() -> None:
                                       64, args.runs, latency_ms=100))
     if "small-lean" in args.only:
         tables.append(upload_scenario("small-lean", "2,000 files of 16 KiB, no server latency", dataset("small", 2000, 16 * 1024),
-                                      32, args.runs, contenders=("bulk-upload", "ideal"), server="lean"))
+                                      32, args.runs, contenders=("bulk-upload", "ideal", "floor"), server="lean"))
     if "small-lean-10k" in args.only:  # the same, five times the files: start-up weighs a fifth as much per file
         tables.append(upload_scenario("small-lean-10k", "10,000 files of 16 KiB, no server latency",
                                       dataset("small10k", 10000, 16 * 1024), 32, args.runs,
-                                      contenders=("bulk-upload", "ideal"), server="lean"))
+                                      contenders=("bulk-upload", "ideal", "floor"), server="lean"))
     if "latency-lean" in args.only:
         tables.append(upload_scenario("latency-lean", "100 ms server latency, 16 KiB files", dataset("latency3k", 3000, 16 * 1024),
-                                      64, args.runs, latency_ms=100, contenders=("bulk-upload", "ideal"), server="lean"))
+                                      64, args.runs, latency_ms=100, contenders=("bulk-upload", "ideal", "floor"), server="lean"))
     million = million_scenario(args.runs) if "million" in args.only else None
     starts = startup_table(args.runs) if tables or "startup" in args.only else None
     startup = starts["one-row --dry-run"]["bulk-upload"] if starts else None
