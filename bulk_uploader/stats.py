@@ -56,8 +56,7 @@ class RunStats(Record):
     outages: int = 0  # times the service could not be reached
     outage_seconds: float = 0.0  # how long, in all
     unreachable_since: float | None = None  # monotonic time the current outage began
-    progress_at: float = 0.0  # monotonic time a call last ended or a stream last sent bytes
-    reconnects: int = 0  # times the connections stalled and new ones were opened in their place
+    reconnects: int = 0  # connections that stalled, each replaced by a new one
     connections: int = 0  # connections to the service at the end of the run
     refused_streams: int = 0  # calls a full connection refused, sent again at once on another (no retry)
     stream_limit: int = 0  # calls one connection took at once, as its refusals showed (0: none refused)

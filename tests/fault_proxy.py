@@ -5,6 +5,10 @@
     blackhole  open connections go silent (bytes dropped, nothing closed); new ones pass
     stall      new connections are accepted and then hear nothing; open ones pass
 
+and, in any mode that passes bytes: throttle(rate) caps what goes from clients to the server
+at `rate` bytes/s in all (a slow uplink), and silence_oldest() silences one open connection,
+the oldest, as blackhole does all of them.
+
 It runs its own event loop on a thread, so a test can drive a CLI subprocess beside it.
 """
 
@@ -22,6 +26,8 @@ class FaultProxy:
         host, _, port = target.rpartition(":")
         self._upstream = (host, int(port))
         self.mode = "forward"
+        self.rate = 0.0  # bytes/s from clients to the server in all (0: no cap)
+        self._next_send = 0.0  # loop time the capped direction may send again
         self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter, list[bool]]] = []
         self._silenced: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter, list[bool]]] = []
         self._server: asyncio.Server | None = None
@@ -60,12 +66,16 @@ class FaultProxy:
             return
         alive = [True]
         self._pairs.append((writer, up_writer, alive))
-        await asyncio.gather(self._pipe(reader, up_writer, alive), self._pipe(up_reader, writer, alive))
+        await asyncio.gather(self._pipe(reader, up_writer, alive, capped=True), self._pipe(up_reader, writer, alive))
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, alive: list[bool]) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, alive: list[bool],
+                    capped: bool = False) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            while data := await reader.read(65536):
+            while data := await reader.read(16384 if capped and self.rate else 65536):
+                if capped and self.rate:  # each piece waits for its turn at the shared rate
+                    self._next_send = max(self._next_send, loop.time()) + len(data) / self.rate
+                    await asyncio.sleep(self._next_send - loop.time())
                 if alive[0]:
                     writer.write(data)
                     await writer.drain()
@@ -74,6 +84,19 @@ class FaultProxy:
         finally:
             if alive[0]:
                 writer.close()
+
+    def throttle(self, rate: float) -> None:
+        """Cap what clients send at `rate` bytes/s in all (0: no cap)."""
+        self.rate = rate
+
+    def silence_oldest(self) -> None:
+        """The oldest open connection goes silent (bytes dropped, nothing closed); the others pass."""
+        asyncio.run_coroutine_threadsafe(self._silence_oldest(), self._loop).result(10)
+
+    async def _silence_oldest(self) -> None:
+        pair = self._pairs.pop(0)
+        pair[2][0] = False
+        self._silenced.append(pair)
 
     def set(self, mode: str) -> None:
         """Switch to a mode (forward, refuse, blackhole, stall)."""

@@ -111,8 +111,58 @@ def test_a_half_dead_connection_is_replaced_and_progress_resumes_within_a_minute
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert resumed < 60, f"progress resumed after {resumed:.0f} s"
-        assert "opened a new one 1 time(s)" in err  # both connections of the pool, at once
+        assert "connections stalled with calls in flight: 2, each replaced by a new one" in err  # both, at once
         assert len(server.emulator.peers) == 4  # two, then two in their place (the proxy's side of each)
+    finally:
+        proxy.close()
+        server.close()
+
+
+def test_one_silent_connection_among_live_ones_is_replaced_while_the_others_go_on(tmp_path: Path) -> None:
+    server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY], faults=FaultOptions(latency_ms=50)))
+    proxy = FaultProxy(server.target)
+    try:
+        rows = 400
+        manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
+        proc = start_upload(proxy.target, manifest, "--concurrency", "4", "--connections", "2", "--stall-seconds", "3")
+        while server.emulator.store.count() < 40:
+            time.sleep(0.05)
+        proxy.silence_oldest()  # the other connection goes on carrying calls
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "connections stalled with calls in flight: 1, each replaced by a new one" in err
+        assert len(server.emulator.peers) == 3
+        records = read_records(manifest.with_name("manifest.jsonl.results.jsonl"))
+        assert len(records) == rows and {r["status"] for r in records} == {"uploaded"}
+        # The rows caught on the silent connection were sent again once it was replaced, seconds
+        # later, while the live one still had many rows to carry: not when the run ran dry, nor
+        # at their deadlines.
+        caught = [n for n, r in enumerate(records) if r["attempts"] > 1]
+        assert caught and rows - 1 - caught[-1] >= 50, f"caught rows finished at {caught} of {rows}"
+    finally:
+        proxy.close()
+        server.close()
+
+
+def test_files_sent_whole_over_a_slow_uplink_are_no_stall(tmp_path: Path) -> None:
+    server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY]))
+    proxy = FaultProxy(server.target)
+    proxy.throttle(3_000_000)  # 24 Mbit/s
+    try:
+        rows = 24
+        manifest = samples.write_dataset(tmp_path, rows, sizes=(1024 * 1024,))
+        # 24 MiB sent whole at once: gRPC gets the first few files through one by one, then the
+        # rest share the link and arrive together, about 7 s later: far past the 2 s without
+        # movement that would mean a stall, were the bytes in flight not allowed for.
+        started = time.monotonic()
+        result = upload(proxy.target, manifest, "--concurrency", str(rows), "--stall-seconds", "2")
+        took = time.monotonic() - started
+        assert result.returncode == 0, result.stderr
+        print(f"24 x 1 MiB at 3 MB/s: {took:.1f} s")
+        assert "stalled" not in result.stderr and "possible duplicates" not in result.stderr
+        records = read_records(manifest.with_name("manifest.jsonl.results.jsonl"))
+        assert len(records) == rows and all(r["status"] == "uploaded" and r["attempts"] == 1 for r in records)
+        assert server.emulator.store.count() == rows
     finally:
         proxy.close()
         server.close()

@@ -94,7 +94,8 @@ class SpeedArgs(OptionGroup):
         float, typer.Option(help="Seconds the service may be unreachable (the run waits) before it stops")
     ] = 900.0
     stall_seconds: Annotated[
-        float, typer.Option(help="Calls in flight and nothing moving this long: open a new connection")
+        float, typer.Option(help="A connection with calls in flight and nothing moving this long (plus the "
+                                 "time their bytes take at 1 MiB/s) is replaced by a new one")
     ] = 30.0
     event_loop: Annotated[
         EventLoop, typer.Option(help="uvloop (where installed) or asyncio's own")

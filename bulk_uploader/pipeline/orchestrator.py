@@ -319,19 +319,13 @@ async def _enforce(control: RunControl, feeder: anyio.CancelScope, run: anyio.Ca
 
 
 async def _watch_stalls(sender: Sender, stall_seconds: float) -> None:
-    """Open new connections when calls are in flight and nothing has moved for `stall_seconds`:
-    a connection the network has silently dropped (half dead) never fails a call by itself."""
-    clock, stats, limiter = sender.clock, sender.stats, sender.limiter
-    stats.progress_at = clock.monotonic()
+    """Open a new connection in place of each one with calls in flight on which nothing has moved
+    for `stall_seconds`, plus the time its payload in flight takes at the slowest rate an attempt
+    may go (--timeout's): a connection the network has silently dropped (half dead) never fails a
+    call by itself, and calls sent whole over a slow link show nothing until they end."""
     while True:
-        await clock.sleep(min(1.0, stall_seconds / 4))
-        now = clock.monotonic()
-        if limiter.in_use == 0:
-            stats.progress_at = now  # nothing to wait for is no stall
-        elif now - stats.progress_at > stall_seconds:
-            sender.transport.reconnect()
-            stats.reconnects += 1
-            stats.progress_at = now
+        await sender.clock.sleep(min(1.0, stall_seconds / 4))
+        sender.stats.reconnects += sender.transport.replace_stalled(stall_seconds, sender.options.min_rate)
 
 
 async def _keep_fresh(credentials: AuthProvider, control: RunControl) -> None:

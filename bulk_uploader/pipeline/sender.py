@@ -245,7 +245,6 @@ class Sender:
                 raise
             finally:
                 self.stats.calls -= 1
-                self.stats.progress_at = self.clock.monotonic()
             self.policy.succeeded(sent_at)
             if payload.plan is not None:
                 result.bytes = payload.size  # what the conversion made
@@ -277,7 +276,6 @@ class Sender:
         def sent(n: int) -> None:
             result.bytes += n
             self.stats.bytes_sent += n
-            self.stats.progress_at = self.clock.monotonic()
 
         talk_id = await transport.upload_stream(job, payload.info, source, timeout, sent, size=payload.size,
                                                 cautious=payload.cautious)

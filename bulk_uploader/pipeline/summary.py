@@ -84,7 +84,7 @@ class RunSummary(Record):
             out.append(f"service unreachable {s.outages} time(s), {s.outage_seconds:.0f} s in all: rows waited, "
                        "none failed for it")
         if s.reconnects:
-            out.append(f"a connection stalled with calls in flight: opened a new one {s.reconnects} time(s)")
+            out.append(f"connections stalled with calls in flight: {s.reconnects}, each replaced by a new one")
         if s.refused_streams:
             out.append(f"the service refused calls beyond about {s.stream_limit} at once on a connection: "
                        f"{s.refused_streams} call(s) it refused were sent again at once on another "

@@ -181,14 +181,18 @@ class Transport:
         for task in list(self._closing):
             await task
 
-    def reconnect(self) -> None:
-        """Send new calls over new connections; the old ones (stalled, or half dead) are closed,
-        which ends the calls still on them."""
+    def replace_stalled(self, seconds: float, rate: float) -> int:
+        """Open a new connection in place of each that has stalled (ConnectionPool.stalled) and
+        close the old one, which ends the calls still on it; returns how many were replaced."""
+        stalled = self.pool.stalled(seconds, rate)
+        if not stalled:
+            return 0
         loop = asyncio.get_running_loop()
-        for old in self.pool.replace_all():
+        for old in self.pool.replace(stalled):
             task = loop.create_task(old.close())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
+        return len(stalled)
 
     async def wait_ready(self, timeout: float) -> bool:
         """Whether a connection of the pool connects within `timeout` seconds."""
@@ -311,8 +315,13 @@ class Transport:
         async def once(connection: Connection) -> str:
             call = connection.stub.UploadAsStream(metadata=headers, timeout=timeout)
             source = chunks()
+
+            def sent(n: int) -> None:  # a chunk left: the connection is alive, though the call has not ended
+                connection.moved()
+                on_bytes(n)
+
             try:
-                return await _drive_stream(call, stream_messages(job, info, source), on_bytes, auth, cautious)
+                return await _drive_stream(call, stream_messages(job, info, source), sent, auth, cautious)
             finally:
                 if not call.done():
                     call.cancel()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -57,6 +58,8 @@ DEFAULT_SEND_BUFFER = 4 * 1024 * 1024  # Linux's default tcp_wmem maximum
 # Refusals of a full connection one call may meet, each sent again at once elsewhere; past
 # them it is the caller's failure (a call that never reached the service).
 MAX_REFUSED_STREAMS = 20
+# How calls can end without a word from the server: such an end is no sign the connection is alive.
+_ENDS_UNHEARD = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED"})
 T = TypeVar("T")
 
 
@@ -92,15 +95,23 @@ class Connection(Record):
     calls: int = 0
     bytes: int = 0  # payload of the calls in flight
     full_ends: int = 0  # calls ended while it was at its limit, since its last refusal or growth
+    # Monotonic time something last moved on it: a call began on it idle, a stream's message
+    # left, or the server answered a call.
+    moved_at: float = 0.0
 
     def __init__(self, channel: aio.Channel, stub: pb_grpc.TalkServiceStub, limit: int, calls: int = 0,
-                 bytes: int = 0, full_ends: int = 0) -> None:  # bulk_uploader.records
+                 bytes: int = 0, full_ends: int = 0, moved_at: float = 0.0) -> None:  # bulk_uploader.records
         self.channel = channel
         self.stub = stub
         self.limit = limit
         self.calls = calls
         self.bytes = bytes
         self.full_ends = full_ends
+        self.moved_at = moved_at
+
+    def moved(self) -> None:
+        """Something came through: the connection is alive."""
+        self.moved_at = time.monotonic()
 
 
 class ConnectionPool:
@@ -135,6 +146,8 @@ class ConnectionPool:
             best = self._new()
             self.connections.append(best)
         if best is not None:
+            if not best.calls:
+                best.moved_at = time.monotonic()  # idle until now: its silence counts from here
             best.calls += 1
             best.bytes += size
         return best
@@ -164,12 +177,17 @@ class ConnectionPool:
             connection = await self.acquire(size)
             calls_at_start = connection.calls
             try:
-                return await call(connection)
+                result = await call(connection)
             except CallFailure as failure:
+                if failure.code not in _ENDS_UNHEARD:
+                    connection.moved()
                 if not (failure.refused_stream and refusals < MAX_REFUSED_STREAMS
                         and self.refused(connection, calls_at_start)):
                     raise
                 refusals += 1
+            else:
+                connection.moved()
+                return result
             finally:
                 self.release(connection, size)
 
@@ -210,14 +228,20 @@ class ConnectionPool:
         self.refused_streams += 1
         return True
 
-    def replace_all(self) -> list[aio.Channel]:
-        """Open a new connection in place of each; returns the old channels, to be closed.
+    def stalled(self, seconds: float, rate: float) -> list[Connection]:
+        """The connections with calls in flight on which nothing has moved for `seconds`, plus the
+        time their payload in flight takes at `rate` bytes/s: a call sent whole shows nothing until
+        it ends, and the calls sharing a slow link all end late, together."""
+        now = time.monotonic()
+        return [c for c in self.connections if c.calls and now - c.moved_at > seconds + c.bytes / rate]
+
+    def replace(self, stalled: list[Connection]) -> list[aio.Channel]:
+        """Open a new connection in place of each of `stalled`; returns their channels, to be closed.
 
         Calls still on an old connection end with it; their releases count against it, not
         against its replacement.
         """
-        old = [connection.channel for connection in self.connections]
-        self.connections = [self._new() for _ in self.connections]
+        self.connections = [self._new() if c in stalled else c for c in self.connections]
         for _ in range(len(self._waiters)):
             self._wake()
-        return old
+        return [c.channel for c in stalled]
