@@ -116,3 +116,30 @@ async def test_the_pool_is_sized_by_the_round_trip_and_the_streams() -> None:
     finally:
         for channel in channels:
             await channel.close()
+
+
+async def test_deadlines_and_stall_allowances_grow_with_the_bytes_that_share_a_connection() -> None:
+    channels: list[aio.Channel] = []
+
+    def open_channel() -> aio.Channel:
+        channels.append(aio.insecure_channel("127.0.0.1:9"))  # no call is made: nothing needs to listen
+        return channels[-1]
+
+    try:
+        pool = ConnectionPool(open_channel, size=None, concurrency=8, rate=MiB)
+        (connection,) = pool.connections
+        first = await pool.acquire(MiB)
+        # Alone so far, yet up to 7 more calls of its size may join it on this connection.
+        assert first is connection and pool.deadline(connection, 60, MiB) == 60 + 7
+        for _ in range(3):
+            await pool.acquire(8 * MiB)
+        assert pool.deadline(connection, 60, MiB) == 60 + 24  # the 24 MiB beside it now weigh more
+        assert pool.deadline(connection, 60, 8 * MiB) == 60 + max(17, 7 * 8)
+        assert pool.stalled(30) == []  # nothing moved since the first call began: the allowance is 30 s + 25 s
+        connection.moved_at -= 56
+        assert pool.stalled(30) == [connection]
+        old = pool.replace([connection])
+        assert old == [connection.channel] and pool.connections[0] is not connection and pool.stalled(30) == []
+    finally:
+        for channel in channels:
+            await channel.close()

@@ -144,7 +144,7 @@ def test_one_silent_connection_among_live_ones_is_replaced_while_the_others_go_o
         server.close()
 
 
-def test_files_sent_whole_over_a_slow_uplink_are_no_stall(tmp_path: Path) -> None:
+def test_files_sent_whole_over_a_slow_uplink_neither_stall_nor_time_out(tmp_path: Path) -> None:
     server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY]))
     proxy = FaultProxy(server.target)
     proxy.throttle(3_000_000)  # 24 Mbit/s
@@ -153,9 +153,10 @@ def test_files_sent_whole_over_a_slow_uplink_are_no_stall(tmp_path: Path) -> Non
         manifest = samples.write_dataset(tmp_path, rows, sizes=(1024 * 1024,))
         # 24 MiB sent whole at once: gRPC gets the first few files through one by one, then the
         # rest share the link and arrive together, about 7 s later: far past the 2 s without
-        # movement that would mean a stall, were the bytes in flight not allowed for.
+        # movement that would mean a stall, and the 3 s + 1 s a 1 MiB call would be given
+        # alone, were the bytes in flight beside each call not allowed for.
         started = time.monotonic()
-        result = upload(proxy.target, manifest, "--concurrency", str(rows), "--stall-seconds", "2")
+        result = upload(proxy.target, manifest, "--concurrency", str(rows), "--stall-seconds", "2", "--timeout", "3")
         took = time.monotonic() - started
         assert result.returncode == 0, result.stderr
         print(f"24 x 1 MiB at 3 MB/s: {took:.1f} s")

@@ -88,7 +88,9 @@ class SpeedArgs(OptionGroup):
     buffer_mib: Annotated[
         int, typer.Option(help="Audio held in memory at once (read ahead and in flight), MiB")
     ] = DEFAULT_BUDGET // (1024 * 1024)
-    timeout: Annotated[float, typer.Option(help="Seconds per attempt (grows with file size)")] = 60.0
+    timeout: Annotated[
+        float, typer.Option(help="Seconds per attempt (grows with the bytes in flight on its connection)")
+    ] = 60.0
     retries: Annotated[int, typer.Option(help="Further attempts after a transient error")] = 10
     outage_patience: Annotated[
         float, typer.Option(help="Seconds the service may be unreachable (the run waits) before it stops")

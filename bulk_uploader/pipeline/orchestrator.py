@@ -111,7 +111,7 @@ def _connect(options: UploadOptions) -> Transport:
 
     return Transport(options.endpoint, options.credentials, insecure=options.insecure,
                      max_message_bytes=options.stream_threshold + 1024 * 1024, concurrency=options.concurrency,
-                     connections=options.connections)
+                     connections=options.connections, min_rate=options.min_rate)
 
 
 def destination(options: UploadOptions) -> Destination:
@@ -325,7 +325,7 @@ async def _watch_stalls(sender: Sender, stall_seconds: float) -> None:
     call by itself, and calls sent whole over a slow link show nothing until they end."""
     while True:
         await sender.clock.sleep(min(1.0, stall_seconds / 4))
-        sender.stats.reconnects += sender.transport.replace_stalled(stall_seconds, sender.options.min_rate)
+        sender.stats.reconnects += sender.transport.replace_stalled(stall_seconds)
 
 
 async def _keep_fresh(credentials: AuthProvider, control: RunControl) -> None:

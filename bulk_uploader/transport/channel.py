@@ -23,7 +23,7 @@ from bulk_uploader.transport.messages import (
     stream_messages,
     talk_metadata,
 )
-from bulk_uploader.transport.pool import Connection, ConnectionPool
+from bulk_uploader.transport.pool import MIN_RATE, Connection, ConnectionPool
 from bulk_uploader.transport.status import LOST_STATUS, classify, closed_under
 
 if TYPE_CHECKING:
@@ -147,6 +147,7 @@ class Transport:
         max_message_bytes: int,
         concurrency: int = 1,
         connections: int | None = None,
+        min_rate: float = MIN_RATE,
     ) -> None:
         self._credentials = credentials
         self.endpoint = endpoint
@@ -164,7 +165,7 @@ class Transport:
             ("grpc.use_local_subchannel_pool", 1),
         ]
         self._closing: set[asyncio.Task[None]] = set()
-        self.pool = ConnectionPool(self._open, size=connections, concurrency=concurrency)
+        self.pool = ConnectionPool(self._open, size=connections, concurrency=concurrency, rate=min_rate)
 
     def _open(self) -> aio.Channel:
         if self.insecure:
@@ -181,10 +182,10 @@ class Transport:
         for task in list(self._closing):
             await task
 
-    def replace_stalled(self, seconds: float, rate: float) -> int:
+    def replace_stalled(self, seconds: float) -> int:
         """Open a new connection in place of each that has stalled (ConnectionPool.stalled) and
         close the old one, which ends the calls still on it; returns how many were replaced."""
-        stalled = self.pool.stalled(seconds, rate)
+        stalled = self.pool.stalled(seconds)
         if not stalled:
             return 0
         loop = asyncio.get_running_loop()
@@ -225,7 +226,8 @@ class Transport:
 
         async def once(connection: Connection) -> Any:
             try:
-                return await getattr(connection.stub, method)(request, metadata=headers, timeout=timeout)
+                return await getattr(connection.stub, method)(
+                    request, metadata=headers, timeout=self.pool.deadline(connection, timeout, size))
             except aio.AioRpcError as exc:
                 raise classify(exc, auth_header=auth) from None
             except asyncio.CancelledError:
@@ -313,7 +315,8 @@ class Transport:
         headers, auth = self._metadata(job)
 
         async def once(connection: Connection) -> str:
-            call = connection.stub.UploadAsStream(metadata=headers, timeout=timeout)
+            call = connection.stub.UploadAsStream(metadata=headers,
+                                                  timeout=self.pool.deadline(connection, timeout, size))
             source = chunks()
 
             def sent(n: int) -> None:  # a chunk left: the connection is alive, though the call has not ended

@@ -58,6 +58,9 @@ DEFAULT_SEND_BUFFER = 4 * 1024 * 1024  # Linux's default tcp_wmem maximum
 # Refusals of a full connection one call may meet, each sent again at once elsewhere; past
 # them it is the caller's failure (a call that never reached the service).
 MAX_REFUSED_STREAMS = 20
+# The slowest a connection may carry the payload in flight on it (bytes/s) before its calls'
+# deadlines, and its allowance before it counts as stalled, run out (UploadOptions.min_rate).
+MIN_RATE = 1024 * 1024
 # How calls can end without a word from the server: such an end is no sign the connection is alive.
 _ENDS_UNHEARD = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED"})
 T = TypeVar("T")
@@ -117,8 +120,11 @@ class Connection(Record):
 class ConnectionPool:
     """The run's connections; `size` None sizes them from the concurrency and the bytes in flight."""
 
-    def __init__(self, open_channel: Callable[[], aio.Channel], *, size: int | None, concurrency: int) -> None:
+    def __init__(self, open_channel: Callable[[], aio.Channel], *, size: int | None, concurrency: int,
+                 rate: float = MIN_RATE) -> None:
         self._open_channel = open_channel
+        self.concurrency = concurrency
+        self.rate = rate
         self.fixed = size is not None
         self.ceiling = size if size is not None else min(MAX_CONNECTIONS, concurrency)
         # What a connection is assumed to take until refusals show less; and a new one, since.
@@ -228,12 +234,20 @@ class ConnectionPool:
         self.refused_streams += 1
         return True
 
-    def stalled(self, seconds: float, rate: float) -> list[Connection]:
+    def deadline(self, connection: Connection, timeout: float, size: int) -> float:
+        """The deadline of a call of `size` payload bytes on `connection` whose own is `timeout`
+        seconds: plus the time the payload of the calls beside it takes at `rate` (those in flight
+        there now, or as many more of its size as may join it, whichever is more), as calls sharing
+        a slow link each go at a share of it, those that join later included."""
+        may_join = size * (min(self.concurrency, connection.limit) - 1)
+        return timeout + max(connection.bytes - size, may_join) / self.rate
+
+    def stalled(self, seconds: float) -> list[Connection]:
         """The connections with calls in flight on which nothing has moved for `seconds`, plus the
-        time their payload in flight takes at `rate` bytes/s: a call sent whole shows nothing until
-        it ends, and the calls sharing a slow link all end late, together."""
+        time their payload in flight takes at `rate`: a call sent whole shows nothing until it
+        ends, and the calls sharing a slow link all end late, together."""
         now = time.monotonic()
-        return [c for c in self.connections if c.calls and now - c.moved_at > seconds + c.bytes / rate]
+        return [c for c in self.connections if c.calls and now - c.moved_at > seconds + c.bytes / self.rate]
 
     def replace(self, stalled: list[Connection]) -> list[aio.Channel]:
         """Open a new connection in place of each of `stalled`; returns their channels, to be closed.
