@@ -3,6 +3,8 @@ limit met by sending a refused call again at once on a connection with room, nev
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import hashlib
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from bulk_uploader.audio import AudioFormat
 from bulk_uploader.emulator import Emulator, EmulatorOptions, FaultOptions
 from bulk_uploader.pipeline import run_upload
 from bulk_uploader.results import read_records
+from bulk_uploader.transport import Transport
 from bulk_uploader.transport.pool import (
     MAX_CONNECTIONS_FOR_BYTES,
     PROBE_ROUNDS,
@@ -143,3 +146,21 @@ async def test_deadlines_and_stall_allowances_grow_with_the_bytes_that_share_a_c
     finally:
         for channel in channels:
             await channel.close()
+
+
+async def test_a_connection_replaced_while_the_pool_waits_for_one_to_connect_is_not_ready() -> None:
+    loop = asyncio.get_running_loop()
+    told: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: told.append(context))
+    transport = Transport("127.0.0.1:9", None, insecure=True, max_message_bytes=MiB, connections=2)  # nothing listens
+    try:
+        waiting = asyncio.ensure_future(transport.wait_ready(5))
+        await asyncio.sleep(0.2)
+        await transport.pool.connections[0].channel.close()  # as the stall watcher closes a replaced one
+        assert await waiting is False
+        gc.collect()
+        await asyncio.sleep(0)
+        assert told == []  # no "Task exception was never retrieved" on the user's screen
+    finally:
+        loop.set_exception_handler(None)
+        await transport.close()

@@ -201,7 +201,8 @@ class Transport:
         done, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for wait in pending:
             wait.cancel()
-        return bool(done)
+        # A connection replaced meanwhile (stalled) ends its wait with its channel closed: not ready.
+        return any(not wait.cancelled() and wait.exception() is None for wait in done)
 
     async def preflight(self, timeout: float) -> None:
         """Connect before the first row, and measure the round trip the pool sizes itself by;
