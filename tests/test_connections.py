@@ -121,7 +121,7 @@ async def test_the_pool_is_sized_by_the_round_trip_and_the_streams() -> None:
             await channel.close()
 
 
-async def test_deadlines_and_stall_allowances_grow_with_the_bytes_that_share_a_connection() -> None:
+async def test_deadlines_and_stall_allowances_grow_with_the_bytes_that_share_the_uplink() -> None:
     channels: list[aio.Channel] = []
 
     def open_channel() -> aio.Channel:
@@ -129,20 +129,21 @@ async def test_deadlines_and_stall_allowances_grow_with_the_bytes_that_share_a_c
         return channels[-1]
 
     try:
-        pool = ConnectionPool(open_channel, size=None, concurrency=8, rate=MiB)
-        (connection,) = pool.connections
+        pool = ConnectionPool(open_channel, size=2, concurrency=8, rate=MiB)
         first = await pool.acquire(MiB)
-        # Alone so far, yet up to 7 more calls of its size may join it on this connection.
-        assert first is connection and pool.deadline(connection, 60, MiB) == 60 + 7
-        for _ in range(3):
-            await pool.acquire(8 * MiB)
-        assert pool.deadline(connection, 60, MiB) == 60 + 24  # the 24 MiB beside it now weigh more
-        assert pool.deadline(connection, 60, 8 * MiB) == 60 + max(17, 7 * 8)
-        assert pool.stalled(30) == []  # nothing moved since the first call began: the allowance is 30 s + 25 s
-        connection.moved_at -= 56
-        assert pool.stalled(30) == [connection]
-        old = pool.replace([connection])
-        assert old == [connection.channel] and pool.connections[0] is not connection and pool.stalled(30) == []
+        # Alone so far, yet up to 7 more calls of its size may join it.
+        assert pool.deadline(60, MiB) == 60 + 7
+        others = [await pool.acquire(8 * MiB) for _ in range(3)]
+        assert {first, *others} == set(pool.connections)  # spread over both connections
+        assert pool.deadline(60, MiB) == 60 + 24  # the 24 MiB beside it, on either connection, weigh more
+        assert pool.deadline(60, 8 * MiB) == 60 + 7 * 8
+        assert pool.stalled(30) == []  # nothing moved since the calls began: the allowance is 30 s + 25 s
+        first.moved_at -= 56
+        assert pool.stalled(30) == [first]
+        old = pool.replace([first])
+        assert old == [first.channel] and first not in pool.connections and pool.stalled(30) == []
+        pool.release(first, MiB)  # a call on the old connection ended: it no longer weighs on the others
+        assert pool.bytes == 24 * MiB
     finally:
         for channel in channels:
             await channel.close()

@@ -228,7 +228,7 @@ class Transport:
         async def once(connection: Connection) -> Any:
             try:
                 return await getattr(connection.stub, method)(
-                    request, metadata=headers, timeout=self.pool.deadline(connection, timeout, size))
+                    request, metadata=headers, timeout=self.pool.deadline(timeout, size))
             except aio.AioRpcError as exc:
                 raise classify(exc, auth_header=auth) from None
             except asyncio.CancelledError:
@@ -316,8 +316,7 @@ class Transport:
         headers, auth = self._metadata(job)
 
         async def once(connection: Connection) -> str:
-            call = connection.stub.UploadAsStream(metadata=headers,
-                                                  timeout=self.pool.deadline(connection, timeout, size))
+            call = connection.stub.UploadAsStream(metadata=headers, timeout=self.pool.deadline(timeout, size))
             source = chunks()
 
             def sent(n: int) -> None:  # a chunk left: the connection is alive, though the call has not ended

@@ -133,6 +133,7 @@ class ConnectionPool:
         self.send_buffer = send_buffer_bytes()
         self.refused_streams = 0  # refusals of a full connection, sent again elsewhere
         self.refused_above = 0  # the limit the latest refusal showed (0: none refused)
+        self.bytes = 0  # payload of the calls in flight, on every connection, old ones included
         self._waiters: deque[asyncio.Future[None]] = deque()
         first = size if size is not None else min(self.ceiling, math.ceil(concurrency / STREAMS_PER_CONNECTION))
         self.connections = [self._new() for _ in range(max(1, first))]
@@ -156,6 +157,7 @@ class ConnectionPool:
                 best.moved_at = time.monotonic()  # idle until now: its silence counts from here
             best.calls += 1
             best.bytes += size
+            self.bytes += size
         return best
 
     def measured(self, round_trip: float) -> None:
@@ -207,6 +209,7 @@ class ConnectionPool:
                 self.stream_limit = max(self.stream_limit, connection.limit)
         connection.calls -= 1
         connection.bytes -= size
+        self.bytes -= size
         self._wake()
 
     def _wake(self) -> None:
@@ -234,20 +237,23 @@ class ConnectionPool:
         self.refused_streams += 1
         return True
 
-    def deadline(self, connection: Connection, timeout: float, size: int) -> float:
-        """The deadline of a call of `size` payload bytes on `connection` whose own is `timeout`
-        seconds: plus the time the payload of the calls beside it takes at `rate` (those in flight
-        there now, or as many more of its size as may join it, whichever is more), as calls sharing
-        a slow link each go at a share of it, those that join later included."""
-        may_join = size * (min(self.concurrency, connection.limit) - 1)
-        return timeout + max(connection.bytes - size, may_join) / self.rate
+    # The connections most often share one uplink, so the allowances below count the payload in
+    # flight on all of them: over a slow link, each call goes at a share of it.
+
+    def deadline(self, timeout: float, size: int) -> float:
+        """The deadline of a call of `size` payload bytes whose own is `timeout` seconds: plus the
+        time the payload of the calls beside it takes at `rate` (those in flight now, or as many
+        more of its size as the concurrency lets join it, whichever is more: calls that join later
+        slow it too)."""
+        return timeout + max(self.bytes - size, size * (self.concurrency - 1)) / self.rate
 
     def stalled(self, seconds: float) -> list[Connection]:
         """The connections with calls in flight on which nothing has moved for `seconds`, plus the
-        time their payload in flight takes at `rate`: a call sent whole shows nothing until it
-        ends, and the calls sharing a slow link all end late, together."""
+        time the payload in flight takes at `rate`: a call sent whole shows nothing until it ends,
+        and the calls sharing a slow link all end late, together."""
         now = time.monotonic()
-        return [c for c in self.connections if c.calls and now - c.moved_at > seconds + c.bytes / self.rate]
+        allowance = seconds + self.bytes / self.rate
+        return [c for c in self.connections if c.calls and now - c.moved_at > allowance]
 
     def replace(self, stalled: list[Connection]) -> list[aio.Channel]:
         """Open a new connection in place of each of `stalled`; returns their channels, to be closed.
