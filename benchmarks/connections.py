@@ -4,6 +4,7 @@ stores nothing), so the client is what is measured.
 
     python benchmarks/connections.py streams [--runs 3] [--baseline DIR]
     python benchmarks/connections.py wan [--runs 3] [--baseline DIR]       # root: builds the link
+    python benchmarks/connections.py slow [--runs 3] [--baseline DIR]      # root: builds the link
 
 streams: a server taking 100 streams per connection, 100 ms per call, 6,000 x 16 KiB at
 concurrency 256 and 1,024: files/s against concurrency / latency (what the concurrency
@@ -18,6 +19,13 @@ at 1 Gbit/s) and against what plain TCP gets through it (1, 2, 4 streams once sl
 over, and 4 fresh streams carrying the scenario's bytes: the practical limit of a run that
 starts cold), beside the ideal client with one channel and with four; then the same at
 200 Mbit/s (one round). The link is always taken down at the end.
+
+slow: a 12 Mbit/s uplink with 40 ms RTT (an office's); 40 x 4 MiB sent whole at concurrency
+32, the defaults otherwise: 128 MiB in flight take about 90 s to cross, far longer than a
+call would be given alone. MB/s against the link's payload rate; retries, connections
+replaced as stalled, and whether the summary warned of possible duplicates (none is real:
+the lean server counts every call). A contender still running after 10 minutes is stopped
+and reported so.
 
 With --baseline DIR (another checkout, e.g. `git worktree add /tmp/base REF`) its bulk-upload
 runs in each round too, side by side. Each measured process holds /tmp/bench.lock; the wan
@@ -78,6 +86,8 @@ class Run(Rates):
     duplicates_warning: bool = False
     unreachable: bool = False
     refused: int = 0  # calls a full connection refused, sent again at once (bulk-upload's summary)
+    stalls: int = 0  # connections replaced as stalled (bulk-upload's summary)
+    finished: bool = True  # False: stopped at the time limit
     connections: int = 0  # client connections the server saw calls on
     server_cpu: float = 0.0  # the server's CPU seconds over its life
 
@@ -88,7 +98,7 @@ def manifest_bytes(manifest: Path) -> int:
 
 
 def measure(contender: str, manifest: Path, concurrency: int, server_args: tuple[str, ...], *,
-            baseline: Path | None = None, ns: tuple[str, str] | None = None) -> Run:
+            baseline: Path | None = None, ns: tuple[str, str] | None = None, limit: float | None = None) -> Run:
     """One run of `contender` (bulk-upload, before, ideal) against a fresh lean server."""
     server = LeanServerProcess(*server_args, prefix=tuple(netns(ns[1] if ns else None)),
                                host=SRV_ADDR if ns else "127.0.0.1")
@@ -98,28 +108,34 @@ def measure(contender: str, manifest: Path, concurrency: int, server_args: tuple
             run = ideal(server.target, manifest, concurrency, ns[0] if ns else None, channels)
         else:
             root = baseline if contender == "before" and baseline is not None else HERE.parent
-            run = bulk_upload(server.target, manifest, concurrency, root, ns[0] if ns else None)
+            run = bulk_upload(server.target, manifest, concurrency, root, ns[0] if ns else None, limit)
     finally:
         totals = server.close()
     run.connections, run.server_cpu = totals["connections"], totals["cpu"]
     return run
 
 
-def bulk_upload(target: str, manifest: Path, concurrency: int, root: Path, ns: str | None = None) -> Run:
+def bulk_upload(target: str, manifest: Path, concurrency: int, root: Path, ns: str | None = None,
+                limit: float | None = None) -> Run:
+    """One run; with `limit` (seconds) it is stopped (SIGTERM: it finishes its summary) once that has passed."""
     results = manifest.with_name("conn.results.jsonl")
     results.unlink(missing_ok=True)
+    stop = ["timeout", "--kill-after", "60", str(limit)] if limit else []
     with locked("/tmp/bench.lock"):
         _, err, _, cpu, _, code = run_measured(
-            [*netns(ns), PY, "-m", "bulk_uploader", str(manifest), "--endpoint", target, "--insecure", "--quiet",
-             "--connection-id", "demo-audio", "--concurrency", str(concurrency), "--results", str(results)],
+            [*netns(ns), *stop, PY, "-m", "bulk_uploader", str(manifest), "--endpoint", target, "--insecure",
+             "--quiet", "--connection-id", "demo-audio", "--concurrency", str(concurrency), "--results", str(results)],
             client_env(root))
-    assert code == 0, err[-2000:]
-    seconds = float(re.search(r"Finished in ([\d.]+) s", err).group(1))  # type: ignore[union-attr]
+    finished = re.search(r"Finished in ([\d.]+) s", err)
+    assert code == 0 or not finished and limit, err[-2000:]
+    seconds = float((finished or re.search(r"in ([\d.]+) s:", err)).group(1))  # type: ignore[union-attr]
     files = int(re.search(r"uploaded (\d+),", err).group(1))  # type: ignore[union-attr]
     retries = int(re.search(r"(\d+) retries", err).group(1))  # type: ignore[union-attr]
     refused = re.search(r"(\d+) call\(s\) it refused were sent again", err)
+    stalls = re.search(r"stalled with calls in flight: (\d+)|opened a new one (\d+) time", err)
     return Run(files, manifest_bytes(manifest), seconds, cpu, retries, "possible duplicates" in err,
-               "unreachable" in err, int(refused.group(1)) if refused else 0)
+               "unreachable" in err, int(refused.group(1)) if refused else 0,
+               int(stalls.group(1) or stalls.group(2)) if stalls else 0, finished is not None)
 
 
 def ideal(target: str, manifest: Path, concurrency: int, ns: str | None = None, channels: int = 1) -> Run:
@@ -278,30 +294,57 @@ def net(*args: str) -> None:
     subprocess.run(["bash", str(NET_SH), *args], check=True, timeout=120)
 
 
+@contextmanager
+def link(rate: str, rtt_ms: int) -> Iterator[None]:
+    """The namespaces' link up at `rate` and `rtt_ms`, for this block only."""
+    with locked("/tmp/wan.lock"):
+        if subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.strip():
+            raise SystemExit("network namespaces exist already (another benchmark's link?): not touching them")
+        net("up", rate, str(rtt_ms))
+        try:
+            yield
+        finally:
+            net("down")
+
+
 def wan_scenario(runs: int, baseline: Path | None) -> list[tuple[str, str]]:
     scenarios = [("300 x 2 MiB, concurrency 32", dataset("conn-2m", 300, 2 * MiB, distinct=30), 32),
                  ("4 x 200 MiB streamed, concurrency 4", dataset("conn-200m", 4, 200 * MiB, distinct=1), 4)]
     contenders = ["bulk-upload", *(["before"] if baseline else []), "ideal", "ideal, 4 channels"]
     sections = []
-    with locked("/tmp/wan.lock"):
-        if subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.strip():
-            raise SystemExit("network namespaces exist already (another benchmark's link?): not touching them")
-        net("up", "1gbit", "40")
-        try:
-            for rate, payload, n in (("1 Gbit/s", GBIT_PAYLOAD, runs), ("200 Mbit/s", GBIT_PAYLOAD / 5, 1)):
-                if rate.startswith("200"):
-                    net("rate", "200mbit")
-                warm = 12 * payload * 1e6  # about 12 s of sending: rates after slow start
-                tcp = {f"{k} stream(s), warm": steady_rate(plain_tcp(k, int(warm))) for k in (1, 2, 4)}
-                for title, manifest, _ in scenarios:
-                    tcp[f"4 streams, {title.split(',')[0]} from a cold start"] = cold_rate(
-                        plain_tcp(4, manifest_bytes(manifest)))
-                print(f"  [wan {rate}] plain TCP: " + ", ".join(f"{k} {v:.1f} MB/s" for k, v in tcp.items()),
-                      flush=True)
-                sections.append(_wan_section(rate, payload, tcp, scenarios, contenders, n, baseline))
-        finally:
-            net("down")
+    with link("1gbit", 40):
+        for rate, payload, n in (("1 Gbit/s", GBIT_PAYLOAD, runs), ("200 Mbit/s", GBIT_PAYLOAD / 5, 1)):
+            if rate.startswith("200"):
+                net("rate", "200mbit")
+            warm = 12 * payload * 1e6  # about 12 s of sending: rates after slow start
+            tcp = {f"{k} stream(s), warm": steady_rate(plain_tcp(k, int(warm))) for k in (1, 2, 4)}
+            for title, manifest, _ in scenarios:
+                tcp[f"4 streams, {title.split(',')[0]} from a cold start"] = cold_rate(
+                    plain_tcp(4, manifest_bytes(manifest)))
+            print(f"  [wan {rate}] plain TCP: " + ", ".join(f"{k} {v:.1f} MB/s" for k, v in tcp.items()),
+                  flush=True)
+            sections.append(_wan_section(rate, payload, tcp, scenarios, contenders, n, baseline))
     return sections
+
+
+def slow_scenario(runs: int, baseline: Path | None) -> list[tuple[str, str]]:
+    manifest, concurrency, payload = dataset("conn-4m", 40, 4 * MiB - 4096, distinct=40), 32, GBIT_PAYLOAD * 12 / 1000
+    contenders = ["bulk-upload", *(["before"] if baseline else []), "ideal"]
+    with link("12mbit", 40):
+        measured = rounds("slow uplink", contenders, runs, lambda contender: measure(
+            contender, manifest, concurrency, (), baseline=baseline, ns=(CLI, SRV), limit=600))
+    lines = [results_md.stamp(), "", f"12 Mbit/s, 40 ms RTT between two namespaces (../shared/wan/net.sh); 40 x 4 MiB "
+             f"sent whole at concurrency {concurrency}, defaults otherwise; the lean server. Limit: the link's payload "
+             f"rate, {payload:.2f} MB/s. Medians of {runs} side-by-side round(s); a run still going after 600 s is "
+             "stopped and its rows counted as far as it got.", "",
+             "| contender | rows uploaded | seconds | MB/s | of the payload rate | retries | connections replaced as "
+             "stalled | possible-duplicates warning |", "|---|---|---|---|---|---|---|---|"]
+    for contender, rs in measured.items():
+        done = f"{med(rs, 'files'):.0f}" + ("" if all(r.finished for r in rs) else " (stopped)")
+        lines.append(f"| {contender} | {done} | {med(rs, 'seconds'):.1f} | {med(rs, 'mb_per_s'):.2f} | "
+                     f"{med(rs, 'mb_per_s') / payload:.2f} | {med(rs, 'retries'):.0f} | {med(rs, 'stalls'):.0f} | "
+                     f"{any(r.duplicates_warning for r in rs)} |")
+    return [("Connections: a 12 Mbit/s uplink, files sent whole", "\n".join(lines))]
 
 
 def _wan_section(rate: str, payload: float, tcp: dict[str, float], scenarios: list[tuple[str, Path, int]],
@@ -340,12 +383,13 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "tcp-send":
         return tcp_send(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=["streams", "wan"])
+    parser.add_argument("scenario", choices=["streams", "wan", "slow"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="another checkout, run side by side as 'before'")
     args = parser.parse_args()
     DATA.mkdir(exist_ok=True)
-    sections = (streams_scenario if args.scenario == "streams" else wan_scenario)(args.runs, args.baseline)
+    scenario = {"streams": streams_scenario, "wan": wan_scenario, "slow": slow_scenario}[args.scenario]
+    sections = scenario(args.runs, args.baseline)
     for heading, body in sections:
         print(f"\n## {heading}\n\n{body}")
     results_md.write_sections(sections)

@@ -97,7 +97,7 @@ class UploadOptions(FrozenRecord):
     connections: int | None = None  # TCP connections to the service; None: sized automatically (transport.pool)
     retries: int = 10  # further attempts after a transient failure
     timeout: float = 60.0  # seconds per attempt, plus size / min_rate
-    min_rate: float = 1 * MiB  # bytes/s a connection's calls together may not fall below before their deadlines
+    min_rate: float = 1 * MiB  # bytes/s the calls in flight together may not fall below before their deadlines
     stream_threshold: int = 4 * MiB  # larger files go through UploadAsStream; the largest chat sent
     chunk_size: int = 1 * MiB  # UploadAsStream chunk size (the vendor's examples use 1 MiB)
     memory_budget: int = DEFAULT_BUDGET  # bytes of audio held at once, read ahead and in flight (--buffer-mib)
@@ -175,5 +175,5 @@ class UploadOptions(FrozenRecord):
 
     def attempt_timeout(self, size: int) -> float:
         """Deadline of one attempt for a payload of `size` bytes alone: it grows with the size (the
-        transport adds the time the other calls' payload on its connection takes: ConnectionPool.deadline)."""
+        transport adds the time the payload in flight beside it takes: ConnectionPool.deadline)."""
         return self.timeout + size / self.min_rate
