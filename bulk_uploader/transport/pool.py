@@ -58,8 +58,8 @@ DEFAULT_SEND_BUFFER = 4 * 1024 * 1024  # Linux's default tcp_wmem maximum
 # Refusals of a full connection one call may meet, each sent again at once elsewhere; past
 # them it is the caller's failure (a call that never reached the service).
 MAX_REFUSED_STREAMS = 20
-# The slowest a connection may carry the payload in flight on it (bytes/s) before its calls'
-# deadlines, and its allowance before it counts as stalled, run out (UploadOptions.min_rate).
+# The slowest the uplink may carry the payload in flight (bytes/s) before the calls' deadlines,
+# and a connection's allowance before it counts as stalled, run out (UploadOptions.min_rate).
 MIN_RATE = 1024 * 1024
 # How calls can end without a word from the server: such an end is no sign the connection is alive.
 _ENDS_UNHEARD = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED"})
