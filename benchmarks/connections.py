@@ -138,7 +138,10 @@ def bulk_upload(target: str, manifest: Path, concurrency: int, root: Path, ns: s
     head = re.search(r"in [\d.]+ s: uploaded \d+, skipped \(done before\) \d+, failed (\d+), invalid \d+"
                      r"(?:, ambiguous (\d+))?", err)
     given_up = int(head.group(1)) + int(head.group(2) or 0) if head else 0
-    return Run(files, manifest_bytes(manifest), seconds, cpu, retries, "possible duplicates" in err,
+    # A run that left rows undone moved only the bytes its summary counts.
+    moved = manifest_bytes(manifest) if finished and not given_up else float(
+        re.search(r"([\d.]+) MB uploaded", err).group(1)) * 1e6  # type: ignore[union-attr]
+    return Run(files, moved, seconds, cpu, retries, "possible duplicates" in err,
                "unreachable" in err, int(refused.group(1)) if refused else 0,
                int(stalls.group(1) or stalls.group(2)) if stalls else 0, finished is not None, given_up)
 
