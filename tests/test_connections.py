@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import pytest
 from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli, upload_argv
 from grpc import aio
 from test_run_upload import Collecting, options
@@ -26,6 +28,20 @@ from bulk_uploader.transport.pool import (
 )
 
 MiB = 1024 * 1024
+
+
+@pytest.fixture
+async def open_channel() -> AsyncIterator[Callable[[], aio.Channel]]:
+    """Opens channels for a pool that makes no call (nothing needs to listen); all closed after."""
+    channels: list[aio.Channel] = []
+
+    def open_one() -> aio.Channel:
+        channels.append(aio.insecure_channel("127.0.0.1:9"))
+        return channels[-1]
+
+    yield open_one
+    for channel in channels:
+        await channel.close()
 
 
 def test_a_server_that_takes_four_calls_a_connection_gets_every_row_once_over_several(tmp_path: Path) -> None:
@@ -76,77 +92,59 @@ async def test_streams_over_a_fixed_pool_wait_for_room_and_arrive_whole(tmp_path
         await emulator.stop(grace=0.2)
 
 
-async def test_the_pool_is_sized_by_the_round_trip_and_the_streams() -> None:
-    channels: list[aio.Channel] = []
+async def test_the_pool_is_sized_by_the_round_trip_and_the_streams(
+        open_channel: Callable[[], aio.Channel]) -> None:
+    far = ConnectionPool(open_channel, size=None, concurrency=12)
+    far.send_buffer = 4 * MiB
+    assert len(far.connections) == 1
+    far.measured(0.040)  # 1 Gbit/s at 40 ms keeps 5 MB in flight: more than one send buffer holds
+    assert len(far.connections) == 4
+    far.measured(0.5)
+    assert len(far.connections) == MAX_CONNECTIONS_FOR_BYTES < far.ceiling
+    near = ConnectionPool(open_channel, size=None, concurrency=12)
+    near.measured(0.0005)  # a LAN: one connection's buffer covers any link
+    assert len(near.connections) == 1
 
-    def open_channel() -> aio.Channel:
-        channels.append(aio.insecure_channel("127.0.0.1:9"))  # no call is made: nothing needs to listen
-        return channels[-1]
+    two = ConnectionPool(open_channel, size=2, concurrency=8)
+    big = await two.acquire(64 * MiB)
+    small = [await two.acquire(MiB) for _ in range(3)]
+    assert all(c is not big for c in small)  # calls go where the fewest bytes are in flight
+    two.release(big, 64 * MiB)
+    assert await two.acquire(MiB) is big
+    two.measured(0.5)
+    assert len(two.connections) == 2  # a fixed size stays as it is
 
-    try:
-        far = ConnectionPool(open_channel, size=None, concurrency=12)
-        far.send_buffer = 4 * MiB
-        assert len(far.connections) == 1
-        far.measured(0.040)  # 1 Gbit/s at 40 ms keeps 5 MB in flight: more than one send buffer holds
-        assert len(far.connections) == 4
-        far.measured(0.5)
-        assert len(far.connections) == MAX_CONNECTIONS_FOR_BYTES < far.ceiling
-        near = ConnectionPool(open_channel, size=None, concurrency=12)
-        near.measured(0.0005)  # a LAN: one connection's buffer covers any link
-        assert len(near.connections) == 1
+    wide = ConnectionPool(open_channel, size=None, concurrency=250)
+    assert len(wide.connections) == 3 and wide.connections[0].limit == STREAMS_PER_CONNECTION
 
-        two = ConnectionPool(open_channel, size=2, concurrency=8)
-        big = await two.acquire(64 * MiB)
-        small = [await two.acquire(MiB) for _ in range(3)]
-        assert all(c is not big for c in small)  # calls go where the fewest bytes are in flight
-        two.release(big, 64 * MiB)
-        assert await two.acquire(MiB) is big
-        two.measured(0.5)
-        assert len(two.connections) == 2  # a fixed size stays as it is
-
-        wide = ConnectionPool(open_channel, size=None, concurrency=250)
-        assert len(wide.connections) == 3 and wide.connections[0].limit == STREAMS_PER_CONNECTION
-
-        one = ConnectionPool(open_channel, size=1, concurrency=8)
-        (first,) = one.connections
-        assert not one.refused(first, 1)  # alone on its connection: not a stream limit
-        assert one.refused(first, 5) and first.limit == 4 and one.stream_limit == 4
-        taken = [await one.acquire(0) for _ in range(4)]
-        for _ in range(PROBE_ROUNDS * 4):  # rounds at the limit without a refusal: one more is tried
-            one.release(taken.pop(), 0)
-            taken.append(await one.acquire(0))
-        assert first.limit == 5 and one.stream_limit == 5
-    finally:
-        for channel in channels:
-            await channel.close()
+    one = ConnectionPool(open_channel, size=1, concurrency=8)
+    (first,) = one.connections
+    assert not one.refused(first, 1)  # alone on its connection: not a stream limit
+    assert one.refused(first, 5) and first.limit == 4 and one.stream_limit == 4
+    taken = [await one.acquire(0) for _ in range(4)]
+    for _ in range(PROBE_ROUNDS * 4):  # rounds at the limit without a refusal: one more is tried
+        one.release(taken.pop(), 0)
+        taken.append(await one.acquire(0))
+    assert first.limit == 5 and one.stream_limit == 5
 
 
-async def test_deadlines_and_stall_allowances_grow_with_the_bytes_that_share_the_uplink() -> None:
-    channels: list[aio.Channel] = []
-
-    def open_channel() -> aio.Channel:
-        channels.append(aio.insecure_channel("127.0.0.1:9"))  # no call is made: nothing needs to listen
-        return channels[-1]
-
-    try:
-        pool = ConnectionPool(open_channel, size=2, concurrency=8, rate=MiB)
-        first = await pool.acquire(MiB)
-        # Alone so far, yet up to 7 more calls of its size may join it.
-        assert pool.deadline(60, MiB) == 60 + 7
-        others = [await pool.acquire(8 * MiB) for _ in range(3)]
-        assert {first, *others} == set(pool.connections)  # spread over both connections
-        assert pool.deadline(60, MiB) == 60 + 24  # the 24 MiB beside it, on either connection, weigh more
-        assert pool.deadline(60, 8 * MiB) == 60 + 7 * 8
-        assert pool.stalled(30) == []  # nothing moved since the calls began: the allowance is 30 s + 25 s
-        first.moved_at -= 56
-        assert pool.stalled(30) == [first]
-        old = pool.replace([first])
-        assert old == [first.channel] and first not in pool.connections and pool.stalled(30) == []
-        pool.release(first, MiB)  # a call on the old connection ended: it no longer weighs on the others
-        assert pool.bytes == 24 * MiB
-    finally:
-        for channel in channels:
-            await channel.close()
+async def test_deadlines_and_stall_allowances_grow_with_the_bytes_that_share_the_uplink(
+        open_channel: Callable[[], aio.Channel]) -> None:
+    pool = ConnectionPool(open_channel, size=2, concurrency=8, rate=MiB)
+    first = await pool.acquire(MiB)
+    # Alone so far, yet up to 7 more calls of its size may join it.
+    assert pool.deadline(60, MiB) == 60 + 7
+    others = [await pool.acquire(8 * MiB) for _ in range(3)]
+    assert {first, *others} == set(pool.connections)  # spread over both connections
+    assert pool.deadline(60, MiB) == 60 + 24  # the 24 MiB beside it, on either connection, weigh more
+    assert pool.deadline(60, 8 * MiB) == 60 + 7 * 8
+    assert pool.stalled(30) == []  # nothing moved since the calls began: the allowance is 30 s + 25 s
+    first.moved_at -= 56
+    assert pool.stalled(30) == [first]
+    old = pool.replace([first])
+    assert old == [first.channel] and first not in pool.connections and pool.stalled(30) == []
+    pool.release(first, MiB)  # a call on the old connection ended: it no longer weighs on the others
+    assert pool.bytes == 24 * MiB
 
 
 async def test_a_connection_replaced_while_the_pool_waits_for_one_to_connect_is_not_ready() -> None:

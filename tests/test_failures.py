@@ -7,6 +7,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli, start_upload, upload_argv
@@ -15,6 +17,18 @@ from fault_proxy import FaultProxy
 from bulk_uploader import samples
 from bulk_uploader.emulator import EmulatorOptions, FaultOptions
 from bulk_uploader.results import read_records
+
+
+@contextmanager
+def behind_a_proxy(faults: FaultOptions | None = None) -> Iterator[tuple[ThreadedEmulator, FaultProxy]]:
+    """An emulator with `faults`, and between it and the client a FaultProxy; both closed after."""
+    server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY], faults=faults or FaultOptions()))
+    proxy = FaultProxy(server.target)
+    try:
+        yield server, proxy
+    finally:
+        proxy.close()
+        server.close()
 
 
 def upload(target: str, manifest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -67,9 +81,7 @@ def test_an_unknown_connection_is_refused_after_a_few_calls_not_row_by_row(
 
 
 def test_a_90_second_outage_pauses_the_run_and_fails_no_row(tmp_path: Path) -> None:
-    server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY], faults=FaultOptions(latency_ms=40)))
-    proxy = FaultProxy(server.target)
-    try:
+    with behind_a_proxy(FaultOptions(latency_ms=40)) as (server, proxy):
         rows = 400
         manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
         proc = start_upload(proxy.target, manifest, "--concurrency", "4")
@@ -88,15 +100,10 @@ def test_a_90_second_outage_pauses_the_run_and_fails_no_row(tmp_path: Path) -> N
         assert stored_during < rows and "service unreachable 1 time(s)" in err
         stored = {t.fields["client_id"] for t in server.emulator.store.talks()}
         assert len(stored) == rows  # every row arrived
-    finally:
-        proxy.close()
-        server.close()
 
 
 def test_a_half_dead_connection_is_replaced_and_progress_resumes_within_a_minute(tmp_path: Path) -> None:
-    server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY], faults=FaultOptions(latency_ms=50)))
-    proxy = FaultProxy(server.target)
-    try:
+    with behind_a_proxy(FaultOptions(latency_ms=50)) as (server, proxy):
         rows = 300
         manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
         proc = start_upload(proxy.target, manifest, "--concurrency", "4", "--connections", "2")
@@ -113,15 +120,10 @@ def test_a_half_dead_connection_is_replaced_and_progress_resumes_within_a_minute
         assert resumed < 60, f"progress resumed after {resumed:.0f} s"
         assert "connections stalled with calls in flight: 2, each replaced by a new one" in err  # both, at once
         assert len(server.emulator.peers) == 4  # two, then two in their place (the proxy's side of each)
-    finally:
-        proxy.close()
-        server.close()
 
 
 def test_one_silent_connection_among_live_ones_is_replaced_while_the_others_go_on(tmp_path: Path) -> None:
-    server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY], faults=FaultOptions(latency_ms=50)))
-    proxy = FaultProxy(server.target)
-    try:
+    with behind_a_proxy(FaultOptions(latency_ms=50)) as (server, proxy):
         rows = 400
         manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
         proc = start_upload(proxy.target, manifest, "--concurrency", "4", "--connections", "2", "--stall-seconds", "3")
@@ -139,16 +141,11 @@ def test_one_silent_connection_among_live_ones_is_replaced_while_the_others_go_o
         # at their deadlines.
         caught = [n for n, r in enumerate(records) if r["attempts"] > 1]
         assert caught and rows - 1 - caught[-1] >= 50, f"caught rows finished at {caught} of {rows}"
-    finally:
-        proxy.close()
-        server.close()
 
 
 def test_files_sent_whole_over_a_slow_uplink_neither_stall_nor_time_out(tmp_path: Path) -> None:
-    server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY]))
-    proxy = FaultProxy(server.target)
-    proxy.throttle(3_000_000)  # 24 Mbit/s
-    try:
+    with behind_a_proxy() as (server, proxy):
+        proxy.throttle(3_000_000)  # 24 Mbit/s
         rows = 24
         manifest = samples.write_dataset(tmp_path, rows, sizes=(1024 * 1024,))
         # 24 MiB sent whole at once: gRPC gets the first few files through one by one, then the
@@ -164,9 +161,6 @@ def test_files_sent_whole_over_a_slow_uplink_neither_stall_nor_time_out(tmp_path
         records = read_records(manifest.with_name("manifest.jsonl.results.jsonl"))
         assert len(records) == rows and all(r["status"] == "uploaded" and r["attempts"] == 1 for r in records)
         assert server.emulator.store.count() == rows
-    finally:
-        proxy.close()
-        server.close()
 
 
 def test_a_row_with_an_absurd_timestamp_is_that_rows_error_only(tmp_path: Path, served: ThreadedEmulator) -> None:
