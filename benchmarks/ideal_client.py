@@ -89,4 +89,5 @@ async def main() -> None:
     print(json.dumps({"files": len(jobs), "bytes": sum(j[2] for j in jobs), "seconds": seconds, "cpu": used}))
 
 
-asyncio.run(main())
+if __name__ == "__main__":
+    asyncio.run(main())
