@@ -154,7 +154,7 @@ class ConnectionPool:
             self.connections.append(best)
         if best is not None:
             if not best.calls:
-                best.moved_at = time.monotonic()  # idle until now: its silence counts from here
+                best.moved()  # idle until now: its silence counts from here
             best.calls += 1
             best.bytes += size
             self.bytes += size
