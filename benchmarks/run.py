@@ -44,6 +44,7 @@ import results_md
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
+MEMORY_DATA = Path("/dev/shm/bulk-upload-bench")  # the lean scenarios' data sets, where /dev/shm is a tmpfs
 PY = sys.executable
 KEY = "benchmark-key"  # accepted by the benchmark's own emulator only
 BASELINE: Path | None = None  # --baseline: another checkout's bulk-upload, run side by side
@@ -138,7 +139,9 @@ def client_env(root: Path = HERE.parent) -> dict[str, str]:
     return {**os.environ, "API_KEY": KEY, "PYTHONPATH": str(root)}
 
 
-def dataset(name: str, count: int, size: int, distinct: int | None = None) -> Path:
+def dataset(name: str, count: int, size: int, distinct: int | None = None, in_memory: bool = False) -> Path:
+    """The manifest of a data set made once under benchmarks/.data; with `in_memory`, a copy of it
+    in MEMORY_DATA where that is a tmpfs (see warm())."""
     from bulk_uploader import samples
     from bulk_uploader.audio import AudioFormat
 
@@ -148,11 +151,46 @@ def dataset(name: str, count: int, size: int, distinct: int | None = None) -> Pa
         folder.mkdir(parents=True, exist_ok=True)
         samples.write_dataset(folder, count, sizes=(size,), formats=(AudioFormat.WAV,), distinct_files=distinct,
                               connection_id="demo-audio")
+    if in_memory and on_tmpfs(MEMORY_DATA.parent):
+        copy = MEMORY_DATA / name
+        if not (copy / "manifest.jsonl").exists():
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(folder, copy)
+        return copy / "manifest.jsonl"
     return manifest
 
 
+def on_disk(manifest: Path, name: str) -> Path:
+    """Where a contender writes its ledger: beside the data set's folder under benchmarks/.data,
+    on disk, as users keep theirs, even when the data set is read from memory."""
+    return DATA / manifest.parent.name / name
+
+
+def on_tmpfs(folder: Path) -> bool:
+    """Whether `folder` lies on a tmpfs: files held in memory, never dropped like the page cache."""
+    try:
+        mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return False
+    best = max((m for m in mounts if str(folder).startswith(m[1].rstrip("/") + "/") or str(folder) == m[1]),
+               key=lambda m: len(m[1]), default=None)
+    return best is not None and best[2] == "tmpfs"
+
+
+def warm(manifest: Path) -> str:
+    """Read every file of the data set, so that each contender starts with them in the page cache:
+    on some virtual machines the host empties the guest's page cache within seconds, and a
+    contender that ran after another would find the files the first one read cold from disk.
+    Returns where the files live, for the section's stamp."""
+    for line in manifest.read_text().splitlines():
+        with open(manifest.parent / json.loads(line)["audio_path"], "rb") as f:
+            while f.read(MiB):
+                pass
+    return "files in memory (tmpfs)" if on_tmpfs(manifest.parent) else "files on disk, read once before each contender"
+
+
 def bulk_upload(target: str, manifest: Path, concurrency: int, *extra: str, root: Path = HERE.parent) -> Measure:
-    results = manifest.with_name("bench.results.jsonl")
+    results = on_disk(manifest, "bench.results.jsonl")
     results.unlink(missing_ok=True)
     out, err, wall, cpu, rss, code = run_measured(
         [PY, "-m", "bulk_uploader", str(manifest), "--endpoint", target, "--insecure", "--quiet",
@@ -173,7 +211,7 @@ def ideal(target: str, manifest: Path, concurrency: int) -> Measure:
 
 
 def floor(target: str, manifest: Path, concurrency: int) -> Measure:
-    results = manifest.with_name("floor.results.jsonl")
+    results = on_disk(manifest, "floor.results.jsonl")
     out, err, wall, cpu, rss, code = run_measured(
         [PY, str(HERE / "floor_client.py"), target, str(manifest), str(concurrency), str(results)], client_env())
     assert code == 0, err[-2000:]
@@ -258,6 +296,7 @@ def upload_scenario(name: str, title: str, manifest: Path, concurrency: int, run
         for n in range(runs):
             # Side by side in each round, so noise hits every contender alike; ratios are per round.
             for contender in contenders:
+                table["storage"] = warm(manifest)
                 if contender == "bulk-upload":
                     m = bulk_upload(emulator.target, manifest, concurrency)
                 elif contender == "baseline":
@@ -407,7 +446,7 @@ def render(tables: list[dict[str, Any]], million: dict[str, Any] | None, runs: i
     """The sections this run measured: (heading, body) for results_md."""
     sections = []
     for t in tables:
-        lines = [results_md.stamp(f"medians of {runs} run(s)"), "",
+        lines = [results_md.stamp(f"medians of {runs} run(s); {t['storage']}"), "",
                  "| contender | files | files/s | MB/s | CPU ms/file | peak RSS MB |", "|---|---|---|---|---|---|"]
         for name, r in t["rows"].items():
             lines.append(f"| {name} | {r['files']} | {r['files_per_s']:.1f} | {r['mb_per_s']:.1f} | "
@@ -477,14 +516,14 @@ def main() -> None:
         tables.append(upload_scenario("latency", "100 ms server latency, 16 KiB files", dataset("latency3k", 3000, 16 * 1024),
                                       64, args.runs, latency_ms=100))
     if "small-lean" in args.only:
-        tables.append(upload_scenario("small-lean", "2,000 files of 16 KiB, no server latency", dataset("small", 2000, 16 * 1024),
+        tables.append(upload_scenario("small-lean", "2,000 files of 16 KiB, no server latency", dataset("small", 2000, 16 * 1024, in_memory=True),
                                       32, args.runs, contenders=("bulk-upload", "ideal", "floor"), server="lean"))
     if "small-lean-10k" in args.only:  # the same, five times the files: start-up weighs a fifth as much per file
         tables.append(upload_scenario("small-lean-10k", "10,000 files of 16 KiB, no server latency",
-                                      dataset("small10k", 10000, 16 * 1024), 32, args.runs,
+                                      dataset("small10k", 10000, 16 * 1024, in_memory=True), 32, args.runs,
                                       contenders=("bulk-upload", "ideal", "floor"), server="lean"))
     if "latency-lean" in args.only:
-        tables.append(upload_scenario("latency-lean", "100 ms server latency, 16 KiB files", dataset("latency3k", 3000, 16 * 1024),
+        tables.append(upload_scenario("latency-lean", "100 ms server latency, 16 KiB files", dataset("latency3k", 3000, 16 * 1024, in_memory=True),
                                       64, args.runs, latency_ms=100, contenders=("bulk-upload", "ideal", "floor"), server="lean"))
     million = million_scenario(args.runs) if "million" in args.only else None
     starts = startup_table(args.runs) if tables or "startup" in args.only else None
