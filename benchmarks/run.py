@@ -4,6 +4,7 @@
     python benchmarks/run.py --runs 1 --only small latency
     python benchmarks/run.py --only small 64mib --baseline /tmp/base   # A/B against another checkout
     python benchmarks/run.py --only small-lean latency-lean              # against the lean server
+    python benchmarks/run.py --only small-lean-cold                      # files read from disk (root)
 
 Starts `bulk-upload emulator` (or, for the `-lean` scenarios, benchmarks/lean_server.py, which
 checks and stores nothing, so that the client is what is measured) in its own process per scenario, makes the data sets under
@@ -39,7 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import results_md
 
@@ -190,6 +191,21 @@ def warm(manifest: Path) -> str:
     return "files in memory (tmpfs)" if on_tmpfs(manifest.parent) else "files on disk, read once before each contender"
 
 
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def can_drop_caches() -> bool:
+    return os.access(DROP_CACHES, os.W_OK)
+
+
+def cold(manifest: Path) -> str:
+    """Empty the page cache (root only: can_drop_caches()), so that each contender reads every
+    file from disk, as a migration reads recordings nobody has opened for months."""
+    os.sync()
+    DROP_CACHES.write_text("1\n")
+    return "files on disk, the page cache emptied before each contender"
+
+
 def bulk_upload(target: str, manifest: Path, concurrency: int, *extra: str, root: Path = HERE.parent) -> Measure:
     results = on_disk(manifest, "bench.results.jsonl")
     results.unlink(missing_ok=True)
@@ -291,7 +307,9 @@ def median(measures: list[Measure]) -> dict[str, float]:
 
 def upload_scenario(name: str, title: str, manifest: Path, concurrency: int, runs: int, latency_ms: float = 0,
                     contenders: tuple[str, ...] = ("bulk-upload", "ideal", "threadpool"), xargs_files: int = 0,
-                    server: str = "emulator") -> dict[str, Any]:
+                    server: str = "emulator", prepare: Callable[[Path], str] = warm) -> dict[str, Any]:
+    """Each contender in turn, `runs` rounds, against one server; `prepare` sets the page cache
+    before each contender's run (warm or cold) and says how, for the section's stamp."""
     emulator = start_server(server, latency_ms)
     if ONLY_CONTENDERS:
         contenders = tuple(c for c in contenders if c in ONLY_CONTENDERS)
@@ -304,7 +322,7 @@ def upload_scenario(name: str, title: str, manifest: Path, concurrency: int, run
         for n in range(runs):
             # Side by side in each round, so noise hits every contender alike; ratios are per round.
             for contender in contenders:
-                table["storage"] = warm(manifest)
+                table["storage"] = prepare(manifest)
                 if contender == "bulk-upload":
                     m = bulk_upload(emulator.target, manifest, concurrency)
                 elif contender == "baseline":
@@ -499,7 +517,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=["small", "1mib", "64mib", "latency", "million", "small-lean",
-                                                       "small-lean-10k", "latency-lean", "startup"])
+                                                       "small-lean-10k", "small-lean-cold", "latency-lean", "startup"])
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     parser.add_argument("--baseline", type=Path, help="a checkout of another version to run side by side")
     parser.add_argument("--contenders", nargs="*", default=["ideal", "floor", "threadpool", "xargs"],
@@ -533,6 +551,13 @@ def main() -> None:
         tables.append(upload_scenario("small-lean-10k", "10,000 files of 16 KiB, no server latency",
                                       dataset("small10k", 10000, 16 * 1024, in_memory=True), 32, args.runs,
                                       contenders=("bulk-upload", "ideal", "floor"), server="lean"))
+    if "small-lean-cold" in args.only:  # the 10,000 files read from disk by every contender
+        if can_drop_caches():
+            tables.append(upload_scenario("small-lean-cold", "10,000 files of 16 KiB read from disk, no server latency",
+                                          dataset("small10k", 10000, 16 * 1024), 32, args.runs,
+                                          contenders=("bulk-upload", "ideal", "floor"), server="lean", prepare=cold))
+        else:
+            print(f"small-lean-cold skipped: emptying the page cache needs write access to {DROP_CACHES} (root)")
     if "latency-lean" in args.only:
         tables.append(upload_scenario("latency-lean", "100 ms server latency, 16 KiB files", dataset("latency3k", 3000, 16 * 1024, in_memory=True),
                                       64, args.runs, latency_ms=100, contenders=("bulk-upload", "ideal", "floor"), server="lean"))
