@@ -2,9 +2,10 @@
 
 AdaptiveLimiter is additive-increase / multiplicative-decrease over the number of calls in
 flight, as TCP does per window: RESOURCE_EXHAUSTED halves it once per round (refusals of
-calls sent before the last halving are the same signal), each success of a call sent
-after the last refusal adds 1/limit (about one more call per round), never above the
-user's --concurrency. A refusal's pushback holds every new call,
+calls sent before the last halving are the same signal), and so does a call that ran out
+of time while no call went through (more in flight than the link or the service carries
+before the deadlines); each success of a call sent after the last such signal adds
+1/limit (about one more call per round), never above the user's --concurrency. A refusal's pushback holds every new call,
 not just the refused one: otherwise each worker would probe the server on its own and a
 rate-limited service would see a storm of refused calls. Pacer spaces out requests or
 bytes to a fixed rate (--rps, --max-mbps).
@@ -106,10 +107,15 @@ class AdaptiveLimiter:
         The pushback counts from when the server refused, about when the call was sent: counting
         it from when the answer arrived would lose a round trip on every refusal.
         """
-        now = self.clock.monotonic()
-        self._last_refusal = now
         if pushback:
             self._resume_at = max(self._resume_at, sent_at + pushback)
+        self.overrun(sent_at)
+
+    def overrun(self, sent_at: float) -> None:
+        """More was in flight than gets through (a refusal, or a call out of time with none going
+        through meanwhile): halve once per round."""
+        now = self.clock.monotonic()
+        self._last_refusal = now
         if sent_at >= self._last_decrease:
             self._last_decrease = now
             self.limit = max(float(self.floor), self.limit / 2)

@@ -75,6 +75,13 @@ class RetryPolicy(Record):
             if self.stats is not None:
                 self.stats.concurrency = self.limiter.current
 
+    def _overrun(self, sent_at: float) -> None:
+        assert self.limiter is not None
+        self.limiter.overrun(sent_at)
+        if self.stats is not None:
+            self.stats.overruns += 1
+            self.stats.concurrency = self.limiter.current
+
     def _throttled(self, failure: CallFailure) -> None:
         assert self.limiter is not None
         self.limiter.throttled(failure.pushback, failure.sent_at)
@@ -120,6 +127,8 @@ class Attempts:
             # Nothing was stored and the server's real answer comes on the next try.
             self.lost += 1
             return policy.backoff(1)
+        if failure.code == "DEADLINE_EXCEEDED" and policy.limiter is not None and failure.sent_at >= policy.last_progress:
+            policy._overrun(failure.sent_at)  # none went through while it was out: too much in flight
         if failure.code == "RESOURCE_EXHAUSTED" and policy.limiter is not None:
             policy._throttled(failure)
             if policy.clock.monotonic() - policy.last_progress > policy.throttle_patience:

@@ -45,6 +45,7 @@ class RunStats(Record):
     calls: int = 0  # upload calls on the wire now
     concurrency: int = 0  # calls allowed in flight now (lowered by throttling)
     throttled: int = 0  # RESOURCE_EXHAUSTED answers
+    overruns: int = 0  # calls out of time while none went through (each may lower the concurrency)
     reads: ReadStats = field(default_factory=ReadStats)  # Search and Get calls settling unknown outcomes
     settling: int = 0  # rows waiting now for a batch of reads to settle them
     settled: int = 0  # rows whose unknown outcome a batch of reads settled (found, or known not stored)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from bulk_uploader.transport.pool import (
     PROBE_ROUNDS,
     STREAMS_PER_CONNECTION,
     ConnectionPool,
+    DeliveryRate,
 )
 
 MiB = 1024 * 1024
@@ -145,6 +147,43 @@ async def test_deadlines_and_stall_allowances_grow_with_the_bytes_that_share_the
     assert old == [first.channel] and first not in pool.connections and pool.stalled(30) == []
     pool.release(first, MiB)  # a call on the old connection ended: it no longer weighs on the others
     assert pool.bytes == 24 * MiB
+
+
+def test_the_delivery_rate_is_payload_through_per_second_of_calls_in_flight_over_the_last_window() -> None:
+    rate = DeliveryRate()
+    rate.began(100.0)
+    rate.began(100.0)
+    assert rate.rate(110.0) is None  # nothing through yet
+    rate.ended(120.0, 2 * MiB)
+    assert rate.rate(120.0) == 2 * MiB / 20
+    rate.ended(130.0, 0)  # a call that failed carried nothing through; nothing in flight from here
+    assert rate.rate(500.0) == 2 * MiB / 30  # idle time does not count
+    rate.began(500.0)
+    rate.ended(510.0, MiB)
+    assert rate.rate(510.0) == 3 * MiB / 40
+    rate.began(510.0)
+    rate.ended(560.0, 5 * MiB)  # 90 s of calls in flight: the first 40 s, older than the window, leave
+    assert rate.rate(560.0) == 5 * MiB / 50
+
+
+async def test_allowances_follow_a_delivery_rate_slower_than_the_assumed_one(
+        open_channel: Callable[[], aio.Channel]) -> None:
+    pool = ConnectionPool(open_channel, size=1, concurrency=8, rate=MiB)
+    assert pool.deadline(60, MiB) == 60 + 7  # nothing measured: 1 MiB/s assumed
+    now = time.monotonic()
+    pool.delivery.began(now - 100)
+    pool.delivery.ended(now - 80, 100 * MiB)  # 5 MiB/s: faster than assumed, which stands
+    assert pool.deadline(60, MiB) == 60 + 7
+    pool.delivery.began(now - 60)
+    pool.delivery.ended(now, 2 * MiB)  # the last 60 s carried 2 MiB: 0.1 MiB/s over the last 30 s and more
+    slow = pool.allowed_rate(time.monotonic())
+    assert slow == pytest.approx(2 * MiB / 60, rel=0.01)
+    assert pool.deadline(60, MiB) == pytest.approx(60 + 7 * MiB / slow, rel=0.01)
+    await pool.acquire(4 * MiB)
+    pool.connections[0].moved_at -= 30 + 4 * MiB / slow - 5
+    assert pool.stalled(30) == []  # 4 MiB in flight take about 2 min at what came through
+    pool.connections[0].moved_at -= 10
+    assert pool.stalled(30) == pool.connections
 
 
 async def test_a_connection_replaced_while_the_pool_waits_for_one_to_connect_is_not_ready() -> None:

@@ -163,6 +163,24 @@ def test_files_sent_whole_over_a_slow_uplink_neither_stall_nor_time_out(tmp_path
         assert server.emulator.store.count() == rows
 
 
+def test_a_link_slower_than_the_deadlines_assume_lowers_the_concurrency_and_stretches_them(tmp_path: Path) -> None:
+    with behind_a_proxy() as (server, proxy):
+        proxy.throttle(200_000)  # 1.6 Mbit/s: a fifth of the 1 MiB/s the deadlines assume
+        rows = 8
+        manifest = samples.write_dataset(tmp_path, rows, sizes=(256 * 1024,))
+        # 2 MiB sent at once takes 10 s; each call's deadline allows 1 s + 2 MiB at 1 MiB/s.
+        # The calls out of time with none going through halve the concurrency, and those that
+        # went through show the link's rate, which the next deadlines allow for. Before, the
+        # calls ran out of time round after round: 55 retries, rows on their 10th attempt.
+        result = upload(proxy.target, manifest, "--concurrency", str(rows), "--timeout", "1", "--stall-seconds", "60")
+        assert result.returncode == 0, result.stderr
+        records = read_records(manifest.with_name("manifest.jsonl.results.jsonl"))
+        attempts = sorted(r["attempts"] for r in records)
+        print(f"8 x 256 KiB at 0.2 MB/s: attempts {attempts}; stored {server.emulator.store.count()}")
+        assert len(records) == rows and all(r["status"] == "uploaded" for r in records)
+        assert attempts[-1] <= 4 and sum(attempts) - rows <= 2 * rows, attempts
+
+
 def test_a_row_with_an_absurd_timestamp_is_that_rows_error_only(tmp_path: Path, served: ThreadedEmulator) -> None:
     manifest = tmp_path / "chats.jsonl"
     rows = []

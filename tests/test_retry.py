@@ -93,6 +93,25 @@ async def test_throttling_does_not_use_up_retries_until_nothing_went_through_for
         await attempts.after(throttled)
 
 
+async def test_a_call_out_of_time_lowers_the_concurrency_only_when_none_went_through_meanwhile() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(16, clock)
+    stats = RunStats()
+    policy = RetryPolicy(retries=5, limiter=limiter, stats=stats, clock=clock)
+    await clock.advance(1.0)
+    sent = clock.now
+    await clock.advance(10.0)
+    policy.succeeded(clock.now - 5.0)  # another call went through while this one was out
+    await run_after(policy.attempts(), CallFailure("DEADLINE_EXCEEDED", "late", sent_at=sent), clock)
+    assert limiter.current == 16 and stats.overruns == 0  # a late call among calls going through: the call's
+    sent = clock.now
+    await clock.advance(10.0)
+    for _ in range(8):  # the calls sent together all ran out with none going through: one signal
+        await run_after(policy.attempts(), CallFailure("DEADLINE_EXCEEDED", "late", sent_at=sent), clock)
+    assert limiter.current == 8 and stats.overruns == 8 and stats.concurrency == 8
+    assert stats.retries == 9  # each is retried as before: only the concurrency changed
+
+
 async def test_a_refused_token_is_refreshed_twice_per_operation_then_the_refusal_stands() -> None:
     clock = FakeClock()
     token = CountingToken(3600.0, clock)

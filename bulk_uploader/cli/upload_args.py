@@ -89,7 +89,7 @@ class SpeedArgs(OptionGroup):
         int, typer.Option(help="Audio held in memory at once (read ahead and in flight), MiB")
     ] = DEFAULT_BUDGET // (1024 * 1024)
     timeout: Annotated[
-        float, typer.Option(help="Seconds per attempt (grows with the bytes in flight)")
+        float, typer.Option(help="Seconds per attempt (grows with the bytes in flight and on a slow link)")
     ] = 60.0
     retries: Annotated[int, typer.Option(help="Further attempts after a transient error")] = 10
     outage_patience: Annotated[
@@ -97,7 +97,7 @@ class SpeedArgs(OptionGroup):
     ] = 900.0
     stall_seconds: Annotated[
         float, typer.Option(help="A connection with calls in flight and nothing moving this long (plus the "
-                                 "time the bytes in flight take at 1 MiB/s) is replaced by a new one")
+                                 "time the bytes in flight take at 1 MiB/s, or slower as measured) is replaced by a new one")
     ] = 30.0
     event_loop: Annotated[
         EventLoop, typer.Option(help="uvloop (where installed) or asyncio's own")

@@ -74,6 +74,9 @@ class RunSummary(Record):
         out = []
         if s.throttled:
             out.append(f"throttled {s.throttled} time(s); concurrency ended at {s.concurrency}")
+        if s.overruns:
+            out.append(f"calls out of time while none went through: {s.overruns}; the concurrency was lowered "
+                       f"and ended at {s.concurrency} (more was in flight than the link or the service carried)")
         if s.settled:
             out.append(f"settled by reads after an unknown outcome: {s.settled} time(s); {s.reconciled} row(s) found "
                        f"stored (not sent again), {s.not_stored} time(s) found not stored (sent again)")

@@ -59,8 +59,11 @@ DEFAULT_SEND_BUFFER = 4 * 1024 * 1024  # Linux's default tcp_wmem maximum
 # them it is the caller's failure (a call that never reached the service).
 MAX_REFUSED_STREAMS = 20
 # The slowest the uplink may carry the payload in flight (bytes/s) before the calls' deadlines,
-# and a connection's allowance before it counts as stalled, run out (UploadOptions.min_rate).
+# and a connection's allowance before it counts as stalled, run out (UploadOptions.min_rate),
+# until calls that went through show a slower one (DeliveryRate).
 MIN_RATE = 1024 * 1024
+RATE_WINDOW = 30.0  # seconds of calls in flight the delivery rate is measured over
+RATE_MIN_BYTES = 64 * 1024  # payload delivered before the measure counts
 # How calls can end without a word from the server: such an end is no sign the connection is alive.
 _ENDS_UNHEARD = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED"})
 T = TypeVar("T")
@@ -117,6 +120,44 @@ class Connection(Record):
         self.moved_at = time.monotonic()
 
 
+class DeliveryRate:
+    """The payload that calls which went through carried, per second of calls in flight, over
+    about the last RATE_WINDOW such seconds: what the link (and the service) actually deliver."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self._busy = 0.0  # seconds with calls in flight, up to _since
+        self._since = 0.0  # when the calls now in flight began (with in_flight > 0)
+        self._delivered = 0
+        self._marks: deque[tuple[float, int]] = deque([(0.0, 0)])  # (busy seconds, bytes delivered)
+
+    def busy(self, now: float) -> float:
+        return self._busy + (now - self._since if self.in_flight else 0.0)
+
+    def began(self, now: float) -> None:
+        if not self.in_flight:
+            self._since = now
+        self.in_flight += 1
+
+    def ended(self, now: float, delivered: int) -> None:
+        """A call ended; `delivered` is its payload if it went through, else 0."""
+        busy = self.busy(now)
+        self.in_flight -= 1
+        if not self.in_flight:
+            self._busy = busy
+        if delivered:
+            self._delivered += delivered
+            self._marks.append((busy, self._delivered))
+            while len(self._marks) > 2 and self._marks[1][0] <= busy - RATE_WINDOW:
+                self._marks.popleft()  # the oldest mark still RATE_WINDOW back stays as the base
+
+    def rate(self, now: float) -> float | None:
+        """Bytes per second of calls in flight, or None until RATE_MIN_BYTES have gone through."""
+        busy, delivered = self._marks[0]
+        seconds, carried = self.busy(now) - busy, self._delivered - delivered
+        return carried / seconds if carried >= RATE_MIN_BYTES and seconds > 0 else None
+
+
 class ConnectionPool:
     """The run's connections; `size` None sizes them from the concurrency and the bytes in flight."""
 
@@ -134,6 +175,7 @@ class ConnectionPool:
         self.refused_streams = 0  # refusals of a full connection, sent again elsewhere
         self.refused_above = 0  # the limit the latest refusal showed (0: none refused)
         self.bytes = 0  # payload of the calls in flight, on every connection, old ones included
+        self.delivery = DeliveryRate()
         self._waiters: deque[asyncio.Future[None]] = deque()
         first = size if size is not None else min(self.ceiling, math.ceil(concurrency / STREAMS_PER_CONNECTION))
         self.connections = [self._new() for _ in range(max(1, first))]
@@ -158,6 +200,7 @@ class ConnectionPool:
             best.calls += 1
             best.bytes += size
             self.bytes += size
+            self.delivery.began(time.monotonic())
         return best
 
     def measured(self, round_trip: float) -> None:
@@ -184,6 +227,7 @@ class ConnectionPool:
         while True:
             connection = await self.acquire(size)
             calls_at_start = connection.calls
+            delivered = 0
             try:
                 result = await call(connection)
             except CallFailure as failure:
@@ -195,12 +239,14 @@ class ConnectionPool:
                 refusals += 1
             else:
                 connection.moved()
+                delivered = size
                 return result
             finally:
-                self.release(connection, size)
+                self.release(connection, size, delivered)
 
-    def release(self, connection: Connection, size: int) -> None:
-        """A call of `size` bytes on `connection` has ended."""
+    def release(self, connection: Connection, size: int, delivered: int = 0) -> None:
+        """A call of `size` bytes on `connection` has ended (`delivered`: `size` if it went through)."""
+        self.delivery.ended(time.monotonic(), delivered)
         if connection.calls >= connection.limit < self.assumed_limit:
             connection.full_ends += 1
             if connection.full_ends >= PROBE_ROUNDS * connection.limit:
@@ -240,19 +286,24 @@ class ConnectionPool:
     # The connections most often share one uplink, so the allowances below count the payload in
     # flight on all of them: over a slow link, each call goes at a share of it.
 
+    def allowed_rate(self, now: float) -> float:
+        """The rate the allowances assume: `rate`, or the delivery rate where calls showed a slower one."""
+        measured = self.delivery.rate(now)
+        return self.rate if measured is None else min(self.rate, measured)
+
     def deadline(self, timeout: float, size: int) -> float:
         """The deadline of a call of `size` payload bytes whose own is `timeout` seconds: plus the
-        time the payload of the calls beside it takes at `rate` (those in flight now, or as many
-        more of its size as the concurrency lets join it, whichever is more: calls that join later
-        slow it too)."""
-        return timeout + max(self.bytes - size, size * (self.concurrency - 1)) / self.rate
+        time the payload of the calls beside it takes at allowed_rate() (those in flight now, or as
+        many more of its size as the concurrency lets join it, whichever is more: calls that join
+        later slow it too)."""
+        return timeout + max(self.bytes - size, size * (self.concurrency - 1)) / self.allowed_rate(time.monotonic())
 
     def stalled(self, seconds: float) -> list[Connection]:
         """The connections with calls in flight on which nothing has moved for `seconds`, plus the
-        time the payload in flight takes at `rate`: a call sent whole shows nothing until it ends,
-        and the calls sharing a slow link all end late, together."""
+        time the payload in flight takes at allowed_rate(): a call sent whole shows nothing until
+        it ends, and the calls sharing a slow link all end late, together."""
         now = time.monotonic()
-        allowance = seconds + self.bytes / self.rate
+        allowance = seconds + self.bytes / self.allowed_rate(now)
         return [c for c in self.connections if c.calls and now - c.moved_at > allowance]
 
     def replace(self, stalled: list[Connection]) -> list[aio.Channel]:
