@@ -5,6 +5,7 @@ stores nothing), so the client is what is measured.
     python benchmarks/connections.py streams [--runs 3] [--baseline DIR]
     python benchmarks/connections.py wan [--runs 3] [--baseline DIR]       # root: builds the link
     python benchmarks/connections.py slow [--runs 3] [--baseline DIR]      # root: builds the link
+    python benchmarks/connections.py slower [--runs 3] [--baseline DIR]    # root: builds the link
 
 streams: a server taking 100 streams per connection, 100 ms per call, 6,000 x 16 KiB at
 concurrency 256 and 1,024: files/s against concurrency / latency (what the concurrency
@@ -26,6 +27,9 @@ call would be given alone. MB/s against the link's payload rate; retries, connec
 replaced as stalled, and whether the summary warned of possible duplicates (none is real:
 the lean server counts every call). A contender still running after 10 minutes is stopped
 and reported so.
+
+slower: the same over a 2 Mbit/s uplink, 32 x 1 MiB: slower than the 1 MiB/s the first calls'
+deadlines assume, so those run out of time, and the run must adapt.
 
 With --baseline DIR (another checkout, e.g. `git worktree add /tmp/base REF`) its bulk-upload
 runs in each round too, side by side. Each measured process holds /tmp/bench.lock; the wan
@@ -336,13 +340,23 @@ def wan_scenario(runs: int, baseline: Path | None) -> list[tuple[str, str]]:
 
 
 def slow_scenario(runs: int, baseline: Path | None) -> list[tuple[str, str]]:
-    manifest, concurrency, payload = dataset("conn-4m", 40, 4 * MiB - 4096, distinct=40), 32, GBIT_PAYLOAD * 12 / 1000
+    return _uplink(12, 40, 4, runs, baseline)
+
+
+def slower_scenario(runs: int, baseline: Path | None) -> list[tuple[str, str]]:
+    return _uplink(2, 32, 1, runs, baseline)
+
+
+def _uplink(mbit: int, rows: int, mib: int, runs: int, baseline: Path | None) -> list[tuple[str, str]]:
+    """`rows` x `mib` MiB sent whole at concurrency 32 over an uplink of `mbit` Mbit/s, 40 ms RTT."""
+    manifest = dataset(f"conn-{mib}m", rows, mib * MiB - 4096, distinct=rows)
+    concurrency, payload = 32, GBIT_PAYLOAD * mbit / 1000
     contenders = ["bulk-upload", *(["before"] if baseline else []), "ideal"]
-    with link("12mbit", 40):
-        measured = rounds("slow uplink", contenders, runs, lambda contender: measure(
+    with link(f"{mbit}mbit", 40):
+        measured = rounds(f"{mbit} Mbit/s uplink", contenders, runs, lambda contender: measure(
             contender, manifest, concurrency, (), baseline=baseline, ns=(CLI, SRV), limit=600))
-    lines = [results_md.stamp(), "", f"12 Mbit/s, 40 ms RTT between two namespaces (../shared/wan/net.sh); 40 x 4 MiB "
-             f"sent whole at concurrency {concurrency}, defaults otherwise; the lean server. Limit: the link's payload "
+    lines = [results_md.stamp(), "", f"{mbit} Mbit/s, 40 ms RTT between two namespaces (../shared/wan/net.sh); {rows} x "
+             f"{mib} MiB sent whole at concurrency {concurrency}, defaults otherwise; the lean server. Limit: the link's payload "
              f"rate, {payload:.2f} MB/s. Medians of {runs} side-by-side round(s); a run still going after 600 s is "
              "stopped and its rows counted as far as it got.", "",
              "| contender | rows uploaded | rows given up (failed, ambiguous) | seconds | MB/s | of the payload rate "
@@ -354,7 +368,7 @@ def slow_scenario(runs: int, baseline: Path | None) -> list[tuple[str, str]]:
                      f"{med(rs, 'mb_per_s'):.2f} | "
                      f"{med(rs, 'mb_per_s') / payload:.2f} | {med(rs, 'retries'):.0f} | {med(rs, 'stalls'):.0f} | "
                      f"{any(r.duplicates_warning for r in rs)} |")
-    return [("Connections: a 12 Mbit/s uplink, files sent whole", "\n".join(lines))]
+    return [(f"Connections: a {mbit} Mbit/s uplink, files sent whole", "\n".join(lines))]
 
 
 def _wan_section(rate: str, payload: float, tcp: dict[str, float], scenarios: list[tuple[str, Path, int]],
@@ -393,12 +407,13 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "tcp-send":
         return tcp_send(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=["streams", "wan", "slow"])
+    parser.add_argument("scenario", choices=["streams", "wan", "slow", "slower"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="another checkout, run side by side as 'before'")
     args = parser.parse_args()
     DATA.mkdir(exist_ok=True)
-    scenario = {"streams": streams_scenario, "wan": wan_scenario, "slow": slow_scenario}[args.scenario]
+    scenario = {"streams": streams_scenario, "wan": wan_scenario, "slow": slow_scenario,
+                "slower": slower_scenario}[args.scenario]
     sections = scenario(args.runs, args.baseline)
     for heading, body in sections:
         print(f"\n## {heading}\n\n{body}")

@@ -22,6 +22,7 @@ from bulk_uploader.pipeline import run_upload
 from bulk_uploader.results import read_records
 from bulk_uploader.transport import Transport
 from bulk_uploader.transport.pool import (
+    INITIAL_WINDOW,
     MAX_CONNECTIONS_FOR_BYTES,
     PROBE_ROUNDS,
     STREAMS_PER_CONNECTION,
@@ -184,6 +185,28 @@ async def test_allowances_follow_a_delivery_rate_slower_than_the_assumed_one(
     assert pool.stalled(30) == []  # 4 MiB in flight take about 2 min at what came through
     pool.connections[0].moved_at -= 10
     assert pool.stalled(30) == pool.connections
+
+
+async def test_files_sent_whole_start_within_a_window_that_each_one_through_widens(
+        open_channel: Callable[[], aio.Channel]) -> None:
+    pool = ConnectionPool(open_channel, size=1, concurrency=16, rate=MiB)
+    assert pool.window == INITIAL_WINDOW == 4 * MiB
+    first = [await pool.acquire(MiB, whole=True) for _ in range(4)]
+    waiting = asyncio.ensure_future(pool.acquire(MiB, whole=True))
+    stream = await pool.acquire(64 * MiB)  # a stream shows its progress chunk by chunk: no window
+    await asyncio.sleep(0.01)
+    assert not waiting.done() and pool.whole == 4 * MiB and pool.bytes == 68 * MiB
+    pool.release(first[0], MiB, 0, whole=True)  # failed: the window stays, the room it left is taken
+    assert await waiting is first[0] and pool.window == 4 * MiB
+    pool.release(first[1], MiB, MiB, whole=True)  # went through: 1 MiB wider
+    assert pool.window == 5 * MiB
+    more = [await pool.acquire(MiB, whole=True) for _ in range(2)]
+    assert pool.whole == 5 * MiB and len(more) == 2
+    pool.release(stream, 64 * MiB)
+    for connection in [first[2], first[3], *more, first[0]]:
+        pool.release(connection, MiB, MiB, whole=True)
+    assert pool.whole == 0 and pool.window == 10 * MiB
+    assert await pool.acquire(32 * MiB, whole=True) is not None  # nothing else in flight: one bigger than it goes
 
 
 async def test_a_connection_replaced_while_the_pool_waits_for_one_to_connect_is_not_ready() -> None:

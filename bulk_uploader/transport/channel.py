@@ -234,7 +234,7 @@ class Transport:
             except asyncio.CancelledError:
                 raise closed_under(auth) from None
 
-        return await self.pool.call(size, once)
+        return await self.pool.call(size, once, whole=True)
 
     async def upload(self, job: Job, request: bytes, timeout: float) -> str:
         """Send a whole file in one Upload (`request`: messages.upload_request, in wire form);

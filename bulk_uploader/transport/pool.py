@@ -63,6 +63,12 @@ MAX_REFUSED_STREAMS = 20
 # until calls that went through show a slower one (DeliveryRate).
 MIN_RATE = 1024 * 1024
 RATE_WINDOW = 30.0  # seconds of calls in flight the delivery rate is measured over
+# The payload of files sent whole that may be in flight at the start of a run, before calls
+# that went through show what the link carries: such a call shows nothing until it ends, and
+# calls sharing a link all end late, together, so more than it carries before the deadlines
+# and the stall watcher's allowances would all run out of time at once. Each call that goes
+# through widens the window by its payload (doubling it each round, as TCP's slow start does).
+INITIAL_WINDOW = 4 * 1024 * 1024
 RATE_MIN_BYTES = 64 * 1024  # payload delivered before the measure counts
 # How calls can end without a word from the server: such an end is no sign the connection is alive.
 _ENDS_UNHEARD = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED"})
@@ -175,6 +181,8 @@ class ConnectionPool:
         self.refused_streams = 0  # refusals of a full connection, sent again elsewhere
         self.refused_above = 0  # the limit the latest refusal showed (0: none refused)
         self.bytes = 0  # payload of the calls in flight, on every connection, old ones included
+        self.whole = 0  # of which calls sent whole carry
+        self.window = INITIAL_WINDOW  # how much of that may be in flight (see INITIAL_WINDOW)
         self.delivery = DeliveryRate()
         self._waiters: deque[asyncio.Future[None]] = deque()
         first = size if size is not None else min(self.ceiling, math.ceil(concurrency / STREAMS_PER_CONNECTION))
@@ -184,8 +192,11 @@ class ConnectionPool:
         channel = self._open_channel()
         return Connection(channel, talk_stub(channel), self.stream_limit)
 
-    def _take(self, size: int) -> Connection | None:
-        """The connection for a call of `size` payload bytes, counted as on it; None when all are full."""
+    def _take(self, size: int, whole: bool = False) -> Connection | None:
+        """The connection for a call of `size` payload bytes (`whole`: sent in one message, within
+        the window), counted as on it; None when all are full or the window is."""
+        if whole and self.whole and self.whole + size > self.window:
+            return None
         best = None
         for connection in self.connections:
             if connection.calls < connection.limit and (
@@ -200,6 +211,8 @@ class ConnectionPool:
             best.calls += 1
             best.bytes += size
             self.bytes += size
+            if whole:
+                self.whole += size
             self.delivery.began(time.monotonic())
         return best
 
@@ -210,22 +223,23 @@ class ConnectionPool:
         while not self.fixed and len(self.connections) < wanted:
             self.connections.append(self._new())
 
-    async def acquire(self, size: int) -> Connection:
+    async def acquire(self, size: int, whole: bool = False) -> Connection:
         """A connection with room for one more call of `size` bytes, waiting for room if none has it."""
-        if not self._waiters and (connection := self._take(size)) is not None:
+        if not self._waiters and (connection := self._take(size, whole)) is not None:
             return connection
         while True:
             await wait_in_line(self._waiters, self._wake)
-            if (connection := self._take(size)) is not None:
+            if (connection := self._take(size, whole)) is not None:
                 self._wake()  # more room may have come than this call needed
                 return connection
 
-    async def call(self, size: int, call: Callable[[Connection], Awaitable[T]]) -> T:
-        """`call` on a connection with room for `size` payload bytes; again at once on another
-        when the connection refuses it for being full (CallFailure.refused_stream)."""
+    async def call(self, size: int, call: Callable[[Connection], Awaitable[T]], whole: bool = False) -> T:
+        """`call` on a connection with room for `size` payload bytes (`whole`: sent in one message,
+        within the window); again at once on another when the connection refuses it for being
+        full (CallFailure.refused_stream)."""
         refusals = 0
         while True:
-            connection = await self.acquire(size)
+            connection = await self.acquire(size, whole)
             calls_at_start = connection.calls
             delivered = 0
             try:
@@ -242,11 +256,14 @@ class ConnectionPool:
                 delivered = size
                 return result
             finally:
-                self.release(connection, size, delivered)
+                self.release(connection, size, delivered, whole)
 
-    def release(self, connection: Connection, size: int, delivered: int = 0) -> None:
+    def release(self, connection: Connection, size: int, delivered: int = 0, whole: bool = False) -> None:
         """A call of `size` bytes on `connection` has ended (`delivered`: `size` if it went through)."""
         self.delivery.ended(time.monotonic(), delivered)
+        self.window += delivered
+        if whole:
+            self.whole -= size
         if connection.calls >= connection.limit < self.assumed_limit:
             connection.full_ends += 1
             if connection.full_ends >= PROBE_ROUNDS * connection.limit:
