@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -187,7 +188,7 @@ async def test_allowances_follow_a_delivery_rate_slower_than_the_assumed_one(
     assert pool.stalled(30) == pool.connections
 
 
-async def test_files_sent_whole_start_within_a_window_that_each_one_through_widens(
+async def test_files_sent_whole_start_within_a_window_until_calls_through_show_the_rate(
         open_channel: Callable[[], aio.Channel]) -> None:
     pool = ConnectionPool(open_channel, size=1, concurrency=16, rate=MiB)
     assert pool.window == INITIAL_WINDOW == 4 * MiB
@@ -198,15 +199,25 @@ async def test_files_sent_whole_start_within_a_window_that_each_one_through_wide
     assert not waiting.done() and pool.whole == 4 * MiB and pool.bytes == 68 * MiB
     pool.release(first[0], MiB, 0, whole=True)  # failed: the window stays, the room it left is taken
     assert await waiting is first[0] and pool.window == 4 * MiB
-    pool.release(first[1], MiB, MiB, whole=True)  # went through: 1 MiB wider
-    assert pool.window == 5 * MiB
-    more = [await pool.acquire(MiB, whole=True) for _ in range(2)]
-    assert pool.whole == 5 * MiB and len(more) == 2
+    late = asyncio.ensure_future(pool.acquire(MiB, whole=True))
+    await asyncio.sleep(0.01)
+    assert not late.done()
+    pool.release(first[1], MiB, MiB, whole=True)  # went through: the rate is known, the window opens
+    assert pool.window == math.inf and await late is first[0]
+    more = [await pool.acquire(8 * MiB, whole=True) for _ in range(4)]
+    assert pool.whole == 36 * MiB and len(more) == 4
     pool.release(stream, 64 * MiB)
-    for connection in [first[2], first[3], *more, first[0]]:
-        pool.release(connection, MiB, MiB, whole=True)
-    assert pool.whole == 0 and pool.window == 10 * MiB
-    assert await pool.acquire(32 * MiB, whole=True) is not None  # nothing else in flight: one bigger than it goes
+    for connection in [first[2], first[3], first[0], first[0]]:
+        pool.release(connection, MiB, 0, whole=True)
+    for connection in more:
+        pool.release(connection, 8 * MiB, 0, whole=True)
+    assert pool.whole == 0 and pool.bytes == 0
+
+
+def test_one_file_bigger_than_the_window_goes_alone(open_channel: Callable[[], aio.Channel]) -> None:
+    pool = ConnectionPool(open_channel, size=1, concurrency=16, rate=MiB)
+    assert pool._take(32 * MiB, whole=True) is not None  # nothing else in flight
+    assert pool._take(MiB, whole=True) is None
 
 
 async def test_a_connection_replaced_while_the_pool_waits_for_one_to_connect_is_not_ready() -> None:

@@ -63,11 +63,11 @@ MAX_REFUSED_STREAMS = 20
 # until calls that went through show a slower one (DeliveryRate).
 MIN_RATE = 1024 * 1024
 RATE_WINDOW = 30.0  # seconds of calls in flight the delivery rate is measured over
-# The payload of files sent whole that may be in flight at the start of a run, before calls
-# that went through show what the link carries: such a call shows nothing until it ends, and
-# calls sharing a link all end late, together, so more than it carries before the deadlines
-# and the stall watcher's allowances would all run out of time at once. Each call that goes
-# through widens the window by its payload (doubling it each round, as TCP's slow start does).
+# The payload of files sent whole that may be in flight at the start of a run, until calls
+# that went through show what the link carries (DeliveryRate), which the allowances then
+# follow: such a call shows nothing until it ends, and calls sharing a link all end late,
+# together, so more than the link carries within the allowances made for an unknown one
+# would all run out of time at once.
 INITIAL_WINDOW = 4 * 1024 * 1024
 RATE_MIN_BYTES = 64 * 1024  # payload delivered before the measure counts
 # How calls can end without a word from the server: such an end is no sign the connection is alive.
@@ -157,6 +157,11 @@ class DeliveryRate:
             while len(self._marks) > 2 and self._marks[1][0] <= busy - RATE_WINDOW:
                 self._marks.popleft()  # the oldest mark still RATE_WINDOW back stays as the base
 
+    @property
+    def measured(self) -> bool:
+        """Whether RATE_MIN_BYTES have gone through: rate() says what the link carries."""
+        return self._delivered >= RATE_MIN_BYTES
+
     def rate(self, now: float) -> float | None:
         """Bytes per second of calls in flight, or None until RATE_MIN_BYTES have gone through."""
         busy, delivered = self._marks[0]
@@ -182,7 +187,7 @@ class ConnectionPool:
         self.refused_above = 0  # the limit the latest refusal showed (0: none refused)
         self.bytes = 0  # payload of the calls in flight, on every connection, old ones included
         self.whole = 0  # of which calls sent whole carry
-        self.window = INITIAL_WINDOW  # how much of that may be in flight (see INITIAL_WINDOW)
+        self.window: float = INITIAL_WINDOW  # how much of that may be in flight (see INITIAL_WINDOW)
         self.delivery = DeliveryRate()
         self._waiters: deque[asyncio.Future[None]] = deque()
         first = size if size is not None else min(self.ceiling, math.ceil(concurrency / STREAMS_PER_CONNECTION))
@@ -261,7 +266,8 @@ class ConnectionPool:
     def release(self, connection: Connection, size: int, delivered: int = 0, whole: bool = False) -> None:
         """A call of `size` bytes on `connection` has ended (`delivered`: `size` if it went through)."""
         self.delivery.ended(time.monotonic(), delivered)
-        self.window += delivered
+        if delivered and self.delivery.measured:
+            self.window = math.inf  # the allowances follow what the link carries from now on
         if whole:
             self.whole -= size
         if connection.calls >= connection.limit < self.assumed_limit:
