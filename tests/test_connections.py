@@ -214,10 +214,16 @@ async def test_files_sent_whole_start_within_a_window_until_calls_through_show_t
     assert pool.whole == 0 and pool.bytes == 0
 
 
-def test_one_file_bigger_than_the_window_goes_alone(open_channel: Callable[[], aio.Channel]) -> None:
-    pool = ConnectionPool(open_channel, size=1, concurrency=16, rate=MiB)
-    assert pool._take(32 * MiB, whole=True) is not None  # nothing else in flight
-    assert pool._take(MiB, whole=True) is None
+def test_past_the_window_a_file_sent_whole_goes_only_on_a_connection_that_carries_nothing(
+        open_channel: Callable[[], aio.Channel]) -> None:
+    pool = ConnectionPool(open_channel, size=3, concurrency=16, rate=MiB)
+    big = pool._take(32 * MiB, whole=True)  # bigger than the window, on a connection of its own
+    other = pool._take(2 * MiB, whole=True)
+    assert big is not None and other is not None and big is not other
+    third = pool._take(8 * MiB, whole=True)
+    assert third is not None and third not in (big, other)
+    assert pool._take(MiB, whole=True) is None  # every connection carries one: the window holds
+    assert pool._take(MiB) is not None  # a stream is not held
 
 
 async def test_a_connection_replaced_while_the_pool_waits_for_one_to_connect_is_not_ready() -> None:

@@ -63,11 +63,11 @@ MAX_REFUSED_STREAMS = 20
 # until calls that went through show a slower one (DeliveryRate).
 MIN_RATE = 1024 * 1024
 RATE_WINDOW = 30.0  # seconds of calls in flight the delivery rate is measured over
-# The payload of files sent whole that may be in flight at the start of a run, until calls
-# that went through show what the link carries (DeliveryRate), which the allowances then
-# follow: such a call shows nothing until it ends, and calls sharing a link all end late,
-# together, so more than the link carries within the allowances made for an unknown one
-# would all run out of time at once.
+# The payload of files sent whole that may be in flight at the start of a run (beyond one
+# call on each connection), until calls that went through show what the link carries
+# (DeliveryRate), which the allowances then follow: such a call shows nothing until it ends,
+# and calls sharing a link all end late, together, so more than the link carries within the
+# allowances made for an unknown one would all run out of time at once.
 INITIAL_WINDOW = 4 * 1024 * 1024
 RATE_MIN_BYTES = 64 * 1024  # payload delivered before the measure counts
 # How calls can end without a word from the server: such an end is no sign the connection is alive.
@@ -200,25 +200,27 @@ class ConnectionPool:
     def _take(self, size: int, whole: bool = False) -> Connection | None:
         """The connection for a call of `size` payload bytes (`whole`: sent in one message, within
         the window), counted as on it; None when all are full or the window is."""
-        if whole and self.whole and self.whole + size > self.window:
-            return None
+        # Past the window, a call sent whole still goes on a connection that carries nothing, so
+        # that every connection's TCP window opens from the start, as it would with calls to carry.
+        idle_only = whole and self.whole and self.whole + size > self.window
         best = None
         for connection in self.connections:
-            if connection.calls < connection.limit and (
+            if connection.calls < connection.limit and not (idle_only and connection.calls) and (
                     best is None or (connection.bytes, connection.calls) < (best.bytes, best.calls)):
                 best = connection
-        if best is None and not self.fixed and len(self.connections) < self.ceiling:
+        if best is None and not idle_only and not self.fixed and len(self.connections) < self.ceiling:
             best = self._new()
             self.connections.append(best)
-        if best is not None:
-            if not best.calls:
-                best.moved()  # idle until now: its silence counts from here
-            best.calls += 1
-            best.bytes += size
-            self.bytes += size
-            if whole:
-                self.whole += size
-            self.delivery.began(time.monotonic())
+        if best is None:
+            return None
+        if not best.calls:
+            best.moved()  # idle until now: its silence counts from here
+        best.calls += 1
+        best.bytes += size
+        self.bytes += size
+        if whole:
+            self.whole += size
+        self.delivery.began(time.monotonic())
         return best
 
     def measured(self, round_trip: float) -> None:
