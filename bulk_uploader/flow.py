@@ -5,10 +5,10 @@ flight, as TCP does per window: RESOURCE_EXHAUSTED halves it once per round (ref
 calls sent before the last halving are the same signal), and so does a call that ran out
 of time while no call went through (more in flight than the link or the service carries
 before the deadlines); each success of a call sent after the last such signal adds
-1/limit (about one more call per round), never above the user's --concurrency. A refusal's pushback holds every new call,
-not just the refused one: otherwise each worker would probe the server on its own and a
-rate-limited service would see a storm of refused calls. Pacer spaces out requests or
-bytes to a fixed rate (--rps, --max-mbps).
+1/limit (about one more call per round), never above the user's --concurrency. A
+refusal's pushback holds every new call, not just the refused one: otherwise each worker
+would probe the server on its own and a rate-limited service would see a storm of
+refused calls. Pacer spaces out requests or bytes to a fixed rate (--rps, --max-mbps).
 """
 
 from __future__ import annotations

@@ -320,8 +320,8 @@ async def _enforce(control: RunControl, feeder: anyio.CancelScope, run: anyio.Ca
 
 async def _watch_stalls(sender: Sender, stall_seconds: float) -> None:
     """Open a new connection in place of each one with calls in flight on which nothing has moved
-    for `stall_seconds`, plus the time its payload in flight takes at the slowest rate an attempt
-    may go (--timeout's): a connection the network has silently dropped (half dead) never fails a
+    for `stall_seconds`, plus the time the payload in flight takes at the rate the deadlines assume
+    (ConnectionPool.allowed_rate): a connection the network has silently dropped (half dead) never fails a
     call by itself, and calls sent whole over a slow link show nothing until they end."""
     while True:
         await sender.clock.sleep(min(1.0, stall_seconds / 4))

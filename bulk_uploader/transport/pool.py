@@ -186,8 +186,7 @@ class ConnectionPool:
         self.refused_streams = 0  # refusals of a full connection, sent again elsewhere
         self.refused_above = 0  # the limit the latest refusal showed (0: none refused)
         self.bytes = 0  # payload of the calls in flight, on every connection, old ones included
-        self.whole = 0  # of which calls sent whole carry
-        self.window: float = INITIAL_WINDOW  # how much of that may be in flight (see INITIAL_WINDOW)
+        self.whole = 0  # of which calls sent whole carry (within the window)
         self.delivery = DeliveryRate()
         self._waiters: deque[asyncio.Future[None]] = deque()
         first = size if size is not None else min(self.ceiling, math.ceil(concurrency / STREAMS_PER_CONNECTION))
@@ -196,6 +195,12 @@ class ConnectionPool:
     def _new(self) -> Connection:
         channel = self._open_channel()
         return Connection(channel, talk_stub(channel), self.stream_limit)
+
+    @property
+    def window(self) -> float:
+        """How much payload of calls sent whole may be in flight: INITIAL_WINDOW until the delivery
+        rate is measured, which the allowances follow from then on; then no limit."""
+        return math.inf if self.delivery.measured else INITIAL_WINDOW
 
     def _take(self, size: int, whole: bool = False) -> Connection | None:
         """The connection for a call of `size` payload bytes (`whole`: sent in one message, within
@@ -268,8 +273,6 @@ class ConnectionPool:
     def release(self, connection: Connection, size: int, delivered: int = 0, whole: bool = False) -> None:
         """A call of `size` bytes on `connection` has ended (`delivered`: `size` if it went through)."""
         self.delivery.ended(time.monotonic(), delivered)
-        if delivered and self.delivery.measured:
-            self.window = math.inf  # the allowances follow what the link carries from now on
         if whole:
             self.whole -= size
         if connection.calls >= connection.limit < self.assumed_limit:
