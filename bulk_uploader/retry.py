@@ -10,8 +10,9 @@ an `Attempts` from the run's RetryPolicy and, after each failed call, awaits
 - a call that never reached the service (no connection, a refused stream): nothing was
   stored, so it does not count; the run's Outage holds every new call and probes until
   the service answers again, and gives up only after `outage_patience` seconds;
-- a stream the server ended whose answer gRPC lost (grpc#36066): again soon, not counted,
-  at most MAX_LOST_STATUSES times;
+- a stream the server ended whose answer gRPC lost (grpc#36066): again soon, at most
+  MAX_LOST_STATUSES times, counted neither against the retries nor among the run's
+  (stats.lost_answers: a stream refused part-way through, for one, ends so under load);
 - RESOURCE_EXHAUSTED: the limiter is told (it halves the calls in flight and holds new
   ones for the server's pushback); it does not use up the retries, and is raised only
   when nothing at all has gone through for `throttle_patience` seconds;
@@ -103,9 +104,13 @@ class Attempts:
 
     async def after(self, failure: CallFailure) -> None:
         """Wait before the next try as `failure` asks, or raise it when the operation should stop."""
+        lost = self.lost
         delay = await self._delay(failure)
         if self.policy.stats is not None:
-            self.policy.stats.retries += 1
+            if self.lost > lost:
+                self.policy.stats.lost_answers += 1
+            else:
+                self.policy.stats.retries += 1
         if delay > 0:
             await self.policy.clock.sleep(delay)
 

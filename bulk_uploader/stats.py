@@ -40,7 +40,8 @@ class RunStats(Record):
     converted: Counter[str] = field(default_factory=Counter)  # rows converted (dry run: to be), by source format
     bytes_sent: int = 0  # audio bytes put on the wire, retries included
     bytes_uploaded: int = 0  # bytes of rows uploaded in this run
-    retries: int = 0
+    retries: int = 0  # tries again after a failure (a lost answer, below, aside)
+    lost_answers: int = 0  # streams ended early whose answer gRPC lost (grpc#36066), sent again: nothing was stored
     in_flight: int = 0  # rows being worked on (waiting for a slot, a backoff or a Search included)
     calls: int = 0  # upload calls on the wire now
     concurrency: int = 0  # calls allowed in flight now (lowered by throttling)

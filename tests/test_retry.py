@@ -11,7 +11,7 @@ from fakes import FakeClock, settle
 from bulk_uploader.auth import _RefreshingToken
 from bulk_uploader.errors import AuthError, CallFailure
 from bulk_uploader.flow import AdaptiveLimiter
-from bulk_uploader.retry import RetryPolicy
+from bulk_uploader.retry import MAX_LOST_STATUSES, RetryPolicy
 from bulk_uploader.stats import RunStats
 
 
@@ -65,6 +65,20 @@ async def test_a_servers_pushback_is_waited_exactly() -> None:
     clock = FakeClock()
     attempts = RetryPolicy(retries=3, clock=clock).attempts()
     assert await run_after(attempts, CallFailure("UNAVAILABLE", "busy", pushback=2.5), clock) == 2.5
+
+
+async def test_a_lost_answer_is_tried_again_apart_from_the_retries_a_bounded_number_of_times() -> None:
+    clock = FakeClock()
+    stats = RunStats()
+    attempts = RetryPolicy(retries=1, clock=clock, stats=stats).attempts()
+    lost = CallFailure("INTERNAL", "Internal error from Core", status_lost=True)
+    for _ in range(MAX_LOST_STATUSES):
+        await run_after(attempts, lost, clock)
+    assert (stats.lost_answers, stats.retries) == (MAX_LOST_STATUSES, 0)
+    await run_after(attempts, lost, clock)  # beyond the bound: an ordinary retry, which uses up the one
+    assert (stats.lost_answers, stats.retries) == (MAX_LOST_STATUSES, 1)
+    with pytest.raises(CallFailure):
+        await attempts.after(lost)
 
 
 async def test_definite_refusals_are_not_retried() -> None:
@@ -204,3 +218,15 @@ async def test_a_refused_token_whose_source_fails_is_retried_then_the_error_stan
         group.start_soon(refresh)
         await clock.advance(10.0)
     assert outcome and token.fetches == 1 + 3  # three tries of the source, a second apart and more
+
+
+def test_the_summary_tells_lost_answers_apart_from_retries() -> None:
+    from bulk_uploader.ledger import PreviousResults
+    from bulk_uploader.pipeline.summary import RunSummary
+
+    stats = RunStats(uploaded=3, lost_answers=2)
+    lines = RunSummary(stats, "r.jsonl", PreviousResults()).lines()
+    assert any(line.endswith(", 0 retries") for line in lines)
+    assert any("answer gRPC lost (grpc#36066): 2, each sent again" in line for line in lines)
+    assert not any("gRPC lost" in line for line in RunSummary(RunStats(uploaded=3), "r.jsonl",
+                                                              PreviousResults()).lines())

@@ -86,6 +86,9 @@ class RunSummary(Record):
         if s.outages:
             out.append(f"service unreachable {s.outages} time(s), {s.outage_seconds:.0f} s in all: rows waited, "
                        "none failed for it")
+        if s.lost_answers:
+            out.append(f"streams the service ended before their last chunk, whose answer gRPC lost (grpc#36066): "
+                       f"{s.lost_answers}, each sent again (nothing had been stored); not counted as retries")
         if s.reconnects:
             out.append(f"connections stalled with calls in flight: {s.reconnects}, each replaced by a new one")
         if s.refused_streams:
