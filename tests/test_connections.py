@@ -26,6 +26,7 @@ from bulk_uploader.transport.pool import (
     INITIAL_WINDOW,
     MAX_CONNECTIONS_FOR_BYTES,
     PROBE_ROUNDS,
+    START_RATE,
     STREAMS_PER_CONNECTION,
     ConnectionPool,
     DeliveryRate,
@@ -135,6 +136,7 @@ async def test_the_pool_is_sized_by_the_round_trip_and_the_streams(
 async def test_deadlines_and_stall_allowances_grow_with_the_bytes_that_share_the_uplink(
         open_channel: Callable[[], aio.Channel]) -> None:
     pool = ConnectionPool(open_channel, size=2, concurrency=8, rate=MiB)
+    went_through(pool, 5 * MiB)  # faster than the 1 MiB/s assumed, which stands
     first = await pool.acquire(MiB)
     # Alone so far, yet up to 7 more calls of its size may join it.
     assert pool.deadline(60, MiB) == 60 + 7
@@ -149,6 +151,31 @@ async def test_deadlines_and_stall_allowances_grow_with_the_bytes_that_share_the
     assert old == [first.channel] and first not in pool.connections and pool.stalled(30) == []
     pool.release(first, MiB)  # a call on the old connection ended: it no longer weighs on the others
     assert pool.bytes == 24 * MiB
+
+
+def went_through(pool: ConnectionPool, rate: float) -> None:
+    """Calls that went through in the last 10 s showed `rate` bytes/s."""
+    now = time.monotonic()
+    pool.delivery.began(now - 10)
+    pool.delivery.ended(now, int(10 * rate))
+
+
+async def test_until_calls_go_through_the_allowances_let_a_first_round_cross_a_1_mbit_uplink(
+        open_channel: Callable[[], aio.Channel]) -> None:
+    pool = ConnectionPool(open_channel, size=4, concurrency=32, rate=MiB)
+    assert pool.deadline(60, 4 * MiB) == 60 + 31 * 4 * MiB / START_RATE == 60 + 31 * 4 * MiB / 125_000
+    first = [await pool.acquire(4 * MiB, whole=True) for _ in range(4)]  # the window, then one a connection
+    assert set(first) == set(pool.connections)
+    # 16 MiB over a 2 Mbit/s uplink take 67 s, all arriving then; at the 1 MiB/s assumed
+    # before, the allowance was 30 s + 16 s and every connection was replaced as stalled.
+    for connection in pool.connections:
+        connection.moved_at -= 30 + 16 * MiB / START_RATE - 5
+    assert pool.stalled(30) == []
+    for connection in pool.connections:
+        connection.moved_at -= 10
+    assert pool.stalled(30) == pool.connections  # a connection silent past that is still replaced
+    pool.release(first[0], 4 * MiB, 4 * MiB, whole=True)  # through: the rate it showed is used from here
+    assert pool.allowed_rate(time.monotonic()) == MiB
 
 
 def test_the_delivery_rate_is_payload_through_per_second_of_calls_in_flight_over_the_last_window() -> None:
@@ -171,7 +198,7 @@ def test_the_delivery_rate_is_payload_through_per_second_of_calls_in_flight_over
 async def test_allowances_follow_a_delivery_rate_slower_than_the_assumed_one(
         open_channel: Callable[[], aio.Channel]) -> None:
     pool = ConnectionPool(open_channel, size=1, concurrency=8, rate=MiB)
-    assert pool.deadline(60, MiB) == 60 + 7  # nothing measured: 1 MiB/s assumed
+    assert pool.deadline(60, MiB) == 60 + 7 * MiB / START_RATE  # nothing through yet: 1 Mbit/s assumed
     now = time.monotonic()
     pool.delivery.began(now - 100)
     pool.delivery.ended(now - 80, 100 * MiB)  # 5 MiB/s: faster than assumed, which stands

@@ -181,6 +181,23 @@ def test_a_link_slower_than_the_deadlines_assume_lowers_the_concurrency_and_stre
         assert attempts[-1] <= 4 and sum(attempts) - rows <= 2 * rows, attempts
 
 
+def test_the_first_files_sent_whole_over_a_slow_uplink_are_not_taken_for_a_stall(tmp_path: Path) -> None:
+    with behind_a_proxy() as (server, proxy):
+        proxy.throttle(400_000)  # 3.2 Mbit/s
+        rows = 4
+        manifest = samples.write_dataset(tmp_path, rows, sizes=(1024 * 1024,))
+        # The first round, one file on each connection, crosses in about 10 s and shows nothing
+        # until then. Allowing its 4 MiB at 1 MiB/s (2 s + 4 s), the run replaced all four
+        # connections as stalled, round after round; nothing had shown the link's rate yet.
+        result = upload(proxy.target, manifest, "--concurrency", str(rows), "--connections", str(rows),
+                        "--stall-seconds", "2")
+        assert result.returncode == 0, result.stderr
+        assert "stalled" not in result.stderr and "possible duplicates" not in result.stderr
+        records = read_records(manifest.with_name("manifest.jsonl.results.jsonl"))
+        assert len(records) == rows and all(r["status"] == "uploaded" and r["attempts"] == 1 for r in records)
+        assert server.emulator.store.count() == rows
+
+
 def test_a_row_with_an_absurd_timestamp_is_that_rows_error_only(tmp_path: Path, served: ThreadedEmulator) -> None:
     manifest = tmp_path / "chats.jsonl"
     rows = []

@@ -62,6 +62,10 @@ MAX_REFUSED_STREAMS = 20
 # and a connection's allowance before it counts as stalled, run out (UploadOptions.min_rate),
 # until calls that went through show a slower one (DeliveryRate).
 MIN_RATE = 1024 * 1024
+# Until calls that went through show the link's rate, the allowances assume the slowest uplink
+# the start of a run is made for: the first files sent whole (the window, or one on each
+# connection: up to 8 x 4 MiB) must cross it within them.
+START_RATE = 125_000  # bytes/s: 1 Mbit/s
 RATE_WINDOW = 30.0  # seconds of calls in flight the delivery rate is measured over
 # The payload of files sent whole that may be in flight at the start of a run (beyond one
 # call on each connection), until calls that went through show what the link carries
@@ -315,7 +319,10 @@ class ConnectionPool:
     # flight on all of them: over a slow link, each call goes at a share of it.
 
     def allowed_rate(self, now: float) -> float:
-        """The rate the allowances assume: `rate`, or the delivery rate where calls showed a slower one."""
+        """The rate the allowances assume: `rate`, or the delivery rate where calls showed a slower
+        one; START_RATE until calls that went through have shown any."""
+        if not self.delivery.measured:
+            return min(self.rate, START_RATE)
         measured = self.delivery.rate(now)
         return self.rate if measured is None else min(self.rate, measured)
 
