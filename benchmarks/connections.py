@@ -6,6 +6,7 @@ stores nothing), so the client is what is measured.
     python benchmarks/connections.py wan [--runs 3] [--baseline DIR]       # root: builds the link
     python benchmarks/connections.py slow [--runs 3] [--baseline DIR]      # root: builds the link
     python benchmarks/connections.py slower [--runs 3] [--baseline DIR]    # root: builds the link
+    python benchmarks/connections.py slower-big [--runs 3] [--baseline DIR]  # root: builds the link
 
 streams: a server taking 100 streams per connection, 100 ms per call, 6,000 x 16 KiB at
 concurrency 256 and 1,024: files/s against concurrency / latency (what the concurrency
@@ -30,6 +31,9 @@ and reported so.
 
 slower: the same over a 2 Mbit/s uplink, 32 x 1 MiB: slower than the 1 MiB/s the first calls'
 deadlines assume, so those run out of time, and the run must adapt.
+
+slower-big: the same uplink, 12 x 4 MiB: the slow start's first round, one file on each of
+the 4 connections, shows nothing for over a minute, until it has crossed.
 
 With --baseline DIR (another checkout, e.g. `git worktree add /tmp/base REF`) its bulk-upload
 runs in each round too, side by side. Each measured process holds /tmp/bench.lock; the wan
@@ -347,9 +351,15 @@ def slower_scenario(runs: int, baseline: Path | None) -> list[tuple[str, str]]:
     return _uplink(2, 32, 1, runs, baseline)
 
 
-def _uplink(mbit: int, rows: int, mib: int, runs: int, baseline: Path | None) -> list[tuple[str, str]]:
-    """`rows` x `mib` MiB sent whole at concurrency 32 over an uplink of `mbit` Mbit/s, 40 ms RTT."""
-    manifest = dataset(f"conn-{mib}m", rows, mib * MiB - 4096, distinct=rows)
+def slower_big_scenario(runs: int, baseline: Path | None) -> list[tuple[str, str]]:
+    return _uplink(2, 12, 4, runs, baseline, data="conn-12x4m", title="4 MiB files")
+
+
+def _uplink(mbit: int, rows: int, mib: int, runs: int, baseline: Path | None, data: str = "",
+            title: str = "files") -> list[tuple[str, str]]:
+    """`rows` x `mib` MiB sent whole at concurrency 32 over an uplink of `mbit` Mbit/s, 40 ms RTT
+    (data set `data`, by default named by the file size; section named by `title`)."""
+    manifest = dataset(data or f"conn-{mib}m", rows, mib * MiB - 4096, distinct=rows)
     concurrency, payload = 32, GBIT_PAYLOAD * mbit / 1000
     contenders = ["bulk-upload", *(["before"] if baseline else []), "ideal"]
     with link(f"{mbit}mbit", 40):
@@ -368,7 +378,7 @@ def _uplink(mbit: int, rows: int, mib: int, runs: int, baseline: Path | None) ->
                      f"{med(rs, 'mb_per_s'):.2f} | "
                      f"{med(rs, 'mb_per_s') / payload:.2f} | {med(rs, 'retries'):.0f} | {med(rs, 'stalls'):.0f} | "
                      f"{any(r.duplicates_warning for r in rs)} |")
-    return [(f"Connections: a {mbit} Mbit/s uplink, files sent whole", "\n".join(lines))]
+    return [(f"Connections: a {mbit} Mbit/s uplink, {title} sent whole", "\n".join(lines))]
 
 
 def _wan_section(rate: str, payload: float, tcp: dict[str, float], scenarios: list[tuple[str, Path, int]],
@@ -407,13 +417,13 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "tcp-send":
         return tcp_send(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=["streams", "wan", "slow", "slower"])
+    parser.add_argument("scenario", choices=["streams", "wan", "slow", "slower", "slower-big"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="another checkout, run side by side as 'before'")
     args = parser.parse_args()
     DATA.mkdir(exist_ok=True)
     scenario = {"streams": streams_scenario, "wan": wan_scenario, "slow": slow_scenario,
-                "slower": slower_scenario}[args.scenario]
+                "slower": slower_scenario, "slower-big": slower_big_scenario}[args.scenario]
     sections = scenario(args.runs, args.baseline)
     for heading, body in sections:
         print(f"\n## {heading}\n\n{body}")

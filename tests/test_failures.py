@@ -165,18 +165,19 @@ def test_files_sent_whole_over_a_slow_uplink_neither_stall_nor_time_out(tmp_path
 
 def test_a_link_slower_than_the_deadlines_assume_lowers_the_concurrency_and_stretches_them(tmp_path: Path) -> None:
     with behind_a_proxy() as (server, proxy):
-        proxy.throttle(200_000)  # 1.6 Mbit/s: a fifth of the 1 MiB/s the deadlines assume
+        proxy.throttle(50_000)  # 0.4 Mbit/s: slower than the 1 Mbit/s the first deadlines assume
         rows = 8
-        manifest = samples.write_dataset(tmp_path, rows, sizes=(256 * 1024,))
-        # 2 MiB sent at once takes 10 s; each call's deadline allows 1 s + 2 MiB at 1 MiB/s.
+        manifest = samples.write_dataset(tmp_path, rows, sizes=(128 * 1024,))
+        # 1 MiB sent at once takes 21 s; each call's deadline allows 1 s + 896 KiB at 1 Mbit/s.
         # The calls out of time with none going through halve the concurrency, and those that
         # went through show the link's rate, which the next deadlines allow for. Before, the
-        # calls ran out of time round after round: 55 retries, rows on their 10th attempt.
+        # calls ran out of time round after round (8 x 256 KiB at 0.2 MB/s and deadlines made
+        # for 1 MiB/s: 55 retries, rows on their 10th attempt).
         result = upload(proxy.target, manifest, "--concurrency", str(rows), "--timeout", "1", "--stall-seconds", "60")
         assert result.returncode == 0, result.stderr
         records = read_records(manifest.with_name("manifest.jsonl.results.jsonl"))
         attempts = sorted(r["attempts"] for r in records)
-        print(f"8 x 256 KiB at 0.2 MB/s: attempts {attempts}; stored {server.emulator.store.count()}")
+        print(f"8 x 128 KiB at 50 KB/s: attempts {attempts}; stored {server.emulator.store.count()}")
         assert len(records) == rows and all(r["status"] == "uploaded" for r in records)
         assert attempts[-1] <= 4 and sum(attempts) - rows <= 2 * rows, attempts
 
