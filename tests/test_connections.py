@@ -178,6 +178,21 @@ async def test_until_calls_go_through_the_allowances_let_a_first_round_cross_a_1
     assert pool.allowed_rate(time.monotonic()) == MiB
 
 
+async def test_a_connection_silent_while_calls_elsewhere_took_the_link_is_given_their_time(
+        open_channel: Callable[[], aio.Channel]) -> None:
+    pool = ConnectionPool(open_channel, size=2, concurrency=8, rate=MiB)
+    went_through(pool, 5 * MiB)  # 1 MiB/s is allowed
+    silent, other = [await pool.acquire(4 * MiB) for _ in range(2)]
+    assert await pool.acquire(4 * MiB) is silent
+    silent.moved(pool.bytes)  # an answer came on it while 12 MiB were in flight
+    pool.release(other, 4 * MiB, 4 * MiB)  # the other connection's call ends: 8 MiB are left, all on it
+    # Its silence since may last as long as the 12 MiB then in flight take, not just the 8 left.
+    silent.moved_at -= 2 + 12 - 1
+    assert pool.stalled(2) == []
+    silent.moved_at -= 2
+    assert pool.stalled(2) == [silent]
+
+
 def test_the_delivery_rate_is_payload_through_per_second_of_calls_in_flight_over_the_last_window() -> None:
     rate = DeliveryRate()
     rate.began(100.0)

@@ -320,7 +320,7 @@ class Transport:
             source = chunks()
 
             def sent(n: int) -> None:  # a chunk left: the connection is alive, though the call has not ended
-                connection.moved()
+                connection.moved(self.pool.bytes)
                 on_bytes(n)
 
             try:

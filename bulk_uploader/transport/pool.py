@@ -114,9 +114,13 @@ class Connection(Record):
     # Monotonic time something last moved on it: a call began on it idle, a stream's message
     # left, or the server answered a call.
     moved_at: float = 0.0
+    # The payload in flight on every connection then: calls ending elsewhere meanwhile shared
+    # the link with its own, so its silence may last as long as all of that takes.
+    ahead: int = 0
 
     def __init__(self, channel: aio.Channel, stub: pb_grpc.TalkServiceStub, limit: int, calls: int = 0,
-                 bytes: int = 0, full_ends: int = 0, moved_at: float = 0.0) -> None:  # bulk_uploader.records
+                 bytes: int = 0, full_ends: int = 0, moved_at: float = 0.0,
+                 ahead: int = 0) -> None:  # bulk_uploader.records
         self.channel = channel
         self.stub = stub
         self.limit = limit
@@ -124,10 +128,12 @@ class Connection(Record):
         self.bytes = bytes
         self.full_ends = full_ends
         self.moved_at = moved_at
+        self.ahead = ahead
 
-    def moved(self) -> None:
-        """Something came through: the connection is alive."""
+    def moved(self, in_flight: int) -> None:
+        """Something came through: the connection is alive (`in_flight`: the pool's payload in flight)."""
         self.moved_at = time.monotonic()
+        self.ahead = in_flight
 
 
 class DeliveryRate:
@@ -223,7 +229,7 @@ class ConnectionPool:
         if best is None:
             return None
         if not best.calls:
-            best.moved()  # idle until now: its silence counts from here
+            best.moved(self.bytes + size)  # idle until now: its silence counts from here
         best.calls += 1
         best.bytes += size
         self.bytes += size
@@ -262,13 +268,13 @@ class ConnectionPool:
                 result = await call(connection)
             except CallFailure as failure:
                 if failure.code not in _ENDS_UNHEARD:
-                    connection.moved()
+                    connection.moved(self.bytes)
                 if not (failure.refused_stream and refusals < MAX_REFUSED_STREAMS
                         and self.refused(connection, calls_at_start)):
                     raise
                 refusals += 1
             else:
-                connection.moved()
+                connection.moved(self.bytes)
                 delivered = size
                 return result
             finally:
@@ -336,10 +342,12 @@ class ConnectionPool:
     def stalled(self, seconds: float) -> list[Connection]:
         """The connections with calls in flight on which nothing has moved for `seconds`, plus the
         time the payload in flight takes at allowed_rate(): a call sent whole shows nothing until
-        it ends, and the calls sharing a slow link all end late, together."""
+        it ends, and the calls sharing a slow link all end late, together. The payload is what is
+        in flight now, or when the connection last moved if that was more: calls that ended
+        elsewhere since shared the link with its own."""
         now = time.monotonic()
-        allowance = seconds + self.bytes / self.allowed_rate(now)
-        return [c for c in self.connections if c.calls and now - c.moved_at > allowance]
+        rate = self.allowed_rate(now)
+        return [c for c in self.connections if c.calls and now - c.moved_at > seconds + max(self.bytes, c.ahead) / rate]
 
     def replace(self, stalled: list[Connection]) -> list[aio.Channel]:
         """Open a new connection in place of each of `stalled`; returns their channels, to be closed.
