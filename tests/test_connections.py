@@ -185,9 +185,15 @@ async def test_a_connection_silent_while_calls_elsewhere_took_the_link_is_given_
     silent, other = [await pool.acquire(4 * MiB) for _ in range(2)]
     assert await pool.acquire(4 * MiB) is silent
     silent.moved(pool.bytes)  # an answer came on it while 12 MiB were in flight
-    pool.release(other, 4 * MiB, 4 * MiB)  # the other connection's call ends: 8 MiB are left, all on it
-    # Its silence since may last as long as the 12 MiB then in flight take, not just the 8 left.
-    silent.moved_at -= 2 + 12 - 1
+    pool.release(other, 4 * MiB, 4 * MiB)  # the other connection's call ends
+    later = [await pool.acquire(4 * MiB) for _ in range(2)]
+    assert later == [other, other] and pool.bytes == 16 * MiB
+    for connection in later:
+        pool.release(connection, 4 * MiB, 4 * MiB)
+    # 8 MiB are left, all on it; its silence may last as long as the most that was in flight
+    # meanwhile takes to cross (16 MiB), not just what is left.
+    assert pool.bytes == 8 * MiB and silent.ahead == 16 * MiB
+    silent.moved_at -= 2 + 16 - 1
     assert pool.stalled(2) == []
     silent.moved_at -= 2
     assert pool.stalled(2) == [silent]

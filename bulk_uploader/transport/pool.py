@@ -114,8 +114,8 @@ class Connection(Record):
     # Monotonic time something last moved on it: a call began on it idle, a stream's message
     # left, or the server answered a call.
     moved_at: float = 0.0
-    # The payload in flight on every connection then: calls ending elsewhere meanwhile shared
-    # the link with its own, so its silence may last as long as all of that takes.
+    # The most payload in flight on every connection since: the calls on the others shared the
+    # link with its own, so its silence may last as long as all of that takes to cross.
     ahead: int = 0
 
     def __init__(self, channel: aio.Channel, stub: pb_grpc.TalkServiceStub, limit: int, calls: int = 0,
@@ -233,6 +233,9 @@ class ConnectionPool:
         best.calls += 1
         best.bytes += size
         self.bytes += size
+        for connection in self.connections:
+            if connection.ahead < self.bytes:
+                connection.ahead = self.bytes
         if whole:
             self.whole += size
         self.delivery.began(time.monotonic())
@@ -342,12 +345,12 @@ class ConnectionPool:
     def stalled(self, seconds: float) -> list[Connection]:
         """The connections with calls in flight on which nothing has moved for `seconds`, plus the
         time the payload in flight takes at allowed_rate(): a call sent whole shows nothing until
-        it ends, and the calls sharing a slow link all end late, together. The payload is what is
-        in flight now, or when the connection last moved if that was more: calls that ended
-        elsewhere since shared the link with its own."""
+        it ends, and the calls sharing a slow link all end late, together. The payload is the most
+        that was in flight since the connection last moved: calls that ended elsewhere since
+        shared the link with its own."""
         now = time.monotonic()
         rate = self.allowed_rate(now)
-        return [c for c in self.connections if c.calls and now - c.moved_at > seconds + max(self.bytes, c.ahead) / rate]
+        return [c for c in self.connections if c.calls and now - c.moved_at > seconds + c.ahead / rate]
 
     def replace(self, stalled: list[Connection]) -> list[aio.Channel]:
         """Open a new connection in place of each of `stalled`; returns their channels, to be closed.
