@@ -29,8 +29,8 @@ replaced as stalled, and whether the summary warned of possible duplicates (none
 the lean server counts every call). A contender still running after 10 minutes is stopped
 and reported so.
 
-slower: the same over a 2 Mbit/s uplink, 32 x 1 MiB: slower than the 1 MiB/s the first calls'
-deadlines assume, so those run out of time, and the run must adapt.
+slower: the same over a 2 Mbit/s uplink, 32 x 1 MiB: slower than the 1 MiB/s the deadlines and
+stall allowances assume, so the run must follow the rate its calls show.
 
 slower-big: the same uplink, 12 x 4 MiB: the slow start's first round, one file on each of
 the 4 connections, shows nothing for over a minute, until it has crossed.
