@@ -192,3 +192,31 @@ def test_credentials_lost_mid_run_print_the_summary_and_the_retry_command(tmp_pa
         assert 0 < server.emulator.store.count() < 400
     finally:
         server.close()
+
+
+def test_rows_waiting_for_room_on_a_connection_are_not_journaled_as_sent(tmp_path: Path) -> None:
+    server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY], faults=FaultOptions(latency_ms=4000)))
+    try:
+        rows = 8
+        manifest = samples.write_dataset(tmp_path, rows, sizes=(1024 * 1024,))
+        results = manifest.with_name("manifest.jsonl.results.jsonl")
+        # One connection, files sent whole: the slow start lets the first files leave (4 MiB),
+        # and the others wait for room until an answer comes, 4 s later. Killed before that.
+        proc = start_upload(server.target, manifest, "--concurrency", str(rows), "--connections", "1")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not results.exists() or not read_records(results, journal=True)):
+            time.sleep(0.05)
+        time.sleep(1.5)
+        proc.kill()
+        proc.communicate(timeout=30)
+        journal = read_records(results, journal=True)
+        arrived = sum(server.emulator.peers.values())  # calls that reached the service
+        assert 0 < arrived < rows and {r["status"] for r in journal} == {"sending"}
+        assert len(journal) == arrived, [r["id"] for r in journal]  # only the calls that left
+        # The next run settles only the rows that left: at most they are possible duplicates.
+        done = upload(server.target, manifest, "--concurrency", str(rows), "--connections", "1")
+        assert done.returncode == 0, done.stderr
+        assert f"possible duplicates: {arrived} talk(s) from {arrived} row(s)" in done.stderr, done.stderr
+        assert {r["status"] for r in read_records(results)} == {"uploaded"}
+    finally:
+        server.close()

@@ -1,7 +1,8 @@
 """The sender: carries one row to its outcome, one attempt at a time, under the run's RetryPolicy.
 
-Each attempt waits for a slot of the limiter (and the --rps pacer), is journaled by the
-recorder just before it leaves, and goes out through the transport. After a failure the
+Each attempt waits for a slot of the limiter (and the --rps pacer) and goes out through the
+transport, which journals it (the recorder's `sending` line) once a connection has room for
+it, just before it leaves: a call still waiting for room is not written down as sent. After a failure the
 policy decides: wait and try again, or give up. A row with a dedupe key whose outcome is
 unknown (an attempt of this run or of an earlier one) is settled before it is sent again:
 it is handed to the Settler, which asks about it in a batch of reads, and while it waits
@@ -12,7 +13,7 @@ could not settle stays ambiguous.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from typing import TYPE_CHECKING
 
@@ -235,7 +236,6 @@ class Sender:
         async with self.limiter.slot():
             if self.request_pacer is not None:
                 await self.request_pacer.take()
-            await self.recorder.journal(job, result)
             sent_at = self.clock.monotonic()
             self.stats.calls += 1
             try:
@@ -252,16 +252,20 @@ class Sender:
 
     async def _call(self, job: Job, payload: _Payload, result: RowResult) -> str:
         transport, options = self.transport, self.options
+
+        def journal() -> Awaitable[None]:  # once a connection is taken for the call, just before it leaves
+            return self.recorder.journal(job, result)
+
         if job.kind == "update":
-            return await transport.update(job, options.timeout)
+            return await transport.update(job, options.timeout, journal)
         timeout = options.attempt_timeout(payload.size)
         if job.kind == "chat":
-            return await transport.upload_text(job, payload.messages, timeout)
+            return await transport.upload_text(job, payload.messages, timeout, journal)
         assert payload.info is not None
         if payload.request is not None:
             if self.byte_pacer is not None:
                 await self.byte_pacer.take(payload.size)
-            talk_id = await transport.upload(job, payload.request, timeout)
+            talk_id = await transport.upload(job, payload.request, timeout, journal)
             self.stats.bytes_sent += payload.size
             return talk_id
         result.bytes = 0  # what this attempt puts on the wire: all of it, unless it stops short
@@ -278,7 +282,7 @@ class Sender:
             self.stats.bytes_sent += n
 
         talk_id = await transport.upload_stream(job, payload.info, source, timeout, sent, size=payload.size,
-                                                cautious=payload.cautious)
+                                                cautious=payload.cautious, ready=journal)
         payload.size = result.bytes
         return talk_id
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -25,6 +25,8 @@ from bulk_uploader.transport.messages import (
 )
 from bulk_uploader.transport.pool import MIN_RATE, Connection, ConnectionPool
 from bulk_uploader.transport.status import LOST_STATUS, classify, closed_under
+
+Ready = Callable[[], Awaitable[object]] | None  # awaited just before an upload leaves (ConnectionPool.call)
 
 if TYPE_CHECKING:
     from bulk_uploader.chat import ChatMessage
@@ -222,7 +224,8 @@ class Transport:
             headers.append((IDEMPOTENCY_HEADER, idempotency_key(job.connection_id, job.key)))
         return tuple(headers), auth
 
-    async def _unary(self, method: str, request: Any, job: Job | None, timeout: float, size: int = 0) -> Any:
+    async def _unary(self, method: str, request: Any, job: Job | None, timeout: float, size: int = 0,
+                     ready: Ready = None) -> Any:
         headers, auth = self._metadata(job)
 
         async def once(connection: Connection) -> Any:
@@ -234,28 +237,28 @@ class Transport:
             except asyncio.CancelledError:
                 raise closed_under(auth) from None
 
-        return await self.pool.call(size, once, whole=True)
+        return await self.pool.call(size, once, whole=True, ready=ready)
 
-    async def upload(self, job: Job, request: bytes, timeout: float) -> str:
+    async def upload(self, job: Job, request: bytes, timeout: float, ready: Ready = None) -> str:
         """Send a whole file in one Upload (`request`: messages.upload_request, in wire form);
         returns the talk id or raises CallFailure."""
-        response = await self._unary("Upload", request, job, timeout, len(request))
+        response = await self._unary("Upload", request, job, timeout, len(request), ready)
         return str(response.talk_id)
 
-    async def upload_text(self, job: Job, messages: Sequence[ChatMessage], timeout: float) -> str:
+    async def upload_text(self, job: Job, messages: Sequence[ChatMessage], timeout: float, ready: Ready = None) -> str:
         """Send a chat dialog with UploadText; returns the talk id or raises CallFailure."""
         content = pb.TextContent()
         for message in messages:
             item = content.messages.add(user_id=message.user_id, text=pb.TextPayload(text=message.text))
             item.timestamp.FromDatetime(message.timestamp)
         request = pb.UploadTextRequest(metadata=talk_metadata(job), text_content=content)
-        response = await self._unary("UploadText", request, job, timeout, request.ByteSize())
+        response = await self._unary("UploadText", request, job, timeout, request.ByteSize(), ready)
         return str(response.talk_id)
 
-    async def update(self, job: Job, timeout: float) -> str:
+    async def update(self, job: Job, timeout: float, ready: Ready = None) -> str:
         """Replace the metadata of an existing talk (talk_id set, no audio)."""
         request = pb.UploadTalkRequest(metadata=talk_metadata(job), talk_id=job.talk_id or "")
-        response = await self._unary("Upload", request.SerializeToString(), job, timeout)
+        response = await self._unary("Upload", request.SerializeToString(), job, timeout, 0, ready)
         return str(response.talk_id or job.talk_id or "")
 
     async def search(self, scope: SearchScope, connection_id: str, key: str, values: Sequence[str], timeout: float,
@@ -294,17 +297,10 @@ class Transport:
             for talk in response.talk
         ]
 
-    async def upload_stream(
-        self,
-        job: Job,
-        info: AudioInfo,
-        chunks: Callable[[], AsyncGenerator[tuple[bytes, int], None]],
-        timeout: float,
-        on_bytes: Callable[[int], None],
-        *,
-        size: int = 0,
-        cautious: bool = False,
-    ) -> str:
+    async def upload_stream(self, job: Job, info: AudioInfo,
+                            chunks: Callable[[], AsyncGenerator[tuple[bytes, int], None]], timeout: float,
+                            on_bytes: Callable[[int], None], *, size: int = 0, cautious: bool = False,
+                            ready: Ready = None) -> str:
         """Stream a file of about `size` bytes: talk metadata, audio metadata, then the chunks
         `chunks()` gives (messages.chunk_request, each with the audio bytes it carries; called
         again for a stream sent again after a full connection refused it), driving the call by hand.
@@ -330,7 +326,7 @@ class Transport:
                     call.cancel()
                 await source.aclose()  # a stream refused or failed lets go of its file now, not when collected
 
-        return await self.pool.call(size, once)
+        return await self.pool.call(size, once, ready=ready)
 
 
 async def _drive_stream(call: aio.StreamUnaryCall, messages: AsyncIterator[tuple[bytes, int]],

@@ -258,16 +258,22 @@ class ConnectionPool:
                 self._wake()  # more room may have come than this call needed
                 return connection
 
-    async def call(self, size: int, call: Callable[[Connection], Awaitable[T]], whole: bool = False) -> T:
+    async def call(self, size: int, call: Callable[[Connection], Awaitable[T]], whole: bool = False,
+                   ready: Callable[[], Awaitable[object]] | None = None) -> T:
         """`call` on a connection with room for `size` payload bytes (`whole`: sent in one message,
         within the window); again at once on another when the connection refuses it for being
-        full (CallFailure.refused_stream)."""
+        full (CallFailure.refused_stream). `ready` is awaited once a connection is taken, just
+        before the call first leaves (the attempt's journal line: never written for a call that
+        waited for room and did not leave)."""
         refusals = 0
         while True:
             connection = await self.acquire(size, whole)
             calls_at_start = connection.calls
             delivered = 0
             try:
+                if ready is not None:
+                    await ready()
+                    ready = None
                 result = await call(connection)
             except CallFailure as failure:
                 if failure.code not in _ENDS_UNHEARD:
