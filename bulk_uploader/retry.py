@@ -132,7 +132,8 @@ class Attempts:
             # Nothing was stored and the server's real answer comes on the next try.
             self.lost += 1
             return policy.backoff(1)
-        if failure.code == "DEADLINE_EXCEEDED" and policy.limiter is not None and failure.sent_at >= policy.last_progress:
+        if (failure.code == "DEADLINE_EXCEEDED" and policy.limiter is not None
+                and failure.sent_at >= policy.last_progress):
             policy._overrun(failure.sent_at)  # none went through while it was out: too much in flight
         if failure.code == "RESOURCE_EXHAUSTED" and policy.limiter is not None:
             policy._throttled(failure)

@@ -11,6 +11,8 @@ from fakes import FakeClock, settle
 from bulk_uploader.auth import _RefreshingToken
 from bulk_uploader.errors import AuthError, CallFailure
 from bulk_uploader.flow import AdaptiveLimiter
+from bulk_uploader.ledger import PreviousResults
+from bulk_uploader.pipeline.summary import RunSummary
 from bulk_uploader.retry import MAX_LOST_STATUSES, RetryPolicy
 from bulk_uploader.stats import RunStats
 
@@ -221,9 +223,6 @@ async def test_a_refused_token_whose_source_fails_is_retried_then_the_error_stan
 
 
 def test_the_summary_tells_lost_answers_apart_from_retries() -> None:
-    from bulk_uploader.ledger import PreviousResults
-    from bulk_uploader.pipeline.summary import RunSummary
-
     stats = RunStats(uploaded=3, lost_answers=2)
     lines = RunSummary(stats, "r.jsonl", PreviousResults()).lines()
     assert any(line.endswith(", 0 retries") for line in lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -23,10 +23,8 @@ from bulk_uploader.transport.messages import (
     stream_messages,
     talk_metadata,
 )
-from bulk_uploader.transport.pool import MIN_RATE, Connection, ConnectionPool
+from bulk_uploader.transport.pool import MIN_RATE, Connection, ConnectionPool, Ready
 from bulk_uploader.transport.status import LOST_STATUS, classify, closed_under
-
-Ready = Callable[[], Awaitable[object]] | None  # awaited just before an upload leaves (ConnectionPool.call)
 
 if TYPE_CHECKING:
     from bulk_uploader.chat import ChatMessage

@@ -77,6 +77,7 @@ RATE_MIN_BYTES = 64 * 1024  # payload delivered before the measure counts
 # How calls can end without a word from the server: such an end is no sign the connection is alive.
 _ENDS_UNHEARD = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED"})
 T = TypeVar("T")
+Ready = Callable[[], Awaitable[object]] | None  # awaited once a call has a connection, just before it leaves
 
 
 def send_buffer_bytes(path: Path = Path("/proc/sys/net/ipv4/tcp_wmem")) -> int:
@@ -229,7 +230,7 @@ class ConnectionPool:
         if best is None:
             return None
         if not best.calls:
-            best.moved(self.bytes + size)  # idle until now: its silence counts from here
+            best.moved(self.bytes)  # idle until now: its silence counts from here (its own payload: below)
         best.calls += 1
         best.bytes += size
         self.bytes += size
@@ -259,7 +260,7 @@ class ConnectionPool:
                 return connection
 
     async def call(self, size: int, call: Callable[[Connection], Awaitable[T]], whole: bool = False,
-                   ready: Callable[[], Awaitable[object]] | None = None) -> T:
+                   ready: Ready = None) -> T:
         """`call` on a connection with room for `size` payload bytes (`whole`: sent in one message,
         within the window); again at once on another when the connection refuses it for being
         full (CallFailure.refused_stream). `ready` is awaited once a connection is taken, just
