@@ -10,6 +10,8 @@ import dataclasses
 import inspect
 import json
 import math
+import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -76,7 +78,7 @@ def test_seconds_are_rounded_and_written_as_the_general_encoder_writes_them(valu
 
 
 @pytest.mark.parametrize(("name", "value"), [("attempts", "3"), ("code", 5), ("reconciled", 1), ("bytes", 1.5),
-                                             ("error", ["a list"]), ("seconds", None)])
+                                             ("line", True), ("error", ["a list"]), ("seconds", None)])
 def test_a_value_of_another_type_than_declared_takes_the_general_encoder(name: str, value: object) -> None:
     result = full_result(**{name: value})
     if name == "seconds":
@@ -86,6 +88,15 @@ def test_a_value_of_another_type_than_declared_takes_the_general_encoder(name: s
             result.to_line()
         return
     assert result.to_line() == general_line(result)
+
+
+def test_the_time_a_line_is_stamped_with_is_written_as_isoformat_writes_it() -> None:
+    before = datetime.now(timezone.utc)
+    stamped = RowResult("row-1", "uploaded").to_line()
+    after = datetime.now(timezone.utc)
+    at = json.loads(stamped)["finished_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", at)
+    assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= datetime.fromisoformat(at) <= after
 
 
 def test_text_that_is_not_unicode_fails_as_it_did() -> None:

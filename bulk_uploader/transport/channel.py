@@ -214,13 +214,14 @@ class Transport:
         finally:
             round_trip.cancel()
 
-    def _metadata(self, job: Job | None = None) -> tuple[tuple[tuple[str, str], ...], str]:
-        """Request headers and the authorization value among them."""
+    def _metadata(self, job: Job | None = None) -> tuple[aio.Metadata, str]:
+        """Request headers and the authorization value among them (as gRPC's Metadata: a tuple
+        would be converted call by call, after a check against typing.Sequence)."""
         auth = self._credentials.header() if self._credentials is not None else ""
         headers = [("authorization", auth)] if auth else []
         if job is not None:
             headers.append((IDEMPOTENCY_HEADER, idempotency_key(job.connection_id, job.key)))
-        return tuple(headers), auth
+        return aio.Metadata(*headers), auth
 
     async def _unary(self, method: str, request: Any, job: Job | None, timeout: float, size: int = 0,
                      ready: Ready = None) -> Any:
