@@ -56,6 +56,7 @@ class ResultsWriter:
         # Journal lines not yet written, each with the future its attempt waits on before it leaves.
         self._journaled: list[tuple[bytes, asyncio.Future[None]]] = []
         self._flush_soon: asyncio.Handle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -84,15 +85,22 @@ class ResultsWriter:
     def journal(self, line: bytes) -> asyncio.Future[None]:
         """An attempt's journal line (attempt_line), written with the other lines of the event loop's
         turn: the future is done once it is written, or holds the ResultsFileError of that write."""
-        written = asyncio.get_running_loop().create_future()
+        written = self._event_loop().create_future()
         self._journaled.append((line, written))
         self._soon()
         return written
 
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The running event loop, asked for once while it runs (each ask is a getpid system call)."""
+        loop = self._loop
+        if loop is None or not loop.is_running():  # (none running: RuntimeError, as asking would raise)
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
     def _soon(self) -> None:
         if self._flush_soon is None:
             try:
-                self._flush_soon = asyncio.get_running_loop().call_soon(self._flush_later)
+                self._flush_soon = self._event_loop().call_soon(self._flush_later)
             except RuntimeError:  # no event loop: write it now
                 self.flush()
 

@@ -175,7 +175,7 @@ class Sender:
         """Bring one row to the service; returns the talk id or raises CallFailure / RowInvalid / SettleConflict."""
         payload = await self._payload(job, result)
         result.rpc = payload.rpc
-        attempts = self.policy.attempts()
+        attempts: Attempts | None = None  # made at the first failure: most rows never need one
         unknown_at = self.started  # when the last attempt whose outcome is unknown ended
         while True:
             if result.unknown_outcomes and self._settles(job):
@@ -199,6 +199,7 @@ class Sender:
                     unknown_at = self.clock.monotonic()
                 payload.cautious = payload.cautious or failure.status_lost
                 settles = bool(result.unknown_outcomes) and self._settles(job)
+                attempts = attempts or self.policy.attempts()
                 try:
                     await self._after(attempts, failure, parked=settles)
                 except CallFailure as final:
