@@ -73,10 +73,17 @@ class AdaptiveLimiter:
         """`async with limiter.slot():` holds one of the `current` slots for the duration of a call."""
         return _Slot(self)
 
-    async def acquire(self) -> None:
-        """Take one of the `current` slots, waiting for one; give it back with release()."""
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now and nobody waits for one (a plain call: the usual case
+        costs no coroutine); give it back with release()."""
         if self.in_use < self.current and not self._waiters and self._resume_at <= self.clock.monotonic():
             self.in_use += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        """Take one of the `current` slots, waiting for one; give it back with release()."""
+        if self.try_acquire():
             return
         handed = False  # woken for a freed slot: may take it ahead of the queue
         while True:

@@ -7,7 +7,7 @@ stats, shown when it is a problem).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bulk_uploader.errors import ResultsFileError
@@ -34,11 +34,12 @@ class Recorder:
         write the event loop could not make."""
         self.writer = ResultsWriter(path, on_error=on_error, header=header)
 
-    async def journal(self, job: Job, result: RowResult) -> None:
-        """An attempt of `job` is about to leave: returns once that is written down (raises
+    def journal(self, job: Job, result: RowResult) -> Awaitable[None]:
+        """An attempt of `job` is about to leave: what to await until that is written down (it raises
         ResultsFileError when it cannot be: then the attempt must not leave)."""
-        if self.writer is not None:
-            await self.writer.journal(attempt_line(job.key, job.line, result.attempts, result.unknown_outcomes))
+        if self.writer is None:
+            return _written()
+        return self.writer.journal(attempt_line(job.key, job.line, result.attempts, result.unknown_outcomes))
 
     def record(self, result: RowResult) -> None:
         """A row has finished: count it, show it if it is a problem, and append its outcome line."""
@@ -80,6 +81,10 @@ class Recorder:
         except ResultsFileError as exc:
             return exc
         return None
+
+
+async def _written() -> None:
+    """Nothing to write down (no results file)."""
 
 
 def internal_error(key: str, line: int, audio_path: str | None, exc: Exception, unknown: int = 0) -> RowResult:

@@ -86,6 +86,31 @@ async def _paced(chunks: AsyncGenerator[tuple[bytes, int], None], pacer: Pacer |
             del chunk  # not held while the next one is read
 
 
+async def _payload(job: Job, result: RowResult, options: UploadOptions, validator: Validator, stats: RunStats
+                   ) -> _Payload:
+    """What the row's attempts send (a chat's messages read and checked; a small file read whole)."""
+    if job.kind == "update":
+        return _Payload("Upload(update)", job.size)
+    if job.kind == "chat":
+        from bulk_uploader.chat import encoded_size  # only chat rows load it
+
+        messages = job.messages or await reader.read_chat(job, validator)
+        result.bytes = encoded_size(messages)
+        return _Payload("UploadText", result.bytes, messages=messages)
+    if job.size <= options.stream_threshold and not (job.swap_channels or job.right_path):
+        request, plan = await _whole(job, options.transcode)
+    else:
+        request, plan = None, await reader.inspect(job, options.transcode)
+    result.source_format, result.sent_format = plan.source, plan.info.describe()
+    if plan.converted:
+        stats.converted[plan.probes[0].name] += 1
+        return _Payload("UploadAsStream", plan.estimate, info=plan.info, plan=plan)
+    if request is not None:
+        result.bytes = job.size
+        return _Payload("Upload", job.size, request=request, info=plan.info)
+    return _Payload("UploadAsStream", job.size, info=plan.info)
+
+
 class Sender:
     """Sends rows; everything it shares with other senders (limiter, pacers, policy) is passed in."""
 
@@ -149,31 +174,9 @@ class Sender:
         result.seconds = self.clock.monotonic() - started
         return result
 
-    async def _payload(self, job: Job, result: RowResult) -> _Payload:
-        if job.kind == "update":
-            return _Payload("Upload(update)", job.size)
-        if job.kind == "chat":
-            from bulk_uploader.chat import encoded_size  # only chat rows load it
-
-            messages = job.messages or await reader.read_chat(job, self.validator)
-            result.bytes = encoded_size(messages)
-            return _Payload("UploadText", result.bytes, messages=messages)
-        if job.size <= self.options.stream_threshold and not (job.swap_channels or job.right_path):
-            request, plan = await _whole(job, self.options.transcode)
-        else:
-            request, plan = None, await reader.inspect(job, self.options.transcode)
-        result.source_format, result.sent_format = plan.source, plan.info.describe()
-        if plan.converted:
-            self.stats.converted[plan.probes[0].name] += 1
-            return _Payload("UploadAsStream", plan.estimate, info=plan.info, plan=plan)
-        if request is not None:
-            result.bytes = job.size
-            return _Payload("Upload", job.size, request=request, info=plan.info)
-        return _Payload("UploadAsStream", job.size, info=plan.info)
-
     async def deliver(self, job: Job, result: RowResult) -> str:
         """Bring one row to the service; returns the talk id or raises CallFailure / RowInvalid / SettleConflict."""
-        payload = await self._payload(job, result)
+        payload = await _payload(job, result, self.options, self.validator, self.stats)
         result.rpc = payload.rpc
         attempts: Attempts | None = None  # made at the first failure: most rows never need one
         unknown_at = self.started  # when the last attempt whose outcome is unknown ended
@@ -234,7 +237,10 @@ class Sender:
         outage = self.policy.outage
         if outage is not None and outage.since is not None:
             await outage.wait()  # no new call while the service cannot be reached
-        async with self.limiter.slot():
+        limiter = self.limiter
+        if not limiter.try_acquire():  # (limiter.slot() without its coroutines, once a row)
+            await limiter.acquire()
+        try:
             if self.request_pacer is not None:
                 await self.request_pacer.take()
             sent_at = self.clock.monotonic()
@@ -250,6 +256,8 @@ class Sender:
             if payload.plan is not None:
                 result.bytes = payload.size  # what the conversion made
             return talk_id
+        finally:
+            limiter.release()
 
     async def _call(self, job: Job, payload: _Payload, result: RowResult) -> str:
         transport, options = self.transport, self.options

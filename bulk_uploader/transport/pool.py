@@ -268,7 +268,9 @@ class ConnectionPool:
         waited for room and did not leave)."""
         refusals = 0
         while True:
-            connection = await self.acquire(size, whole)
+            connection = self._take(size, whole) if not self._waiters else None  # (acquire's quick path, no coroutine)
+            if connection is None:
+                connection = await self.acquire(size, whole)
             calls_at_start = connection.calls
             delivered = 0
             try:
