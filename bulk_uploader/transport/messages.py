@@ -76,8 +76,6 @@ def audio_metadata(info: AudioInfo) -> pb.AudioMetadata:
     return pb.AudioMetadata(container_audio=pb.ContainerAudio(container_audio_type=_CONTAINER[info.format]))
 
 
-
-
 def _number(message: type, field: str) -> int:
     return int(message.DESCRIPTOR.fields_by_name[field].number)  # type: ignore[attr-defined]
 

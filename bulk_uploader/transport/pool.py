@@ -249,9 +249,14 @@ class ConnectionPool:
         while not self.fixed and len(self.connections) < wanted:
             self.connections.append(self._new())
 
+    def try_take(self, size: int, whole: bool = False) -> Connection | None:
+        """A connection with room now for one more call of `size` bytes, when no call waits for room
+        (a plain call: the usual case costs no coroutine); None otherwise."""
+        return self._take(size, whole) if not self._waiters else None
+
     async def acquire(self, size: int, whole: bool = False) -> Connection:
         """A connection with room for one more call of `size` bytes, waiting for room if none has it."""
-        if not self._waiters and (connection := self._take(size, whole)) is not None:
+        if (connection := self.try_take(size, whole)) is not None:
             return connection
         while True:
             await wait_in_line(self._waiters, self._wake)
@@ -268,7 +273,7 @@ class ConnectionPool:
         waited for room and did not leave)."""
         refusals = 0
         while True:
-            connection = self._take(size, whole) if not self._waiters else None  # (acquire's quick path, no coroutine)
+            connection = self.try_take(size, whole)
             if connection is None:
                 connection = await self.acquire(size, whole)
             calls_at_start = connection.calls
