@@ -8,7 +8,8 @@ read whole and probed, the request built, a `sending` line written (one write) b
 leaves, the call with its Idempotency-Key, and the outcome line (buffered, written every 256
 rows: a lost outcome line leaves the `sending` line, which a next run settles). No checks of
 the row, no retries, no progress, no memory budget. Timed from start-up done to the last
-outcome written; glibc's allocator and the garbage collector set as bulk-upload sets them.
+outcome written; glibc's allocator, the garbage collector and the event loop (uvloop) set as
+bulk-upload sets them.
 
     python floor_client.py TARGET MANIFEST CONCURRENCY LEDGER   (key in env API_KEY)
 
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 from grpc import aio
-from ideal_client import cpu  # the same clock as the ideal client's (this script's folder is on sys.path)
+from ideal_client import cpu, run  # the same clock as the ideal client's (this script's folder is on sys.path)
 
 from bulk_uploader.allocator import keep_big_buffers
 from bulk_uploader.audio import judge
@@ -85,4 +86,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main)

@@ -16,7 +16,8 @@ versions and date.
 Contenders: bulk-upload as users run it (results file, --quiet); the ideal client (requests
 prebuilt in memory, N tasks on one grpc.aio channel: the ceiling; `ideal+build` is the same run
 with the untimed reading, probing and building of its requests counted in its time); the floor client (the least
-a client must do per row: read at send time, a ledger line before and after each call); a thread pool over the
+a client must do per row: read at send time, a ledger line before and after each call); both on
+uvloop, as bulk-upload runs; a thread pool over the
 synchronous stub; and the documented way, one process per file under xargs -P N. With
 --baseline DIR (a checkout of another version, e.g. `git worktree add /tmp/base REF`), the
 same bulk-upload command run from that checkout joins each round as `baseline`, so a
