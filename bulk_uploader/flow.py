@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from types import TracebackType
 
 from bulk_uploader.clock import SYSTEM_CLOCK, Clock
 
@@ -68,10 +67,6 @@ class AdaptiveLimiter:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-
-    def slot(self) -> _Slot:
-        """`async with limiter.slot():` holds one of the `current` slots for the duration of a call."""
-        return _Slot(self)
 
     def try_acquire(self) -> bool:
         """Take a slot if one is free now and nobody waits for one (a plain call: the usual case
@@ -126,22 +121,6 @@ class AdaptiveLimiter:
         if sent_at >= self._last_decrease:
             self._last_decrease = now
             self.limit = max(float(self.floor), self.limit / 2)
-
-
-class _Slot:
-    """What AdaptiveLimiter.slot() returns: a class, as a generator-based context manager costs more per call."""
-
-    __slots__ = ("limiter",)
-
-    def __init__(self, limiter: AdaptiveLimiter) -> None:
-        self.limiter = limiter
-
-    async def __aenter__(self) -> None:
-        await self.limiter.acquire()
-
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        self.limiter.release()
 
 
 class Pacer:

@@ -238,7 +238,7 @@ class Sender:
         if outage is not None and outage.since is not None:
             await outage.wait()  # no new call while the service cannot be reached
         limiter = self.limiter
-        if not limiter.try_acquire():  # (limiter.slot() without its coroutines, once a row)
+        if not limiter.try_acquire():  # the usual case: a free slot, taken without a coroutine
             await limiter.acquire()
         try:
             if self.request_pacer is not None:
