@@ -162,6 +162,29 @@ async def test_stream_upload_is_stored_with_its_sha256(stub: pb_grpc.TalkService
     assert talk.sha256 == hashlib.sha256(data).hexdigest()
 
 
+async def test_a_stream_cancelled_instead_of_half_closed_is_never_stored(stub: pb_grpc.TalkServiceStub,
+                                                                           emulator: Emulator) -> None:
+    # Every message of a whole, valid talk is written, then the call is cancelled: no request was
+    # completed (../shared/SPEECHSENSE.md). gRPC's Python server at times reads a cancelled
+    # stream's end as a clean end of stream, so one try could pass by luck: many are made.
+    messages = stream_messages(upload_request().metadata, WAV, [samples.wav(2000)])
+    for n in range(200):
+        call = stub.UploadAsStream(metadata=AUTH)
+        for message in messages:
+            await call.write(message)
+        await asyncio.sleep(0.001 * (n % 3))  # a cancel at once, and ones the writes have crossed over ahead of
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    for _ in range(3000):  # the handlers of the cancelled calls end (or store) on their own time
+        if not emulator.injector.in_flight:
+            break
+        await asyncio.sleep(0.01)
+    assert emulator.injector.in_flight == 0
+    assert emulator.store.count() == 0
+    assert (await send_stream(stub, messages)).talk_id  # the same messages, half-closed, are a talk
+
+
 @pytest.mark.parametrize(
     ("order", "message"),
     [

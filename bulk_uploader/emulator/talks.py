@@ -13,6 +13,7 @@ import io
 import secrets
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from typing import IO, TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -34,6 +35,16 @@ DECODED_KEPT = 100_000  # talks whose decoded channels and length the emulator r
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 SPOOL_BYTES = 8 * 1024 * 1024  # a streamed talk's audio is kept in memory up to this, then in a temporary file
+
+
+async def half_closed_stream(context: aio.ServicerContext) -> AsyncIterator[Any]:
+    """A stream's messages, ending only at the client's half-close: a cancelled or reset stream
+    is no request (../shared/SPEECHSENSE.md). gRPC's Python server at times reads the end of a
+    cancelled stream as a clean end of stream; one more read, asked for after it, is answered
+    only once the cancellation has reached the call, which then ends here."""
+    while (message := await context.read()) is not aio.EOF:
+        yield message
+    await context.read()
 
 
 class AudioSpool:
@@ -149,7 +160,7 @@ class TalkServicer(pb_grpc.TalkServiceServicer):
             users: list[dict[str, Any]] = []
             digest, size = hashlib.sha256(), 0
             with AudioSpool() as spool:
-                async for message in request_iterator:
+                async for message in half_closed_stream(context):  # not request_iterator: see there
                     event = message.WhichOneof("Event")
                     audio_event = message.audio.WhichOneof("AudioEvent") if event == "audio" else None
                     if meta is None:
