@@ -261,6 +261,12 @@ class Validator:
                            also: RowInvalid | None = None) -> None:
         """Raise RowInvalid naming every metadata problem, after `also` (a file problem) if given."""
         problems = check_fields(fields, self.schema_for(connection_id, kind))
+        if problems:
+            from bulk_uploader.mapping_hints import metadata_fix  # only rows with a problem need it
+
+            fix = metadata_fix(fields)
+            if fix is not None:
+                problems.append(fix)
         if also is not None:
             raise RowInvalid("; ".join([str(also), *problems]), also.code)
         if problems:

@@ -74,6 +74,37 @@ def test_excel_cp1251_semicolon_crlf_csv_is_detected_and_uploads_exact_fields(
     assert_stored_exactly(served, 40)
 
 
+def test_excel_dates_and_flags_are_refused_with_the_mapping_that_converts_them_which_then_uploads(
+        tmp_path: Path, served: ThreadedEmulator) -> None:
+    # Excel in a Russian locale writes dates as 04.04.2025 03:03 and the sheet's flags as да/нет.
+    text = excel_text(tmp_path, 12, ";")
+    for n in range(12):
+        iso = row_fields(n)["date"]  # 2025-04-04T03:03:00.000
+        text = text.replace(iso, f"{iso[8:10]}.{iso[5:7]}.{iso[:4]} {iso[11:16]}")
+    text = text.replace(";true;", ";да;").replace(";false;", ";нет;")
+    manifest = tmp_path / "calls.csv"
+    manifest.write_bytes(text.encode("cp1251"))
+    code, err = upload(served, manifest)
+    assert code == 1, err
+    records = [json.loads(line) for line in manifest.with_name("calls.csv.results.jsonl").read_text().splitlines()[1:]]
+    assert len(records) == 12 and {r["code"] for r in records} == {"INVALID_METADATA"}
+    for record in records:
+        assert "a mapping file (--mapping" in record["error"], record
+        assert 'format = "%d.%m.%Y %H:%M"' in record["error"] and "[values.direction_outgoing]" in record["error"]
+    assert served.emulator.store.count() == 0
+
+    # The mapping the messages describe, written as they say: the rows go.
+    (tmp_path / "excel.toml").write_text('[dates.date]\nformat = "%d.%m.%Y %H:%M"\ntimezone = "Europe/Moscow"\n'
+                                         '[values.direction_outgoing]\n"да" = true\n"нет" = false\n')
+    code, err = upload(served, manifest, "--mapping", str(tmp_path / "excel.toml"))
+    assert code == 0, err
+    talks = {talk.fields["client_id"]: talk.fields for talk in served.emulator.store.talks()}
+    assert len(talks) == 12
+    for n in range(12):
+        want = row_fields(n)
+        assert talks[f"cl-{n}"] == want | {"date": want["date"] + "+03:00"}
+
+
 def test_cp1251_too_short_to_detect_stops_with_a_hint_then_uploads_with_encoding(
         tmp_path: Path, served: ThreadedEmulator) -> None:
     # One Cyrillic word among ASCII rows: too little text to tell code pages apart.

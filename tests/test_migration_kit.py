@@ -319,3 +319,32 @@ def test_mapping_file_error_messages_in_full(tmp_path: Path, text: str, message:
     with pytest.raises(MappingError) as error:
         load_mapping(path)
     assert str(error.value) == f"{path} {message}"
+
+
+@pytest.mark.parametrize(("value", "formats"), [
+    ("24.04.2025 11:34", ["%d.%m.%Y %H:%M"]),  # Excel, Russian locale
+    ("24.04.2025 11:34:19", ["%d.%m.%Y %H:%M:%S"]),
+    ("24.04.2025", ["%d.%m.%Y"]),
+    ("4/24/2025 11:34 AM", ["%m/%d/%Y %I:%M %p"]),  # Excel, US locale: only the month can come first
+    ("24/04/2025 11:34", ["%d/%m/%Y %H:%M"]),
+    ("04/05/2025 10:00", ["%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M"]),  # either way round: both are said
+    ("2025-04-24 11:34:19", ["%Y-%m-%d %H:%M:%S"]),
+    ("2025-04-24T11:34:19", ["%Y-%m-%dT%H:%M:%S"]),  # ISO without milliseconds or zone
+    ("2025-04-24 11:34:19,250", ["%Y-%m-%d %H:%M:%S,%f"]),
+    ("1745490859", ["unix"]),
+    ("1745490859000", ["unix_ms"]),
+    ("2025-13-45 10:00", []),  # no such day: nothing to suggest
+    ("вчера", []),
+])
+def test_a_refused_date_gets_the_mapping_format_that_reads_it(value: str, formats: list[str]) -> None:
+    from bulk_uploader.mapping import DateRule
+    from bulk_uploader.mapping_hints import guess_date_formats, metadata_fix
+    from bulk_uploader.schema import check_value
+
+    assert check_value("date", value) is not None  # the service refuses it as it is
+    assert guess_date_formats(value) == formats
+    for fmt in formats:  # each suggestion, used as a mapping's rule, gives a date the service takes
+        assert check_value("date", DateRule(fmt, None, "local").convert(value)) is None
+    fix = metadata_fix({"date": value})
+    assert fix is not None and "--mapping" in fix and (not formats or f'format = "{formats[0]}"' in fix)
+    assert metadata_fix({"date": "2025-04-24T11:34:19.000"}) is None
