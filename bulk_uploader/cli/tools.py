@@ -319,11 +319,12 @@ async def _demo(folder: Path, rows: int, concurrency: int, reporter: "Reporter")
     from bulk_uploader.options import UploadOptions
     from bulk_uploader.samples import write_dataset
 
+    recordings = min(rows, 40)
     manifest = write_dataset(folder, rows, sizes=(8 * 1024, 64 * 1024, 300 * 1024, 6 * 1024 * 1024),
-                             distinct_files=min(rows, 40), connection_id="demo-audio")
+                             distinct_files=recordings, connection_id="demo-audio")
     key = "demo-key"
     async with Emulator(EmulatorOptions(api_keys=[key], store_path=folder / "emulator.sqlite3")) as emu:
-        reporter.message(f"emulator on {emu.target}; {rows} sample rows in {manifest}")
+        reporter.message(f"emulator on {emu.target}; {rows} sample rows of {recordings} recordings in {manifest}")
         options = UploadOptions(
             manifest=manifest,
             endpoint=emu.target,
