@@ -13,6 +13,10 @@ bulk-upload sets them.
 
     python floor_client.py TARGET MANIFEST CONCURRENCY LEDGER   (key in env API_KEY)
 
+LEDGER `-` runs it bare: no ledger and no Idempotency-Key, only the manifest line parsed, the
+file read and probed and the request built at send time; it shows what reading at send time
+costs by itself, the part of the floor no client that cannot hold its manifest in memory avoids.
+
 Prints one JSON line: {"files": n, "bytes": b, "seconds": timed wall, "cpu": timed user+sys}.
 """
 
@@ -45,7 +49,8 @@ async def main() -> None:
     collector.collect_less()
     target, manifest, concurrency, ledger = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     auth = ("authorization", f"Api-Key {os.environ['API_KEY']}")
-    fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+    bare = ledger == "-"
+    fd = -1 if bare else os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
     outcomes: list[bytes] = []
     totals = {"files": 0, "bytes": 0}
     channel = aio.insecure_channel(target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)])
@@ -64,6 +69,11 @@ async def main() -> None:
                     metadata=pb.TalkMetadata(connection_id=connection, fields=row["metadata"]),
                     audio=pb.AudioRequest(audio_metadata=audio_metadata(judge(probe_bytes(data), None).info),
                                           audio_data=pb.AudioChunk(data=data)))
+                totals["files"] += 1
+                totals["bytes"] += len(data)
+                if bare:
+                    await stub.Upload(request, metadata=(auth,))
+                    continue
                 os.write(fd, b'{"id": %s, "status": "sending", "line": %d}\n' % (json.dumps(key).encode(), number))
                 started = time.monotonic()
                 response = await stub.Upload(request, metadata=(auth, (IDEMPOTENCY_HEADER,
@@ -74,12 +84,11 @@ async def main() -> None:
                 if len(outcomes) >= OUTCOMES_PER_WRITE:
                     os.write(fd, b"".join(outcomes))
                     outcomes.clear()
-                totals["files"] += 1
-                totals["bytes"] += len(data)
 
         await asyncio.gather(*[worker() for _ in range(concurrency)])
-    os.write(fd, b"".join(outcomes))
-    os.close(fd)
+    if not bare:
+        os.write(fd, b"".join(outcomes))
+        os.close(fd)
     seconds, used = time.perf_counter() - t0, cpu() - cpu0
     await channel.close()
     print(json.dumps({**totals, "seconds": seconds, "cpu": used}))

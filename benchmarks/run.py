@@ -235,10 +235,11 @@ def with_build(m: Measure) -> Measure:
     return Measure(m.files, m.bytes, m.seconds + m.extra["build_seconds"], m.wall, m.cpu, m.rss_mb, m.extra)
 
 
-def floor(target: str, manifest: Path, concurrency: int) -> Measure:
-    results = on_disk(manifest, "floor.results.jsonl")
+def floor(target: str, manifest: Path, concurrency: int, bare: bool = False) -> Measure:
+    """The floor client; `bare`: without its ledger and Idempotency-Key (floor_client.py)."""
+    results = "-" if bare else str(on_disk(manifest, "floor.results.jsonl"))
     out, err, wall, cpu, rss, code = run_measured(
-        [PY, str(HERE / "floor_client.py"), target, str(manifest), str(concurrency), str(results)], client_env())
+        [PY, str(HERE / "floor_client.py"), target, str(manifest), str(concurrency), results], client_env())
     assert code == 0, err[-2000:]
     r = json.loads(out.splitlines()[-1])
     return Measure(r["files"], r["bytes"], r["seconds"], wall, cpu, rss)
@@ -331,8 +332,8 @@ def upload_scenario(name: str, title: str, manifest: Path, concurrency: int, run
                     m = bulk_upload(emulator.target, manifest, concurrency, root=BASELINE)
                 elif contender == "ideal":
                     m = ideal(emulator.target, manifest, concurrency)
-                elif contender == "floor":
-                    m = floor(emulator.target, manifest, concurrency)
+                elif contender in ("floor", "bare"):
+                    m = floor(emulator.target, manifest, concurrency, bare=contender == "bare")
                 elif contender == "threadpool":
                     m = threadpool(emulator.target, manifest, concurrency)
                 else:
@@ -417,7 +418,8 @@ each replace only their own sections. Method of the upload scenarios (`run.py`):
 runs; emulator (or lean server) in its own process on loopback; each client its own process,
 CPU (user+sys) and peak RSS of the whole client process from os.wait4; files/s over each contender's
 own timed section (bulk-upload: its run, from reading the results file to the last row recorded;
-ideal: after requests are built, ideal+build: from before it reads the first file; floor and thread pool: after start-up; xargs: the whole batch).
+ideal: after requests are built, ideal+build: from before it reads the first file; floor, bare (the floor client
+without its ledger: reading at send time and nothing else) and thread pool: after start-up; xargs: the whole batch).
 Ratios (bulk-upload / ideal, and the others named) are computed pair by pair within a round, then the median.
 """
 
@@ -431,7 +433,7 @@ MILLION_DRY_RUN_S = 30.0  # wall seconds of the 1,000,000-row dry run, under
 
 # Ratios each round computes where both contenders ran: (over, under).
 RATIOS = (("bulk-upload", "ideal"), ("bulk-upload", "ideal+build"), ("bulk-upload", "baseline"), ("bulk-upload", "floor"),
-          ("floor", "ideal"))
+          ("floor", "ideal"), ("bare", "ideal"))
 
 
 def _med(runs: list[dict[str, float]], key: str) -> float:
@@ -521,8 +523,8 @@ def main() -> None:
                                                        "small-lean-10k", "small-lean-cold", "latency-lean", "startup"])
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     parser.add_argument("--baseline", type=Path, help="a checkout of another version to run side by side")
-    parser.add_argument("--contenders", nargs="*", default=["ideal", "floor", "threadpool", "xargs"],
-                        help="which of ideal, floor, threadpool, xargs run beside bulk-upload")
+    parser.add_argument("--contenders", nargs="*", default=["ideal", "floor", "bare", "threadpool", "xargs"],
+                        help="which of ideal, floor, bare, threadpool, xargs run beside bulk-upload")
     args = parser.parse_args()
     global BASELINE, ONLY_CONTENDERS
     ONLY_CONTENDERS = ("bulk-upload", *args.contenders)
@@ -547,11 +549,11 @@ def main() -> None:
                                       64, args.runs, latency_ms=100))
     if "small-lean" in args.only:
         tables.append(upload_scenario("small-lean", "2,000 files of 16 KiB, no server latency", dataset("small", 2000, 16 * 1024, in_memory=True),
-                                      32, args.runs, contenders=("bulk-upload", "ideal", "floor"), server="lean"))
+                                      32, args.runs, contenders=("bulk-upload", "ideal", "floor", "bare"), server="lean"))
     if "small-lean-10k" in args.only:  # the same, five times the files: start-up weighs a fifth as much per file
         tables.append(upload_scenario("small-lean-10k", "10,000 files of 16 KiB, no server latency",
                                       dataset("small10k", 10000, 16 * 1024, in_memory=True), 32, args.runs,
-                                      contenders=("bulk-upload", "ideal", "floor"), server="lean"))
+                                      contenders=("bulk-upload", "ideal", "floor", "bare"), server="lean"))
     if "small-lean-cold" in args.only:  # the 10,000 files read from disk by every contender
         if can_drop_caches():
             tables.append(upload_scenario("small-lean-cold", "10,000 files of 16 KiB read from disk, no server latency",
