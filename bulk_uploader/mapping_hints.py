@@ -47,13 +47,16 @@ def metadata_fix(fields: Mapping[str, str]) -> str | None:
     for key in ("direction_outgoing", "language"):
         value = fields.get(key)
         if value is not None and check_value(key, value) is not None:
-            fixes.append(f'[values.{key}] "{value}" = {_VALUE_EXAMPLE[key]}')
+            fixes.append(f'[values.{key}] "{value}" = {_example(key, value)}')
     if not fixes:
         return None
     return f"convert them with a mapping file (--mapping; {_GUIDE}): " + "; ".join(fixes)
 
 
-_VALUE_EXAMPLE = {"direction_outgoing": "true (outgoing) or false", "language": '"ru-RU"'}
+def _example(key: str, value: str) -> str:
+    if key == "direction_outgoing":
+        return "true (outgoing) or false"
+    return '"ru-RU, kk-KZ"' if "kk" in value.lower() else '"ru-RU"'
 
 
 def _date_fix(value: str) -> str:

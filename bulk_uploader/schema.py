@@ -1,10 +1,11 @@
-"""Connection schemas and the metadata rules SpeechSense applies to a talk.
+"""Connection schemas and the metadata rules SpeechSense applies to a talk, as the uploader reads them.
 
-One home for the rules, so the uploader's preflight and the emulator reject exactly the
-same rows: which keys a connection requires, and the form of `date`,
-`direction_outgoing`, `language` and every value's length. Their source is the vendor's
-SpeechSense documentation (its upload guide) and the API definitions in protos/;
-README.md sums them up under "What is checked before anything is sent".
+The rules the uploader checks before it sends a row: which keys a connection requires, and
+the form of `date`, `direction_outgoing`, `language` and every value's length. Their source
+is the vendor's SpeechSense documentation (its upload guide) and the API definitions in
+protos/; README.md sums them up under "What is checked before anything is sent". The
+emulator judges with its own reading (emulator/metadata.py); a test holds the two to the
+same verdict on every value it tries.
 
 A schema file (TOML) lists connections; the uploader reads it with --connection-schema,
 the emulator with --config:
@@ -45,8 +46,8 @@ MAX_KEYS = 200
 MAX_VALUE_BYTES = 1024
 
 _NAIVE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}")
-_ZONED_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
-_LANGUAGE = re.compile(r"ru-ru(\s*,\s*kk-kz)?", re.IGNORECASE)
+_ZONED_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)")
+_LANGUAGE = re.compile(r"ru-ru(, kk-kz)?", re.IGNORECASE)  # as documented: `ru-RU, kk-KZ`, one space
 
 
 @record(slots=True)
@@ -71,8 +72,10 @@ class ConnectionSchema(FrozenRecord):
         return self.keys | self.optional_keys
 
 
-def load_schemas(path: Path) -> list[ConnectionSchema]:
-    """Read a schema file (format in the module docstring); raise SchemaError naming the problem."""
+def load_schemas(path: Path, defaults: Callable[[ConnectionType, str | None], ConnectionSchema] | None = None
+                 ) -> list[ConnectionSchema]:
+    """Read a schema file (format in the module docstring); raise SchemaError naming the problem.
+    `defaults` gives a connection's keys where the file names none (the emulator passes its own)."""
     import tomllib  # here, not at the top: only runs given a schema file read one
 
     try:
@@ -81,6 +84,7 @@ def load_schemas(path: Path) -> list[ConnectionSchema]:
         raise SchemaError(f"cannot read {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SchemaError(f"{path}: {exc}") from None
+    documented = defaults or ConnectionSchema.default
     entries = data.get("connections")
     if not isinstance(entries, list) or not entries:
         raise SchemaError(f"{path}: expected one or more [[connections]] tables")
@@ -93,7 +97,7 @@ def load_schemas(path: Path) -> list[ConnectionSchema]:
         cid = entry.get("id")
         if cid is not None and not isinstance(cid, str):
             raise SchemaError(f"{where}: id must be a string")
-        default = ConnectionSchema.default(type_, cid)
+        default = documented(type_, cid)
         keys = entry.get("keys", sorted(default.keys))
         optional = entry.get("optional_keys", sorted(default.optional_keys))
         for name, value in (("keys", keys), ("optional_keys", optional)):

@@ -1,7 +1,7 @@
 """Stage 2: check a manifest row against what the service accepts and turn it into a Job.
 
 Everything that can be known without reading the audio is checked here: the connection,
-the metadata keys and values (bulk_uploader.schema, the same rules the emulator applies),
+the metadata keys and values (bulk_uploader.schema; the emulator reads the rules on its own),
 users, the declared format, and that the file exists and is not empty. The audio bytes
 themselves are checked by the reader stage (bulk_uploader.reader.read_head).
 """

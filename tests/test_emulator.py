@@ -134,6 +134,47 @@ async def test_kazakh_language_pair_and_raw_pcm_are_accepted(stub: pb_grpc.TalkS
     assert "raw audio sample rate 96000 Hz is outside 8000..48000 Hz" in (error.details() or "")
 
 
+# Values on both sides of each documented metadata rule (../shared/SPEECHSENSE.md, "Data rules").
+DATES = ["2023-09-13T17:31:00.000", "2023-09-13T17:31:00", "2023-09-13T17:31:00.00", "2023-09-13T17:31:00.0000",
+         "2025-04-24T11:34:19Z", "2025-04-24T11:34:19.5Z", "2025-04-24T11:34:19.123456789Z",
+         "2025-04-24T11:34:19.1234567890Z", "2025-04-24T14:34:19+03:00", "2025-04-24T14:34:19-05:30",
+         "2025-04-24T14:34:19.000+03:00", "2025-04-24T14:34:19+99:99", "2025-04-24T14:34:19+24:00",
+         "2025-04-24T14:34:19+0300", "2025-04-24T14:34+03:00", "2025-04-24 14:34:19+03:00", "2025-04-24t14:34:19z",
+         "2025-02-30T10:00:00.000", "2024-02-29T10:00:00.000", "2023-02-29T10:00:00Z", "2025-04-24T24:00:00Z",
+         "2025-04-24T23:59:60Z", "\u0662\u0660\u0662\u0665-04-24T11:34:19Z", " 2025-04-24T11:34:19Z", "2025-04-24T11:34:19Z ",
+         "2025-4-24T11:34:19Z", "2025-04-24T11:34:19.Z", "+2025-04-24T11:34:19Z", "20250424T113419Z", "24.04.2025 11:34",
+         ""]
+DIRECTIONS = ["true", "false", "True", "TRUE", "1", "yes", "", " true"]
+LANGUAGES = ["ru-RU", "RU-ru", "ru-ru", "ru-RU, kk-KZ", "RU-ru, KK-kz", "ru-RU,kk-KZ", "ru-RU ,kk-KZ", "ru-RU,  kk-KZ",
+             "kk-KZ", "en-US", "", "ru-RU, kk-KZ "]
+SIZES = ["a" * 1024, "a" * 1025, "я" * 512, "я" * 513, "🎧" * 256, "🎧" * 256 + "a"]
+
+
+@pytest.mark.parametrize(("key", "value"), [("date", v) for v in DATES] + [("direction_outgoing", v) for v in DIRECTIONS]
+                         + [("language", v) for v in LANGUAGES] + [("client_name", v) for v in SIZES])
+def test_the_uploader_and_the_emulator_read_the_metadata_rules_alike(key: str, value: str) -> None:
+    # Two readings of the documentation, written apart: a value one accepts and the other
+    # refuses is a misreading on one side, and this names it.
+    from bulk_uploader.emulator.metadata import default_connection, field_problems
+    from bulk_uploader.schema import check_fields
+
+    connection = default_connection("audio", "demo-audio")
+    row = fields(**{key: value})
+    assert bool(check_fields(row, connection)) == bool(field_problems(row, connection))
+
+
+def test_the_uploader_and_the_emulator_agree_on_which_keys_a_talk_needs() -> None:
+    from bulk_uploader.emulator.metadata import default_connection, field_problems
+    from bulk_uploader.schema import ConnectionSchema, check_fields
+
+    for kind in ("audio", "chat"):
+        ours, theirs = ConnectionSchema.default(kind, "c"), default_connection(kind, "c")  # type: ignore[arg-type]
+        assert (ours.keys, ours.optional_keys) == (theirs.keys, theirs.optional_keys)
+    connection = default_connection("audio", "demo-audio")
+    for row in (fields(language=None), fields(ticket_id="T-1"), fields(extra="x"), {}):
+        assert bool(check_fields(row, connection)) == bool(field_problems(row, connection)), row
+
+
 def stream_messages(meta: pb.TalkMetadata, audio: pb.AudioMetadata, chunks: list[bytes]) -> list[pb.StreamTalkRequest]:
     return [
         pb.StreamTalkRequest(metadata=meta),

@@ -42,6 +42,7 @@ def _emulator_options(
     max_streams: int = 0,
 ) -> "EmulatorOptions":
     from bulk_uploader.emulator import EmulatorOptions
+    from bulk_uploader.emulator.metadata import default_connection
     from bulk_uploader.emulator.server import DEFAULT_CONNECTIONS
     from bulk_uploader.schema import load_schemas
 
@@ -53,7 +54,7 @@ def _emulator_options(
         port=port,
         api_keys=tuple(keys),
         iam_tokens=tuple(iam_token),
-        connections=tuple(load_schemas(config)) if config else DEFAULT_CONNECTIONS,
+        connections=tuple(load_schemas(config, default_connection)) if config else DEFAULT_CONNECTIONS,
         store_path=store or ":memory:",
         faults=faults,
         user_key_prefix=user_key_prefix,

@@ -1,10 +1,11 @@
 """What the emulator checks in a TalkService request before it accepts the talk.
 
-The real service's rules: the connection and its metadata keys (bulk_uploader.schema,
-shared with the uploader's preflight), the talk's users, a chat's messages, and the audio.
-The audio is judged independently of the uploader's own checks (bulk_uploader.audio and
-probe are not used here): FFmpeg opens it as the declared format and decodes it, and the
-documented rules are applied to what the decoder found. A failed check raises Rejected;
+The real service's rules: the connection and its metadata (metadata.py), the talk's users,
+a chat's messages, and the audio, each judged apart from the uploader's own checks: the
+metadata rules are the emulator's own reading of the documentation (bulk_uploader.schema
+only carries which keys a connection has), and for the audio (bulk_uploader.audio and probe
+are not used here) FFmpeg opens it as the declared format and decodes it, and the documented
+rules are applied to what the decoder found. A failed check raises Rejected;
 the call guard (guard.py) answers it as a gRPC status.
 """
 
@@ -16,8 +17,9 @@ from typing import IO, Any, NoReturn
 import grpc
 
 from bulk_uploader import media
+from bulk_uploader.emulator.metadata import dialog_user_ids, field_problems
 from bulk_uploader.proto import speechsense_pb2 as pb
-from bulk_uploader.schema import ConnectionSchema, check_fields, dialog_user_ids
+from bulk_uploader.schema import ConnectionSchema
 
 # Declared container -> (its name, FFmpeg's demuxer, the codec it must carry), from the documentation:
 # WAV with LPCM (16-bit), MP3, OGG Opus.
@@ -72,7 +74,7 @@ def check_connection(connections: Mapping[str, ConnectionSchema], meta: pb.TalkM
             grpc.StatusCode.INVALID_ARGUMENT,
             f"connection {meta.connection_id!r} is a {schema.type} connection, not {kind}",
         )
-    problems = check_fields(meta.fields, schema)
+    problems = field_problems(meta.fields, schema)
     if problems:
         reject(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
     return schema

@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bulk_uploader.emulator.faults import FaultInjector, FaultOptions
+from bulk_uploader.emulator.metadata import default_connection
 from bulk_uploader.emulator.reading import DOCUMENTED_READ_QUOTA, Processing, ReadQuota
 from bulk_uploader.emulator.store import TalkStore
 from bulk_uploader.sakey import ServiceAccountKey
 from bulk_uploader.schema import ConnectionSchema
 
 DEFAULT_CONNECTIONS = (
-    ConnectionSchema.default("audio", "demo-audio"),
-    ConnectionSchema.default("chat", "demo-chat"),
+    default_connection("audio", "demo-audio"),
+    default_connection("chat", "demo-chat"),
 )
 MAX_RECEIVE_BYTES = 256 * 1024 * 1024  # the real limit is unknown; the API documents 128 MB uploads
 
