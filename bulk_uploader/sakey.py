@@ -1,8 +1,9 @@
 """Service account keys: the JSON `yc iam key create` writes, and the PS256 JWTs made from them.
 
 The one home of `cryptography`. The uploader signs a JWT with the private key and
-exchanges it for an IAM token (bulk_uploader.auth); the emulator checks the signature with
-the public key before it hands out a token. Neither the private key nor a JWT ever appears
+exchanges it for an IAM token (bulk_uploader.auth); the emulator checks the JWT by its own
+reading of the rules (emulator/iam.py), with verify_pss_sha256 for the signature, before it
+hands out a token. Neither the private key nor a JWT ever appears
 in repr(), messages or logs.
 """
 
@@ -16,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -31,10 +31,6 @@ _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _pem(text: str) -> bytes:
@@ -127,35 +123,14 @@ def new_key(key_id: str, service_account_id: str) -> ServiceAccountKey:
     return ServiceAccountKey(key_id, service_account_id, notice + private_pem, public_pem)
 
 
-def check_jwt(token: str, keys: dict[str, ServiceAccountKey], now: float | None = None) -> str:
-    """The service account id a JWT proves, or ValueError saying why it proves nothing."""
-    now = time.time() if now is None else now
+def verify_pss_sha256(key: ServiceAccountKey, data: bytes, signature: bytes, salt_length: int) -> bool:
+    """Whether `signature` is the key's RSASSA-PSS signature of `data` with SHA-256, MGF1 with
+    SHA-256 and a salt of `salt_length` bytes (the caller says which: the emulator's JWT check)."""
+    from cryptography.exceptions import InvalidSignature
+
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=salt_length)
     try:
-        header_b64, claims_b64, signature_b64 = token.split(".")
-        header, claims = json.loads(_unb64(header_b64)), json.loads(_unb64(claims_b64))
-        signature = _unb64(signature_b64)
-    except (ValueError, TypeError):
-        raise ValueError("malformed JWT") from None
-    if not isinstance(header, dict) or not isinstance(claims, dict):
-        raise ValueError("malformed JWT")
-    if header.get("alg") != "PS256":
-        raise ValueError(f"JWT algorithm must be PS256, not {header.get('alg')!r}")
-    key = keys.get(str(header.get("kid")))
-    if key is None:
-        raise ValueError(f"unknown key id {header.get('kid')!r}")
-    try:
-        key._public().verify(signature, f"{header_b64}.{claims_b64}".encode("ascii"), _PSS, hashes.SHA256())
+        key._public().verify(signature, data, pss, hashes.SHA256())
     except InvalidSignature:
-        raise ValueError("the JWT's signature does not match the key's public key") from None
-    if claims.get("iss") != key.service_account_id:
-        raise ValueError("the JWT's issuer is not the key's service account")
-    if claims.get("aud") != AUDIENCE:
-        raise ValueError(f"the JWT's audience must be {AUDIENCE}")
-    issued, expires = claims.get("iat"), claims.get("exp")
-    if not isinstance(issued, int) or not isinstance(expires, int):
-        raise ValueError("the JWT needs iat and exp")
-    if expires - issued > MAX_JWT_LIFETIME:
-        raise ValueError(f"the JWT lives {expires - issued} s; at most {MAX_JWT_LIFETIME}")
-    if not issued - 60 <= now < expires:
-        raise ValueError("the JWT is expired or not yet valid")
-    return key.service_account_id
+        return False
+    return True

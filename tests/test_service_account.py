@@ -11,9 +11,10 @@ from conftest import ThreadedEmulator, cli_env, run_cli
 
 from bulk_uploader import samples
 from bulk_uploader.emulator import EmulatorOptions, FaultOptions
+from bulk_uploader.emulator.iam import service_account_of
 from bulk_uploader.errors import ConfigError
 from bulk_uploader.results import read_records
-from bulk_uploader.sakey import ServiceAccountKey, check_jwt, new_key
+from bulk_uploader.sakey import ServiceAccountKey, new_key
 
 KEY = new_key("ajekey0001", "ajesa0001")  # made for these tests; no service knows it
 
@@ -29,24 +30,25 @@ def secrets_of(key: ServiceAccountKey) -> list[str]:
     return [line for line in body.splitlines() if len(line) > 40][:3]
 
 
-def test_jwt_is_ps256_and_checked_against_the_public_key() -> None:
+def test_the_uploaders_jwt_is_ps256_and_the_emulators_check_holds_it_to_its_key() -> None:
     keys = {KEY.key_id: ServiceAccountKey(KEY.key_id, KEY.service_account_id, public_key=KEY.public_key)}
+    now = time.time()
     token = KEY.jwt()
-    assert check_jwt(token, keys) == "ajesa0001"
+    assert service_account_of(token, keys, now) == "ajesa0001"
     header = json.loads(__import__("base64").urlsafe_b64decode(token.split(".")[0] + "=="))
     assert header == {"typ": "JWT", "alg": "PS256", "kid": "ajekey0001"}
     impostor = new_key("ajekey0001", "ajesa0001")  # same ids, another key pair
-    with pytest.raises(ValueError, match="signature does not match"):
-        check_jwt(impostor.jwt(), keys)
+    with pytest.raises(ValueError, match="signature is not the key's"):
+        service_account_of(impostor.jwt(), keys, now)
     head, claims, signature = token.split(".")
-    with pytest.raises(ValueError, match="signature does not match"):
-        check_jwt(f"{head}.{claims}.{signature[:-4]}AAAA", keys)
+    with pytest.raises(ValueError, match="signature is not the key's"):
+        service_account_of(f"{head}.{claims}.{signature[:-4]}AAAA", keys, now)
     with pytest.raises(ValueError, match="at most 3600"):
-        check_jwt(KEY.jwt(lifetime=7200), keys)
+        service_account_of(KEY.jwt(lifetime=7200), keys, now)
     with pytest.raises(ValueError, match="expired"):
-        check_jwt(KEY.jwt(now=time.time() - 4000), keys)
-    with pytest.raises(ValueError, match="unknown key id"):
-        check_jwt(new_key("other", "ajesa0001").jwt(), keys)
+        service_account_of(KEY.jwt(now=now - 4000), keys, now)
+    with pytest.raises(ValueError, match="no key"):
+        service_account_of(new_key("other", "ajesa0001").jwt(), keys, now)
 
 
 def test_key_files_as_yc_writes_them_and_broken_ones(tmp_path: Path) -> None:
@@ -98,7 +100,7 @@ def test_a_key_the_token_service_does_not_accept_stops_the_run(tmp_path: Path) -
         result = run_cli(str(manifest), "--endpoint", server.target, "--insecure", "--connection-id", "demo-audio",
                          "--sa-key", str(key_file), "--iam-endpoint", server.target, env=cli_env())
         assert result.returncode == 2
-        assert "gave no token for the service account key (UNAUTHENTICATED: invalid JWT: the JWT's signature" \
+        assert "gave no token for the service account key (UNAUTHENTICATED: invalid JWT: the signature is not the key's)" \
             in result.stderr
         assert "Traceback" not in result.stderr
         assert all(piece not in result.stderr + result.stdout for piece in secrets_of(impostor))
@@ -116,3 +118,55 @@ def test_emulator_process_makes_a_key_and_accepts_it(tmp_path: Path, emulator_pr
                      "--sa-key", str(key_file), "--iam-endpoint", emulator.target, "--quiet")
     assert result.returncode == 0, result.stderr
     assert "uploaded 20" in result.stderr
+
+
+def hand_made_jwt(key: ServiceAccountKey, *, alg: str = "PS256", aud: str = "https://iam.api.cloud.yandex.net/iam/v1/tokens",
+                  lifetime: int = 3600, issued: float | None = None, salt: int = 32, kid: str | None = None) -> str:
+    """A JWT built here, apart from the uploader's signer and the emulator's check, as the token
+    service's documentation describes it (PS256: RSASSA-PSS, SHA-256, salt 32 bytes)."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    iat = int(time.time() if issued is None else issued)
+    head = part(json.dumps({"typ": "JWT", "alg": alg, "kid": kid or key.key_id}).encode())
+    body = part(json.dumps({"iss": key.service_account_id, "aud": aud, "iat": iat, "exp": iat + lifetime}).encode())
+    private = serialization.load_pem_private_key(key.private_key.encode(), password=None)
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=salt)
+    return f"{head}.{body}.{part(private.sign(f'{head}.{body}'.encode(), pss, hashes.SHA256()))}"  # type: ignore[union-attr,call-arg,arg-type]
+
+
+@pytest.mark.parametrize(("variant", "refused"), [
+    ({}, None),
+    ({"aud": "https://iam.api.cloud.yandex.net/iam/v1/token"}, "aud must be"),
+    ({"lifetime": 3601}, "at most 3600"),
+    ({"issued": time.time() - 4000}, "expired"),
+    ({"issued": time.time() + 600}, "not yet valid"),
+    ({"salt": 64}, "signature"),  # PSS, but not PS256's salt: a strict verifier refuses it
+    ({"alg": "RS256"}, "alg must be PS256"),
+    ({"kid": "another-key"}, "no key"),
+])
+def test_the_emulators_token_service_checks_the_documented_jwt(variant: dict[str, object], refused: str | None) -> None:
+    import grpc
+
+    from bulk_uploader.proto import iam_pb2, iam_pb2_grpc
+
+    public = ServiceAccountKey(KEY.key_id, KEY.service_account_id, public_key=KEY.public_key)
+    server = ThreadedEmulator(EmulatorOptions(service_account_keys=(public,)))
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            create = iam_pb2_grpc.IamTokenServiceStub(channel).Create
+            request = iam_pb2.CreateIamTokenRequest(jwt=hand_made_jwt(KEY, **variant))  # type: ignore[arg-type]
+            if refused is None:
+                assert create(request, timeout=30).iam_token
+                assert create(iam_pb2.CreateIamTokenRequest(jwt=KEY.jwt()), timeout=30).iam_token  # the uploader's
+                return
+            with pytest.raises(grpc.RpcError) as info:
+                create(request, timeout=30)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED and refused in (info.value.details() or "")
+    finally:
+        server.close()
