@@ -279,8 +279,7 @@ def manifest(
 ) -> None:
     """Build a manifest from recordings and their metadata, through a mapping.
 
-    The metadata is in sidecars (call.json beside call.wav) or in one export file (CSV or JSONL) joined
-    to the recordings on a column."""
+    The metadata comes from sidecars (call.json beside call.wav) or one export (CSV or JSONL) joined on a column."""
     from bulk_uploader.builder import build_manifest
     from bulk_uploader.mapping import ColumnMapping, load_mapping
     from bulk_uploader.textfile import detect_format
