@@ -164,3 +164,15 @@ def test_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"bulk-upload {importlib.metadata.version('bulk-upload')}"
+
+
+def test_every_commands_description_keeps_its_paragraphs_whole_on_screen() -> None:
+    # The help shows a docstring's line breaks as they are: a paragraph written over two lines
+    # breaks mid-sentence on an 80-column terminal.
+    from bulk_uploader.cli import app
+
+    assert len(app.registered_commands) >= 7  # upload, emulator, talks, report, manifest, demo, verify
+    for command in app.registered_commands:
+        doc = (command.callback.__doc__ if command.callback else None) or ""
+        for paragraph in doc.strip().split("\n\n"):
+            assert "\n" not in paragraph.strip(), (command.name or command.callback, paragraph)
