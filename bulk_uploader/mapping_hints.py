@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import timezone
 
 from bulk_uploader.mapping import DateRule
-from bulk_uploader.schema import check_value
+from bulk_uploader.schema import ConnectionSchema, check_value
 
 # The date part of the forms exports write, with its strptime format; where day and month could
 # be either way round, the day first (and the other order tried when the value rules it out).
@@ -37,10 +37,11 @@ _UNIX = ((re.compile(r"\d{9,10}(\.\d+)?"), "unix"), (re.compile(r"\d{12,13}"), "
 _GUIDE = 'README.md, "From another vendor\'s export"'
 
 
-def metadata_fix(fields: Mapping[str, str]) -> str | None:
-    """What a mapping file needs to make the fields' date, direction and language acceptable;
-    None when none of them is refused."""
-    fixes = []
+def metadata_fix(fields: Mapping[str, str], connection: ConnectionSchema | None = None) -> str | None:
+    """What a mapping file needs to make the fields acceptable: the keys `connection` requires
+    and the row lacks, the keys it does not define, a date, direction or language in another
+    form; None when it would need none of these."""
+    fixes = _key_fixes(fields, connection) if connection is not None else []
     date = fields.get("date")
     if date is not None and check_value("date", date) is not None:
         fixes.append(_date_fix(date))
@@ -50,7 +51,24 @@ def metadata_fix(fields: Mapping[str, str]) -> str | None:
             fixes.append(f'[values.{key}] "{value}" = {_example(key, value)}')
     if not fixes:
         return None
-    return f"convert them with a mapping file (--mapping; {_GUIDE}): " + "; ".join(fixes)
+    return f"a mapping file (--mapping; {_GUIDE}) can fix this: " + "; ".join(fixes)
+
+
+def _key_fixes(fields: Mapping[str, str], connection: ConnectionSchema) -> list[str]:
+    fixes = []
+    missing = sorted(connection.keys - fields.keys())
+    if "language" in missing:
+        missing.remove("language")
+        fixes.append('[defaults] language = "ru-RU" (the language of every row that gives none)')
+    if missing:
+        fixes.append(f'[rename] "<export column>" = "<key>" for each of {", ".join(missing)}')
+    if connection.strict:
+        foreign = sorted(fields.keys() - connection.all_keys)
+        if foreign:
+            listed = ", ".join(f'"{key}"' for key in foreign)
+            fixes.append(f"[row] drop = [{listed}] (or, if the connection has them, add them to its keys in the "
+                         "--connection-schema file)")
+    return fixes
 
 
 def _example(key: str, value: str) -> str:

@@ -260,11 +260,12 @@ class Validator:
     def _metadata_problems(self, connection_id: str, fields: dict[str, str], kind: Literal["audio", "chat"],
                            also: RowInvalid | None = None) -> None:
         """Raise RowInvalid naming every metadata problem, after `also` (a file problem) if given."""
-        problems = check_fields(fields, self.schema_for(connection_id, kind))
+        schema = self.schema_for(connection_id, kind)
+        problems = check_fields(fields, schema)
         if problems:
             from bulk_uploader.mapping_hints import metadata_fix  # only rows with a problem need it
 
-            fix = metadata_fix(fields)
+            fix = metadata_fix(fields, schema)
             if fix is not None:
                 problems.append(fix)
         if also is not None:

@@ -348,3 +348,36 @@ def test_a_refused_date_gets_the_mapping_format_that_reads_it(value: str, format
     fix = metadata_fix({"date": value})
     assert fix is not None and "--mapping" in fix and (not formats or f'format = "{formats[0]}"' in fix)
     assert metadata_fix({"date": "2025-04-24T11:34:19.000"}) is None
+
+
+def test_rows_in_the_exports_own_column_names_say_which_mapping_entries_send_them(
+        tmp_path: Path, served: ThreadedEmulator) -> None:
+    # Another vendor's column names and no language column: every row is refused with the
+    # entries a mapping needs; the mapping written from them sends every row.
+    manifest = samples.write_dataset(tmp_path, 6, sizes=(2000,), name="source.jsonl")
+    names = {"operator_name": "Agent", "operator_id": "AgentLogin", "client_name": "Customer",
+             "client_id": "Phone", "date": "Started", "direction_outgoing": "Outbound"}
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    export = tmp_path / "export.csv"
+    with export.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "audio_path", *names.values()])
+        for row in rows:
+            writer.writerow([row["id"], row["audio_path"], *(row["metadata"][key] for key in names)])
+    result = run_cli(*upload_argv(served.target, export)[3:], env=cli_env(API_KEY=API_KEY))
+    assert result.returncode == 1, result.stderr
+    records = read_records(export.with_name("export.csv.results.jsonl"))
+    assert len(records) == 6 and {r["code"] for r in records} == {"INVALID_METADATA"}
+    for record in records:
+        assert '[defaults] language = "ru-RU"' in record["error"], record
+        assert ('[rename] "<export column>" = "<key>" for each of client_id, client_name, date, direction_outgoing, '
+                "operator_id, operator_name") in record["error"]
+    assert served.emulator.store.count() == 0
+
+    mapping = tmp_path / "vendor.toml"
+    mapping.write_text("[rename]\n" + "".join(f'{column} = "{key}"\n' for key, column in names.items())
+                       + '[defaults]\nlanguage = "ru-RU"\n')
+    result = run_cli(*upload_argv(served.target, export, "--mapping", str(mapping))[3:], env=cli_env(API_KEY=API_KEY))
+    assert result.returncode == 0, result.stderr
+    assert sorted(t.fields["client_id"] for t in served.emulator.store.talks()) == sorted(
+        r["metadata"]["client_id"] for r in rows)
