@@ -212,8 +212,30 @@ def test_the_delivery_rate_is_payload_through_per_second_of_calls_in_flight_over
     rate.ended(510.0, MiB)
     assert rate.rate(510.0) == 3 * MiB / 40
     rate.began(510.0)
-    rate.ended(560.0, 5 * MiB)  # 90 s of calls in flight: the first 40 s, older than the window, leave
-    assert rate.rate(560.0) == 5 * MiB / 50
+    rate.ended(560.0, 5 * MiB)  # 90 s of calls in flight: the first 40 s, older than the window, leave it...
+    assert rate.rate(560.0) == 8 * MiB / 90  # ... but the slower average over the horizon bounds it
+    rate.began(560.0)
+    rate.ended(1300.0, 600 * MiB)  # 830 s in all: both measure from the last mark before them, at 90 s
+    assert rate.rate(1300.0) == 600 * MiB / 740
+
+
+def test_long_calls_ending_together_do_not_make_the_rate_look_faster_than_the_link() -> None:
+    # 16 calls of 1 MiB share a 100 KiB/s link from t=0 and all end at 163.84 s; a 1 KiB call
+    # goes through every 20 s meanwhile. The last 30 s hold all 16 MiB, but they crossed the
+    # link over 164 s: counting them over 30 s would make the link look 3.8 times as fast, and
+    # every deadline and stall allowance that follows as much too short.
+    link = 100 * 1024
+    rate = DeliveryRate()
+    for _ in range(16):
+        rate.began(0.0)
+    for k in range(9):
+        rate.began(20.0 * k)
+        rate.ended(20.0 * k + 1, 1024)
+    end = 16 * MiB / link
+    for _ in range(16):
+        rate.ended(end, MiB)
+    measured = rate.rate(end)
+    assert measured is not None and measured <= 1.05 * link, measured / link
 
 
 async def test_allowances_follow_a_delivery_rate_slower_than_the_assumed_one(

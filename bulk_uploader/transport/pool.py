@@ -67,6 +67,9 @@ MIN_RATE = 1024 * 1024
 # connection: up to 8 x 4 MiB) must cross it within them.
 START_RATE = 125_000  # bytes/s: 1 Mbit/s
 RATE_WINDOW = 30.0  # seconds of calls in flight the delivery rate is measured over
+# ... and the longer span whose average bounds it: a call's payload crossed the link over the
+# whole call, so calls longer than RATE_WINDOW that end together would make it look faster.
+RATE_HORIZON = 600.0
 # The payload of files sent whole that may be in flight at the start of a run (beyond one
 # call on each connection), until calls that went through show what the link carries
 # (DeliveryRate), which the allowances then follow: such a call shows nothing until it ends,
@@ -147,6 +150,7 @@ class DeliveryRate:
         self._since = 0.0  # when the calls now in flight began (with in_flight > 0)
         self._delivered = 0
         self._marks: deque[tuple[float, int]] = deque([(0.0, 0)])  # (busy seconds, bytes delivered)
+        self._horizon: deque[tuple[float, int]] = deque([(0.0, 0)])  # the same, a mark a second at most
 
     def busy(self, now: float) -> float:
         return self._busy + (now - self._since if self.in_flight else 0.0)
@@ -167,6 +171,11 @@ class DeliveryRate:
             self._marks.append((busy, self._delivered))
             while len(self._marks) > 2 and self._marks[1][0] <= busy - RATE_WINDOW:
                 self._marks.popleft()  # the oldest mark still RATE_WINDOW back stays as the base
+            horizon = self._horizon
+            if busy - horizon[-1][0] >= 1.0:
+                horizon.append((busy, self._delivered))
+                while len(horizon) > 2 and horizon[1][0] <= busy - RATE_HORIZON:
+                    horizon.popleft()
 
     @property
     def measured(self) -> bool:
@@ -174,10 +183,15 @@ class DeliveryRate:
         return self._delivered >= RATE_MIN_BYTES
 
     def rate(self, now: float) -> float | None:
-        """Bytes per second of calls in flight, or None until RATE_MIN_BYTES have gone through."""
+        """Bytes per second of calls in flight over the last RATE_WINDOW of them, or over the last
+        RATE_HORIZON where that is slower; None until RATE_MIN_BYTES have gone through."""
+        busy_now = self.busy(now)
         busy, delivered = self._marks[0]
-        seconds, carried = self.busy(now) - busy, self._delivered - delivered
-        return carried / seconds if carried >= RATE_MIN_BYTES and seconds > 0 else None
+        seconds, carried = busy_now - busy, self._delivered - delivered
+        if carried < RATE_MIN_BYTES or seconds <= 0:
+            return None
+        since, before = self._horizon[0]
+        return min(carried / seconds, (self._delivered - before) / (busy_now - since))
 
 
 class ConnectionPool:
