@@ -1,9 +1,11 @@
-"""The fix for metadata an export wrote in its own form: the mapping file entry that converts it.
+"""The fix for metadata an export wrote in its own way: the mapping file entries that send it.
 
-Exports write dates and flags their own way (Excel in a Russian locale: `24.04.2025 11:34`,
-`да`). A row whose `date`, `direction_outgoing` or `language` the service would refuse gets,
-after the reason, what a mapping file (--mapping, mapping.py) needs to send it: for a date, a
-strptime format guessed from the value and checked by converting the value with it.
+Exports name their columns their own way and write dates and flags in their own form (Excel
+in a Russian locale: `24.04.2025 11:34`, `да`). A row the service would refuse for its keys,
+or for its `date`, `direction_outgoing` or `language`, gets after the reason what a mapping
+file (--mapping, mapping.py) needs to send it: [rename], [defaults] or [row] drop for keys,
+[values] for flags, and for a date a strptime format guessed from the value and checked by
+converting the value with it.
 """
 
 from __future__ import annotations
