@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -126,8 +127,6 @@ def new_key(key_id: str, service_account_id: str) -> ServiceAccountKey:
 def verify_pss_sha256(key: ServiceAccountKey, data: bytes, signature: bytes, salt_length: int) -> bool:
     """Whether `signature` is the key's RSASSA-PSS signature of `data` with SHA-256, MGF1 with
     SHA-256 and a salt of `salt_length` bytes (the caller says which: the emulator's JWT check)."""
-    from cryptography.exceptions import InvalidSignature
-
     pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=salt_length)
     try:
         key._public().verify(signature, data, pss, hashes.SHA256())

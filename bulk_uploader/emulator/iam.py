@@ -64,7 +64,7 @@ def service_account_of(jwt: str, keys: dict[str, ServiceAccountKey], now: float)
         raise ValueError(f"the JWT lives {expires - issued} s; at most {LONGEST_JWT}")
     if not issued - CLOCK_SKEW <= now < expires:
         raise ValueError("the JWT is expired or not yet valid")
-    return str(key.service_account_id)
+    return key.service_account_id
 
 
 class IamTokenServicer(iam_pb2_grpc.IamTokenServiceServicer):
