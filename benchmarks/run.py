@@ -53,6 +53,7 @@ KEY = "benchmark-key"  # accepted by the benchmark's own emulator only
 BASELINE: Path | None = None  # --baseline: another checkout's bulk-upload, run side by side
 ONLY_CONTENDERS: tuple[str, ...] = ()  # --contenders: run only these (bulk-upload always runs)
 MiB = 1024 * 1024
+CORES = os.cpu_count() or 1
 
 
 class Rates:
@@ -130,6 +131,15 @@ class LeanServerProcess:
         out, _ = self.proc.communicate(timeout=60)
         self.totals = json.loads(out.splitlines()[-1])
         return self.totals
+
+
+def process_cpu(pid: int) -> float | None:
+    """User+sys CPU seconds a running process has used so far (Linux's /proc), or None where unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(kind: str, latency_ms: float = 0) -> EmulatorProcess | LeanServerProcess:
@@ -304,6 +314,9 @@ def median(measures: list[Measure]) -> dict[str, float]:
         "files": measures[0].files,
         "wall": statistics.median(m.wall for m in measures),
         "timed_cpu_per_file_ms": statistics.median(1000 * m.extra.get("timed_cpu", m.cpu) / m.files for m in measures),
+        **({"server_cpu_per_file_ms": statistics.median(1000 * m.extra["server_cpu"] / m.files for m in measures),
+            "cores_busy": statistics.median((m.cpu + m.extra["server_cpu"]) / (CORES * m.wall) for m in measures)}
+           if all("server_cpu" in m.extra for m in measures) else {}),
     }
 
 
@@ -325,6 +338,7 @@ def upload_scenario(name: str, title: str, manifest: Path, concurrency: int, run
             # Side by side in each round, so noise hits every contender alike; ratios are per round.
             for contender in contenders:
                 table["storage"] = prepare(manifest)
+                server_before = process_cpu(emulator.proc.pid)
                 if contender == "bulk-upload":
                     m = bulk_upload(emulator.target, manifest, concurrency)
                 elif contender == "baseline":
@@ -338,6 +352,9 @@ def upload_scenario(name: str, title: str, manifest: Path, concurrency: int, run
                     m = threadpool(emulator.target, manifest, concurrency)
                 else:
                     m = per_process(emulator.target, manifest, min(concurrency, 8), xargs_files)
+                server_after = process_cpu(emulator.proc.pid)
+                if server_before is not None and server_after is not None:
+                    m.extra["server_cpu"] = server_after - server_before
                 measured[contender].append(m)
                 if contender == "ideal":
                     measured.setdefault("ideal+build", []).append(with_build(m))
@@ -421,6 +438,8 @@ own timed section (bulk-upload: its run, from reading the results file to the la
 ideal: after requests are built, ideal+build: from before it reads the first file; floor, bare (the floor client
 without its ledger: reading at send time and nothing else) and thread pool: after start-up; xargs: the whole batch).
 Ratios (bulk-upload / ideal, and the others named) are computed pair by pair within a round, then the median.
+Server CPU per file: what the server process used while each contender ran (Linux's /proc); cores busy:
+the client's and the server's CPU over the machine's cores and the client's whole run, start-up included.
 """
 
 
@@ -478,11 +497,15 @@ def render(tables: list[dict[str, Any]], million: dict[str, Any] | None, runs: i
     """The sections this run measured: (heading, body) for results_md."""
     sections = []
     for t in tables:
+        server = all("server_cpu_per_file_ms" in r for r in t["rows"].values())
         lines = [results_md.stamp(f"medians of {runs} run(s); {t['storage']}"), "",
-                 "| contender | files | files/s | MB/s | CPU ms/file | peak RSS MB |", "|---|---|---|---|---|---|"]
+                 "| contender | files | files/s | MB/s | CPU ms/file | peak RSS MB |"
+                 + (" server CPU ms/file | cores busy |" if server else ""),
+                 "|---|---|---|---|---|---|" + ("---|---|" if server else "")]
         for name, r in t["rows"].items():
             lines.append(f"| {name} | {r['files']} | {r['files_per_s']:.1f} | {r['mb_per_s']:.1f} | "
-                         f"{r['cpu_per_file_ms']:.3f} | {r['rss_mb']:.0f} |")
+                         f"{r['cpu_per_file_ms']:.3f} | {r['rss_mb']:.0f} |"
+                         + (f" {r['server_cpu_per_file_ms']:.3f} | {r['cores_busy']:.2f} |" if server else ""))
         if t["ratios"]:
             lines.append("")
         for name, p in t["ratios"].items():
@@ -499,8 +522,8 @@ def render(tables: list[dict[str, Any]], million: dict[str, Any] | None, runs: i
         if "xargs" in t["rows"] and "bulk-upload" in t["rows"]:
             ratio = t["rows"]["bulk-upload"]["files_per_s"] / t["rows"]["xargs"]["files_per_s"]
             lines.append(f"bulk-upload / one process per file (xargs): files/s {ratio:.0f}x")
-        server = ", lean server" if t["server"] == "lean" else ""
-        sections.append((f"{t['title']} (concurrency {t['concurrency']}{server})", "\n".join(lines)))
+        kind = ", lean server" if t["server"] == "lean" else ""
+        sections.append((f"{t['title']} (concurrency {t['concurrency']}{kind})", "\n".join(lines)))
     if million:
         lines = [results_md.stamp(f"medians of {runs} run(s)"), "",
                  "| run | wall s | CPU s | peak RSS MB | first new upload after s |", "|---|---|---|---|---|"]
