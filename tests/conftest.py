@@ -19,6 +19,12 @@ AUTH = (("authorization", f"Api-Key {API_KEY}"),)
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests first: the workers share tests out in collection order, so each long one
+    starts at once beside the short ones instead of holding the suite up at its end."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(scope="session")
 def vendor_python() -> Path:
     """The interpreter of the pinned vendor environment (tests/vendor_env.py), built on first use."""

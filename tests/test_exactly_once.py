@@ -46,6 +46,7 @@ def lagging(tmp_path: Path) -> Iterator[ThreadedEmulator]:
         server.close()
 
 
+@pytest.mark.long
 def test_sigkill_at_random_moments_then_resume_stores_every_row_exactly_once(tmp_path: Path, lagging: ThreadedEmulator) -> None:
     rows, served = 300, lagging
     manifest = samples.write_dataset(tmp_path, rows, sizes=(1500, 30_000, 5 * 1024 * 1024), distinct_files=30)

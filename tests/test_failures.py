@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from conftest import API_KEY, ThreadedEmulator, cli_env, run_cli, start_upload, upload_argv
 from fault_proxy import FaultProxy
 
@@ -80,6 +81,7 @@ def test_an_unknown_connection_is_refused_after_a_few_calls_not_row_by_row(
     assert served.emulator.store.count() == 0
 
 
+@pytest.mark.long
 def test_a_90_second_outage_pauses_the_run_and_fails_no_row(tmp_path: Path) -> None:
     with behind_a_proxy(FaultOptions(latency_ms=40)) as (server, proxy):
         rows = 400
@@ -102,6 +104,7 @@ def test_a_90_second_outage_pauses_the_run_and_fails_no_row(tmp_path: Path) -> N
         assert len(stored) == rows  # every row arrived
 
 
+@pytest.mark.long
 def test_a_half_dead_connection_is_replaced_and_progress_resumes_within_a_minute(tmp_path: Path) -> None:
     with behind_a_proxy(FaultOptions(latency_ms=50)) as (server, proxy):
         rows = 300
@@ -163,6 +166,7 @@ def test_files_sent_whole_over_a_slow_uplink_neither_stall_nor_time_out(tmp_path
         assert server.emulator.store.count() == rows
 
 
+@pytest.mark.long
 def test_a_link_slower_than_the_deadlines_assume_lowers_the_concurrency_and_stretches_them(tmp_path: Path) -> None:
     with behind_a_proxy() as (server, proxy):
         proxy.throttle(50_000)  # 0.4 Mbit/s: slower than the 1 Mbit/s the first deadlines assume
