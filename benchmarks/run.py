@@ -459,7 +459,8 @@ def _med(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(x[key] for x in runs)
 
 
-def _met(ok: bool) -> str:
+def verdict(ok: bool) -> str:
+    """How a target's line says whether it holds."""
     return "met" if ok else "NOT met"
 
 
@@ -476,8 +477,8 @@ def limit_lines(t: dict[str, Any]) -> list[str]:
         files = statistics.median(x["files_per_s"] for x in t["pairs"])
         cpu = statistics.median(x["cpu"] for x in t["pairs"])
         lines.append(f"targets: files/s at least {LEAN_FILES_PER_S} of the ideal's: {files:.3f}, "
-                     f"{_met(files >= LEAN_FILES_PER_S)}; CPU per file at most {LEAN_CPU_PER_FILE}x the ideal's: "
-                     f"{cpu:.3f}, {_met(cpu <= LEAN_CPU_PER_FILE)}")
+                     f"{verdict(files >= LEAN_FILES_PER_S)}; CPU per file at most {LEAN_CPU_PER_FILE}x the ideal's: "
+                     f"{cpu:.3f}, {verdict(cpu <= LEAN_CPU_PER_FILE)}")
     return lines
 
 
@@ -534,7 +535,7 @@ def render(tables: list[dict[str, Any]], million: dict[str, Any] | None, runs: i
                       f"{_med(r, 'rss_mb'):.0f} | {_med(r, 'startup'):.1f} |"]
         dry = _med(million["bulk-upload"]["dry_run"], "wall")
         lines.append(f"\ntarget: the dry run under {MILLION_DRY_RUN_S:g} s: {dry:.1f} s = {dry / MILLION_DRY_RUN_S:.2f} "
-                     f"of it, {_met(dry < MILLION_DRY_RUN_S)}")
+                     f"of it, {verdict(dry < MILLION_DRY_RUN_S)}")
         sections.append(("1,000,000-row manifest (rows share 50 files of 16 KiB)", "\n".join(lines)))
     return sections
 
