@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 from grpc import aio
-from ideal_client import cpu, run  # the same clock as the ideal client's (this script's folder is on sys.path)
+from ideal_client import cpu  # the same clock as the ideal client's (this script's folder is on sys.path)
+from loop import run
 
 from bulk_uploader.allocator import keep_big_buffers
 from bulk_uploader.audio import judge

@@ -19,11 +19,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
 from grpc import aio
+from loop import run  # uvloop where installed: the ceiling gets every advantage bulk-upload has
 
 from bulk_uploader.allocator import keep_big_buffers
 from bulk_uploader.audio import judge
@@ -95,16 +94,6 @@ async def main() -> None:
             await channel.close()
     print(json.dumps({"files": len(jobs), "bytes": sum(j[2] for j in jobs), "seconds": seconds, "cpu": used,
                       "build_seconds": build_seconds}))
-
-
-def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """On uvloop where it is installed, as bulk-upload runs: the ceiling gets every advantage it has."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
 
 
 if __name__ == "__main__":

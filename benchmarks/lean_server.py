@@ -4,8 +4,9 @@ the client, not the server, is what a benchmark measures.
     python benchmarks/lean_server.py [--host H] [--port 0] [--latency-ms 100] [--max-streams 100]
 
 Prints `listening on HOST:PORT` when ready. Requests are never parsed (bytes in, a fixed
-answer out); each call answers after --latency-ms. It runs on uvloop where that is installed. --max-streams sets HTTP/2's
-SETTINGS_MAX_CONCURRENT_STREAMS per connection, as many front ends set it (100).
+answer out); each call answers after --latency-ms. It runs on uvloop where that is installed.
+--max-streams sets HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS per connection, as many front
+ends set it (100).
 On SIGTERM or SIGINT it prints one JSON line of totals (calls, stream calls, bytes,
 the most calls in flight at once, the client connections calls came over, its CPU seconds) and stops.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import grpc
 from grpc import aio
+from loop import run  # this script's folder is on sys.path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bulk_uploader.proto import speechsense_pb2 as pb  # noqa: E402
@@ -103,12 +105,7 @@ def main() -> None:
     parser.add_argument("--max-streams", type=int, default=0, help="HTTP/2 streams per connection (0: gRPC's default)")
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="stop by itself after this long")
     args = parser.parse_args()
-    try:  # the quicker event loop where it is installed, as bulk-upload runs: the server takes less of the CPU the client shares
-        import uvloop
-    except ImportError:
-        asyncio.run(serve(args))
-    else:
-        uvloop.run(serve(args))
+    run(lambda: serve(args))  # the quicker loop takes less of the CPU the client shares with it
 
 
 if __name__ == "__main__":
