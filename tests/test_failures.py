@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -79,6 +80,41 @@ def test_an_unknown_connection_is_refused_after_a_few_calls_not_row_by_row(
     assert "not sent:" in result.stderr
     assert len(read_records(manifest.with_name("manifest.jsonl.results.jsonl"))) == calls  # the rest: no line
     assert served.emulator.store.count() == 0
+
+
+def test_a_server_that_hangs_a_new_connection_briefly_at_start_is_waited_for(tmp_path: Path) -> None:
+    """A connection accepted and then left silent (an overloaded balancer) holds gRPC's attempt for
+    its whole connect timeout (20 s by default, longer than the run's 15 s to connect): the run
+    would stop as if the endpoint were wrong, though the service answered a new connection at once."""
+    with behind_a_proxy() as (server, proxy):
+        manifest = samples.write_dataset(tmp_path, 20, sizes=(1000,))
+        proxy.set("stall")
+        proc = start_upload(proxy.target, manifest)
+        time.sleep(2)
+        proxy.set("forward")
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert server.emulator.store.count() == 20
+
+
+def test_a_reconnect_that_meets_a_hung_server_is_tried_again_within_seconds(tmp_path: Path) -> None:
+    with behind_a_proxy(FaultOptions(latency_ms=50)) as (server, proxy):
+        rows = 600
+        manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
+        proc = start_upload(proxy.target, manifest, "--concurrency", "4")
+        while server.emulator.store.count() < 60:
+            time.sleep(0.05)
+        proxy.set("refuse")  # connections reset, then new ones accepted and left silent for 3 s
+        time.sleep(1)
+        proxy.set("stall")
+        time.sleep(3)
+        proxy.set("forward")
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outage = re.search(r"service unreachable 1 time\(s\), (\d+) s in all", err)
+        assert outage is not None, err
+        assert int(outage.group(1)) < 15  # gRPC's default gives the silent attempt 20 s
+        assert server.emulator.store.count() >= rows
 
 
 @pytest.mark.long

@@ -97,7 +97,8 @@ async def _diagnose(endpoint: str, insecure: bool) -> tuple[str, bool]:
             return "the server speaks TLS: leave out --insecure", True
         return "the server speaks plaintext, not TLS: for the emulator add --insecure", True
     except TimeoutError:
-        return "a TCP connection opens, but no gRPC connection does (TLS or HTTP/2 fails)", False
+        return ("a TCP connection opens, but gRPC gets no answer on it (the server hangs, or TLS or HTTP/2 "
+                "fails on the way)"), False
     finally:
         await other.close()
 
@@ -159,6 +160,9 @@ class Transport:
             # After an outage, try to connect again within seconds, not grpc's default of up to 2 minutes.
             ("grpc.initial_reconnect_backoff_ms", 500),
             ("grpc.max_reconnect_backoff_ms", 4000),
+            # The longest a connection attempt may take (gRPC's default: 20 s): a server that accepts
+            # and then says nothing (an overloaded balancer) is tried again within seconds instead.
+            ("grpc.min_reconnect_backoff_ms", 5000),
             # A channel of its own connections: gRPC otherwise shares them between channels to one
             # target, so the channels of the pool, and the one that replaces a stalled one, would
             # all be the same connection.
