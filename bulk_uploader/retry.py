@@ -151,7 +151,9 @@ class Outage:
     """The service cannot be reached: every call waits here, one probe at a time, until it answers.
 
     `probe(seconds)` says whether the service answers within that time (a channel that
-    connects). While an outage lasts, stats.unreachable_since says since when, for the display.
+    connects; 0: one is connected now). An outage is counted, and stats.unreachable_since says
+    since when for the display, once no connection answers: a call whose own connection was
+    lost while another is up only waits for that check.
     """
 
     def __init__(self, probe: Callable[[float], Awaitable[bool]], *, patience: float, clock: Clock = SYSTEM_CLOCK,
@@ -162,19 +164,25 @@ class Outage:
         self.stats = stats
         self.since: float | None = None
         self.last = "no answer"  # what the last call that found no service was told
+        self._told = False  # the outage since `since` was counted and shown (not a connection's blip)
         self._lock = anyio.Lock()
 
     def lost(self) -> None:
         """A call found no service."""
         if self.since is None:
             self.since = self.clock.monotonic()
-            if self.stats is not None:
-                self.stats.outages += 1
-                self.stats.unreachable_since = self.since
+            self._told = False
+
+    def _tell(self) -> None:
+        """No connection answers: the run waits, and the display and the summary say so."""
+        if not self._told and self.stats is not None:
+            self._told = True
+            self.stats.outages += 1
+            self.stats.unreachable_since = self.since
 
     def found(self) -> None:
         """The service answers again."""
-        if self.since is not None and self.stats is not None:
+        if self.since is not None and self._told and self.stats is not None:
             self.stats.outage_seconds += self.clock.monotonic() - self.since
             self.stats.unreachable_since = None
         self.since = None
@@ -188,5 +196,13 @@ class Outage:
                 raise ServiceUnreachable(f"the service was unreachable for {waited:.0f} s, longer than the outage "
                                          f"patience ({self.patience:.0f} s): {self.last}")
             async with self._lock:  # one probe at a time; the others find the outage over, or probe next
-                if self.since is not None and await self.probe(min(PROBE_SECONDS, self.patience)):
+                if self.since is not None and await self._answers():
                     self.found()
+
+    async def _answers(self) -> bool:
+        """Whether the service answers: on a connection now (the call's own was lost, another is
+        up: nothing to tell), or within a probe."""
+        if await self.probe(0.0):
+            return True
+        self._tell()
+        return await self.probe(min(PROBE_SECONDS, self.patience))

@@ -22,6 +22,7 @@ from bulk_uploader.emulator import Emulator, EmulatorOptions, FaultOptions
 from bulk_uploader.pipeline import run_upload
 from bulk_uploader.results import read_records
 from bulk_uploader.transport import Transport
+from bulk_uploader.transport.delivery import DeliveryRate
 from bulk_uploader.transport.pool import (
     INITIAL_WINDOW,
     MAX_CONNECTIONS_FOR_BYTES,
@@ -29,7 +30,6 @@ from bulk_uploader.transport.pool import (
     START_RATE,
     STREAMS_PER_CONNECTION,
     ConnectionPool,
-    DeliveryRate,
 )
 
 MiB = 1024 * 1024

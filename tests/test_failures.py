@@ -117,6 +117,28 @@ def test_a_reconnect_that_meets_a_hung_server_is_tried_again_within_seconds(tmp_
         assert server.emulator.store.count() >= rows
 
 
+def test_calls_avoid_a_connection_that_is_down_while_another_is_up(tmp_path: Path) -> None:
+    """After connections are reset they come back one by one: a call on one not back yet fails at
+    once, and were the least loaded connection taken regardless, the rows would spin on it, each
+    spin counted as an outage and a retry, until it too came back."""
+    with behind_a_proxy(FaultOptions(latency_ms=50)) as (server, proxy):
+        rows = 600
+        manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
+        proc = start_upload(proxy.target, manifest, "--concurrency", "12", "--connections", "3")
+        while server.emulator.store.count() < 100:
+            time.sleep(0.05)
+        proxy.set("refuse")
+        time.sleep(1)
+        proxy.set("forward")
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outages = re.search(r"service unreachable (\d+) time\(s\)", err)
+        retries = re.search(r"(\d+) retries", err)
+        assert outages is not None and retries is not None, err
+        assert int(outages.group(1)) == 1 and int(retries.group(1)) <= 2 * 12, err  # one outage, told once
+        assert server.emulator.store.count() >= rows
+
+
 @pytest.mark.long
 def test_a_90_second_outage_pauses_the_run_and_fails_no_row(tmp_path: Path) -> None:
     with behind_a_proxy(FaultOptions(latency_ms=40)) as (server, proxy):

@@ -8,6 +8,7 @@
     pool.py       ConnectionPool: the channels (one TCP connection each, stubs that take requests
                   in wire form), which one a call
                   takes, how many are opened, a stream a full connection refused sent again
+    delivery.py   DeliveryRate: what the calls that went through carried, which the allowances follow
     iam.py        IamTokenExchange, for service account keys
 """
 

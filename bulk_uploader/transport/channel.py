@@ -200,7 +200,9 @@ class Transport:
         return len(stalled)
 
     async def wait_ready(self, timeout: float) -> bool:
-        """Whether a connection of the pool connects within `timeout` seconds."""
+        """Whether a connection of the pool connects within `timeout` seconds (0: is connected now)."""
+        if (now := any(c.connected() for c in self.pool.connections)) or timeout <= 0:
+            return now
         waits = [asyncio.ensure_future(c.channel.channel_ready()) for c in self.pool.connections]
         done, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for wait in pending:

@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import grpc
 from grpc import aio
 
 from bulk_uploader.errors import CallFailure
@@ -46,6 +47,7 @@ from bulk_uploader.flow import wait_in_line
 from bulk_uploader.proto import speechsense_pb2 as pb
 from bulk_uploader.proto import speechsense_pb2_grpc as pb_grpc
 from bulk_uploader.records import Record, record
+from bulk_uploader.transport.delivery import DeliveryRate
 
 # Streams a connection is assumed to take at once until a refusal shows fewer: what front
 # ends commonly allow, and the least HTTP/2 advises a server to allow.
@@ -66,17 +68,12 @@ MIN_RATE = 1024 * 1024
 # the start of a run is made for: the first files sent whole (the window, or one on each
 # connection: up to 8 x 4 MiB) must cross it within them.
 START_RATE = 125_000  # bytes/s: 1 Mbit/s
-RATE_WINDOW = 30.0  # seconds of calls in flight the delivery rate is measured over
-# ... and the longer span whose average bounds it: a call's payload crossed the link over the
-# whole call, so calls longer than RATE_WINDOW that end together would make it look faster.
-RATE_HORIZON = 600.0
 # The payload of files sent whole that may be in flight at the start of a run (beyond one
 # call on each connection), until calls that went through show what the link carries
 # (DeliveryRate), which the allowances then follow: such a call shows nothing until it ends,
 # and calls sharing a link all end late, together, so more than the link carries within the
 # allowances made for an unknown one would all run out of time at once.
 INITIAL_WINDOW = 4 * 1024 * 1024
-RATE_MIN_BYTES = 64 * 1024  # payload delivered before the measure counts
 # How calls can end without a word from the server: such an end is no sign the connection is alive.
 _ENDS_UNHEARD = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE", "CANCELLED"})
 T = TypeVar("T")
@@ -121,10 +118,13 @@ class Connection(Record):
     # The most payload in flight on every connection since: the calls on the others shared the
     # link with its own, so its silence may last as long as all of that takes to cross.
     ahead: int = 0
+    # A call on it found no service (its connection lost or refused) and none has gone through
+    # since: calls go elsewhere while its channel is not connected (they would fail at once).
+    down: bool = False
 
     def __init__(self, channel: aio.Channel, stub: pb_grpc.TalkServiceStub, limit: int, calls: int = 0,
                  bytes: int = 0, full_ends: int = 0, moved_at: float = 0.0,
-                 ahead: int = 0) -> None:  # bulk_uploader.records
+                 ahead: int = 0, down: bool = False) -> None:  # bulk_uploader.records
         self.channel = channel
         self.stub = stub
         self.limit = limit
@@ -133,65 +133,21 @@ class Connection(Record):
         self.full_ends = full_ends
         self.moved_at = moved_at
         self.ahead = ahead
+        self.down = down
+
+    def connected(self) -> bool:
+        return self.channel.get_state() is grpc.ChannelConnectivity.READY
+
+    def unready(self) -> bool:
+        """Down and not connected again yet (asking its channel to connect, as an idle one waits to be asked)."""
+        if self.channel.get_state(try_to_connect=True) is grpc.ChannelConnectivity.READY:
+            self.down = False
+        return self.down
 
     def moved(self, in_flight: int) -> None:
         """Something came through: the connection is alive (`in_flight`: the pool's payload in flight)."""
         self.moved_at = time.monotonic()
         self.ahead = in_flight
-
-
-class DeliveryRate:
-    """The payload that calls which went through carried, per second of calls in flight, over
-    about the last RATE_WINDOW such seconds: what the link (and the service) actually deliver."""
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self._busy = 0.0  # seconds with calls in flight, up to _since
-        self._since = 0.0  # when the calls now in flight began (with in_flight > 0)
-        self._delivered = 0
-        self._marks: deque[tuple[float, int]] = deque([(0.0, 0)])  # (busy seconds, bytes delivered)
-        self._horizon: deque[tuple[float, int]] = deque([(0.0, 0)])  # the same, a mark a second at most
-
-    def busy(self, now: float) -> float:
-        return self._busy + (now - self._since if self.in_flight else 0.0)
-
-    def began(self, now: float) -> None:
-        if not self.in_flight:
-            self._since = now
-        self.in_flight += 1
-
-    def ended(self, now: float, delivered: int) -> None:
-        """A call ended; `delivered` is its payload if it went through, else 0."""
-        busy = self.busy(now)
-        self.in_flight -= 1
-        if not self.in_flight:
-            self._busy = busy
-        if delivered:
-            self._delivered += delivered
-            self._marks.append((busy, self._delivered))
-            while len(self._marks) > 2 and self._marks[1][0] <= busy - RATE_WINDOW:
-                self._marks.popleft()  # the oldest mark still RATE_WINDOW back stays as the base
-            horizon = self._horizon
-            if busy - horizon[-1][0] >= 1.0:
-                horizon.append((busy, self._delivered))
-                while len(horizon) > 2 and horizon[1][0] <= busy - RATE_HORIZON:
-                    horizon.popleft()
-
-    @property
-    def measured(self) -> bool:
-        """Whether RATE_MIN_BYTES have gone through: rate() says what the link carries."""
-        return self._delivered >= RATE_MIN_BYTES
-
-    def rate(self, now: float) -> float | None:
-        """Bytes per second of calls in flight over the last RATE_WINDOW of them, or over the last
-        RATE_HORIZON where that is slower; None until RATE_MIN_BYTES have gone through."""
-        busy_now = self.busy(now)
-        busy, delivered = self._marks[0]
-        seconds, carried = busy_now - busy, self._delivered - delivered
-        if carried < RATE_MIN_BYTES or seconds <= 0:
-            return None
-        since, before = self._horizon[0]
-        return min(carried / seconds, (self._delivered - before) / (busy_now - since))
 
 
 class ConnectionPool:
@@ -233,11 +189,12 @@ class ConnectionPool:
         # Past the window, a call sent whole still goes on a connection that carries nothing, so
         # that every connection's TCP window opens from the start, as it would with calls to carry.
         idle_only = whole and self.whole and self.whole + size > self.window
-        best = None
-        for connection in self.connections:
-            if connection.calls < connection.limit and not (idle_only and connection.calls) and (
-                    best is None or (connection.bytes, connection.calls) < (best.bytes, best.calls)):
-                best = connection
+        best, rank = None, None
+        for connection in self.connections:  # the least loaded, one that is down last
+            if connection.calls < connection.limit and not (idle_only and connection.calls):
+                mine = (connection.down and connection.unready(), connection.bytes, connection.calls)
+                if best is None or mine < rank:
+                    best, rank = connection, mine
         if best is None and not idle_only and not self.fixed and len(self.connections) < self.ceiling:
             best = self._new()
             self.connections.append(best)
@@ -300,12 +257,15 @@ class ConnectionPool:
             except CallFailure as failure:
                 if failure.code not in _ENDS_UNHEARD:
                     connection.moved(self.bytes)
+                if failure.not_sent and not failure.refused_stream:
+                    connection.down = True
                 if not (failure.refused_stream and refusals < MAX_REFUSED_STREAMS
                         and self.refused(connection, calls_at_start)):
                     raise
                 refusals += 1
             else:
                 connection.moved(self.bytes)
+                connection.down = False
                 delivered = size
                 return result
             finally:
