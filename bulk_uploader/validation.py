@@ -102,12 +102,22 @@ def _folder_prefix(folder: Path) -> str:
     return "" if text == "." else text if text.endswith("/") else text + "/"
 
 
+def _windows_path_hint(path: str, shown: str) -> str:
+    """For a path written with Windows' folder separator, where '/' is the separator: the fix."""
+    if "\\" not in shown or os.sep == "\\":
+        return ""
+    slashed = shown.replace("\\", "/")
+    there = "exists" if os.path.isfile(path.replace("\\", "/")) else "does not exist either"
+    return (f" (its folders are separated by '\\', as on Windows; here the separator is '/', and "
+            f"{slashed} {there}: write the paths with '/')")
+
+
 def _file_size(path: str, shown: str) -> tuple[int, int, RowInvalid | None]:
     """The size and modification time (ns) of a non-empty regular file, or why it cannot be sent."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return 0, 0, RowInvalid(f"audio file not found: {shown}", "FILE_NOT_FOUND")
+        return 0, 0, RowInvalid(f"audio file not found: {shown}{_windows_path_hint(path, shown)}", "FILE_NOT_FOUND")
     except OSError as exc:
         return 0, 0, RowInvalid(f"cannot read {shown}: {exc.strerror}", "FILE_UNREADABLE")
     if not stat.S_ISREG(st.st_mode):

@@ -120,6 +120,7 @@ def test_bad_rows_are_recorded_invalid_and_the_rest_upload(tmp_path: Path, serve
             {"id": "not-audio", "audio_path": "audio/notes.wav", "metadata": samples.metadata(1)},
             {"id": "no-keys", "audio_path": "audio/call-000001.mp3", "metadata": no_keys},
             {"id": "bad-date", "audio_path": "audio/call-000001.mp3", "metadata": bad_date},
+            {"id": "windows", "audio_path": "audio\\call-000001.mp3", "metadata": samples.metadata(1)},
         ]:
             f.write(json.dumps(row) + "\n")
         f.write('{"id": "torn", "audio_path": \n')
@@ -134,7 +135,10 @@ def test_bad_rows_are_recorded_invalid_and_the_rest_upload(tmp_path: Path, serve
         "not-audio": ("BAD_AUDIO", "no audio format known here"),
         "no-keys": ("INVALID_METADATA", "missing required metadata keys for the audio connection: client_id, language"),
         "bad-date": ("INVALID_METADATA", "date '13/09/2023' is not"),
-        "line:26": ("MALFORMED_ROW", "malformed JSON on line 26"),
+        "line:27": ("MALFORMED_ROW", "malformed JSON on line 27"),
+        "windows": ("FILE_NOT_FOUND", "audio file not found: audio\\call-000001.mp3 (its folders are separated by "
+                                      "'\\', as on Windows; here the separator is '/', and audio/call-000001.mp3 "
+                                      "exists: write the paths with '/')"),
     }
     for key, (code, reason) in expected.items():
         assert records[key]["status"] == "invalid", key
