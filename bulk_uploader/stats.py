@@ -60,7 +60,7 @@ class RunStats(Record):
     unreachable_since: float | None = None  # monotonic time the current outage began
     reconnects: int = 0  # connections that stalled, each replaced by a new one
     connections: int = 0  # connections to the service at the end of the run
-    refused_streams: int = 0  # calls a full connection refused, sent again at once on another (no retry)
+    refused_streams: int = 0  # calls a full connection refused, sent again at once on one with room (no retry)
     stream_limit: int = 0  # calls one connection took at once, as its refusals showed (0: none refused)
     blocked: dict[str, str] = field(default_factory=dict)  # connection -> the refusal that stopped its rows
     not_sent: int = 0  # rows left unsent (and unrecorded) because their connection was refused alike

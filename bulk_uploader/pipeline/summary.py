@@ -93,8 +93,8 @@ class RunSummary(Record):
             out.append(f"connections stalled with calls in flight: {s.reconnects}, each replaced by a new one")
         if s.refused_streams:
             out.append(f"the service refused calls beyond about {s.stream_limit} at once on a connection: "
-                       f"{s.refused_streams} call(s) it refused were sent again at once on another "
-                       f"({s.connections} connections)")
+                       f"{s.refused_streams} call(s) it refused were sent again at once on a connection "
+                       f"with room ({s.connections} connection(s))")
         for connection, refusal in s.blocked.items():
             out.append(f"connection {connection}: the service refused its rows alike ({refusal}); "
                        "its other rows were not sent and have no outcome line: fix that, then run again")
