@@ -11,7 +11,8 @@ over several connections:
 
 - a call takes the connection with the fewest payload bytes in flight (then the fewest
   calls) among those with room for one more stream, so a big file does not slow the calls
-  queued behind it on one connection;
+  queued behind it on one connection; one whose last call found no service comes last
+  until its channel connects again, as calls on it would fail at once;
 - automatic sizing, for the bytes in flight: a link carries its bandwidth times the round
   trip in flight, and one connection at most its send buffer, so once the round trip is
   measured (preflight), enough connections are opened that their send buffers together hold
@@ -136,6 +137,7 @@ class Connection(Record):
         self.down = down
 
     def connected(self) -> bool:
+        """Whether its channel is connected now."""
         return self.channel.get_state() is grpc.ChannelConnectivity.READY
 
     def unready(self) -> bool:
