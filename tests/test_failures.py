@@ -33,6 +33,19 @@ def behind_a_proxy(faults: FaultOptions | None = None) -> Iterator[tuple[Threade
         server.close()
 
 
+@contextmanager
+def uploading_behind_a_proxy(tmp_path: Path, rows: int, stored: int, *args: str, latency_ms: float = 50
+                             ) -> Iterator[tuple[ThreadedEmulator, FaultProxy, subprocess.Popen[str], Path]]:
+    """A run of `rows` small rows (with `args`) to an emulator behind a FaultProxy, from the
+    moment `stored` of them are stored: where a test injects its fault."""
+    with behind_a_proxy(FaultOptions(latency_ms=latency_ms)) as (server, proxy):
+        manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
+        proc = start_upload(proxy.target, manifest, *args)
+        while server.emulator.store.count() < stored:
+            time.sleep(0.05)
+        yield server, proxy, proc, manifest
+
+
 def upload(target: str, manifest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return run_cli(*upload_argv(target, manifest, *extra)[3:], env=cli_env(API_KEY=API_KEY))
 
@@ -98,12 +111,8 @@ def test_a_server_that_hangs_a_new_connection_briefly_at_start_is_waited_for(tmp
 
 
 def test_a_reconnect_that_meets_a_hung_server_is_tried_again_within_seconds(tmp_path: Path) -> None:
-    with behind_a_proxy(FaultOptions(latency_ms=50)) as (server, proxy):
-        rows = 600
-        manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
-        proc = start_upload(proxy.target, manifest, "--concurrency", "4")
-        while server.emulator.store.count() < 60:
-            time.sleep(0.05)
+    rows = 600
+    with uploading_behind_a_proxy(tmp_path, rows, 60, "--concurrency", "4") as (server, proxy, proc, manifest):
         proxy.set("refuse")  # connections reset, then new ones accepted and left silent for 3 s
         time.sleep(1)
         proxy.set("stall")
@@ -121,12 +130,9 @@ def test_calls_avoid_a_connection_that_is_down_while_another_is_up(tmp_path: Pat
     """After connections are reset they come back one by one: a call on one not back yet fails at
     once, and were the least loaded connection taken regardless, the rows would spin on it, each
     spin counted as an outage and a retry, until it too came back."""
-    with behind_a_proxy(FaultOptions(latency_ms=50)) as (server, proxy):
-        rows = 600
-        manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
-        proc = start_upload(proxy.target, manifest, "--concurrency", "12", "--connections", "3")
-        while server.emulator.store.count() < 100:
-            time.sleep(0.05)
+    rows = 600
+    with uploading_behind_a_proxy(tmp_path, rows, 100,
+                                  "--concurrency", "12", "--connections", "3") as (server, proxy, proc, manifest):
         proxy.set("refuse")
         time.sleep(1)
         proxy.set("forward")
@@ -141,12 +147,9 @@ def test_calls_avoid_a_connection_that_is_down_while_another_is_up(tmp_path: Pat
 
 @pytest.mark.long
 def test_a_90_second_outage_pauses_the_run_and_fails_no_row(tmp_path: Path) -> None:
-    with behind_a_proxy(FaultOptions(latency_ms=40)) as (server, proxy):
-        rows = 400
-        manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
-        proc = start_upload(proxy.target, manifest, "--concurrency", "4")
-        while server.emulator.store.count() < 100:
-            time.sleep(0.05)
+    rows = 400
+    with uploading_behind_a_proxy(tmp_path, rows, 100, "--concurrency", "4",
+                                  latency_ms=40) as (server, proxy, proc, manifest):
         proxy.set("refuse")
         time.sleep(90)
         stored_during = server.emulator.store.count()
@@ -164,12 +167,9 @@ def test_a_90_second_outage_pauses_the_run_and_fails_no_row(tmp_path: Path) -> N
 
 @pytest.mark.long
 def test_a_half_dead_connection_is_replaced_and_progress_resumes_within_a_minute(tmp_path: Path) -> None:
-    with behind_a_proxy(FaultOptions(latency_ms=50)) as (server, proxy):
-        rows = 300
-        manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
-        proc = start_upload(proxy.target, manifest, "--concurrency", "4", "--connections", "2")
-        while server.emulator.store.count() < 60:
-            time.sleep(0.05)
+    rows = 300
+    with uploading_behind_a_proxy(tmp_path, rows, 60,
+                                  "--concurrency", "4", "--connections", "2") as (server, proxy, proc, manifest):
         proxy.set("blackhole")  # the open connection silently drops everything; a new one would work
         dead = time.monotonic()
         before = server.emulator.store.count()
@@ -184,12 +184,9 @@ def test_a_half_dead_connection_is_replaced_and_progress_resumes_within_a_minute
 
 
 def test_one_silent_connection_among_live_ones_is_replaced_while_the_others_go_on(tmp_path: Path) -> None:
-    with behind_a_proxy(FaultOptions(latency_ms=50)) as (server, proxy):
-        rows = 400
-        manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
-        proc = start_upload(proxy.target, manifest, "--concurrency", "4", "--connections", "2", "--stall-seconds", "3")
-        while server.emulator.store.count() < 40:
-            time.sleep(0.05)
+    rows = 400
+    with uploading_behind_a_proxy(tmp_path, rows, 40, "--concurrency", "4", "--connections", "2",
+                                  "--stall-seconds", "3") as (server, proxy, proc, manifest):
         proxy.silence_oldest()  # the other connection goes on carrying calls
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
