@@ -136,13 +136,13 @@ class Connection(Record):
         self.ahead = ahead
         self.down = down
 
-    def connected(self) -> bool:
-        """Whether its channel is connected now."""
-        return self.channel.get_state() is grpc.ChannelConnectivity.READY
+    def connected(self, ask: bool = False) -> bool:
+        """Whether its channel is connected now (`ask`: asking it to connect if idle, as an idle one waits to be asked)."""
+        return self.channel.get_state(try_to_connect=ask) is grpc.ChannelConnectivity.READY
 
     def unready(self) -> bool:
-        """Down and not connected again yet (asking its channel to connect, as an idle one waits to be asked)."""
-        if self.channel.get_state(try_to_connect=True) is grpc.ChannelConnectivity.READY:
+        """Down and not connected again yet."""
+        if self.connected(ask=True):
             self.down = False
         return self.down
 
