@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable
 from pathlib import Path
 
 import anyio
+import pytest
 from conftest import API_KEY
 
 from bulk_uploader import Credentials, RunControl, UploadOptions, run_upload, samples
 from bulk_uploader.emulator import Emulator, FaultOptions
 from bulk_uploader.errors import AuthError
-from bulk_uploader.model import RowResult
+from bulk_uploader.model import Job, ManifestRow, RowResult
+from bulk_uploader.pipeline.recorder import Recorder
+from bulk_uploader.reader import PRELOAD_BATCH
 from bulk_uploader.results import read_records
 from bulk_uploader.stats import RunStats
+from bulk_uploader.validation import Validator
 
 
 class Collecting:
@@ -126,3 +131,29 @@ async def test_the_stats_count_calls_on_the_wire_apart_from_busy_rows(emulator: 
     assert 0 < max(calls for calls, _ in seen) <= 8
     assert all(calls <= busy for calls, busy in seen)
     assert any(calls < busy for calls, busy in seen)  # rows waiting for a slot or a backoff are not calls
+
+
+async def test_the_first_calls_leave_once_their_batch_is_read_not_once_the_queue_is_full(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At the start the job queue has room for `concurrency` rows; at 100 ms per call and
+    # concurrency 256, filling it first held the first calls back by tens of milliseconds.
+    manifest = samples.write_dataset(tmp_path, 120, distinct_files=4)
+    checked: list[int] = [0]
+    checked_at_first_call: list[int] = []
+    check, journal = Validator.check, Recorder.journal
+
+    def counting_check(self: Validator, row: ManifestRow) -> Job:
+        checked[0] += 1
+        return check(self, row)
+
+    def noting_journal(self: Recorder, job: Job, result: RowResult) -> Awaitable[None]:
+        checked_at_first_call.append(checked[0])
+        return journal(self, job, result)
+
+    monkeypatch.setattr(Validator, "check", counting_check)
+    monkeypatch.setattr(Recorder, "journal", noting_journal)
+    summary = await run_upload(options(emulator, manifest, concurrency=64), Collecting())
+
+    assert (summary.stats.uploaded, checked[0]) == (120, 120)
+    assert checked_at_first_call[0] <= PRELOAD_BATCH < 64

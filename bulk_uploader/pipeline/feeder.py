@@ -141,15 +141,21 @@ class Feeder:
                     continue
                 if not self._took_share(job):
                     # The batch gathered so far holds room the rows being sent may need to finish: queue it first.
-                    for ready in await self._flush():
-                        await queue.put(ready)
+                    await self._hand_over(queue, await self._flush())
                     assert self.memory is not None
                     await self.memory.take(job.share)
                 if not self._batched(job):  # most small files wait in the batch
-                    for ready in await self._ready(job):
-                        await queue.put(ready)
-            for ready in await self._flush():
-                await queue.put(ready)
+                    await self._hand_over(queue, await self._ready(job))
+            await self._hand_over(queue, await self._flush())
+
+    @staticmethod
+    async def _hand_over(queue: JobQueue, jobs: list[Job]) -> None:
+        """Queue `jobs`, then let the workers take them before reading on: otherwise, with room
+        in the queue (at the start), the first calls would wait until it was full."""
+        for job in jobs:
+            await queue.put(job)
+        if jobs:
+            await anyio.lowlevel.checkpoint()
 
     def _job(self, row: ManifestRow) -> Job | None:
         """The row's job, or None when it is another shard's, done before, or invalid (recorded)."""
