@@ -70,6 +70,32 @@ def test_nothing_listening_stops_at_once_and_leaves_no_ambiguous_row(tmp_path: P
     assert served.emulator.store.count() == 100
 
 
+def test_a_rerun_with_every_row_uploaded_ends_0_while_the_service_is_out_of_reach(tmp_path: Path) -> None:
+    """Checking a finished migration again needs no service: nothing is left to send. One row left
+    to send, and the same rerun says the service cannot be reached, as before."""
+    manifest = samples.write_dataset(tmp_path, 30, sizes=(1000,))
+    server = ThreadedEmulator(EmulatorOptions(api_keys=[API_KEY]))
+    try:
+        assert upload(server.target, manifest).returncode == 0 and server.emulator.store.count() == 30
+    finally:
+        server.close()
+    results = manifest.with_name("manifest.jsonl.results.jsonl")
+    ledger = results.read_bytes()
+
+    again = upload(server.target, manifest)
+    assert again.returncode == 0, again.stderr
+    assert "uploaded 0, skipped (done before) 30, failed 0, invalid 0" in again.stderr
+    assert "every row was uploaded before: nothing to send, so the service was not contacted" in again.stderr
+    assert results.read_bytes() == ledger
+
+    row = json.loads(manifest.read_text().splitlines()[0]) | {"id": "one-more"}
+    with manifest.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    more = upload(server.target, manifest)
+    assert more.returncode == 2 and "nothing is listening there (connection refused); nothing was sent" in more.stderr
+    assert "not contacted" not in more.stderr and results.read_bytes() == ledger
+
+
 def test_tls_to_the_plaintext_emulator_says_to_add_insecure(tmp_path: Path, served: ThreadedEmulator) -> None:
     manifest = samples.write_dataset(tmp_path, 5, sizes=(1000,))
     started = time.monotonic()

@@ -26,7 +26,7 @@ from bulk_uploader.budget import MemoryBudget
 from bulk_uploader.clock import SYSTEM_CLOCK, Clock
 from bulk_uploader.errors import AuthError, ConfigError, ResultsFileError
 from bulk_uploader.flow import AdaptiveLimiter
-from bulk_uploader.manifest import count_rows
+from bulk_uploader.manifest import count_rows, read_manifest
 from bulk_uploader.model import Job
 from bulk_uploader.options import UploadOptions
 from bulk_uploader.pipeline.control import RunControl
@@ -66,9 +66,11 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
     try:
         previous = await _prepare(options, stats, lock)
         if transport is not None:
-            await transport.preflight(options.preflight_timeout)
-            if options.credentials is not None:
-                await options.credentials.start()
+            stats.nothing_left = await _nothing_left(options, previous, stats)
+            if not stats.nothing_left:
+                await transport.preflight(options.preflight_timeout)
+                if options.credentials is not None:
+                    await options.credentials.start()
             recorder.open(options.results_path, on_error=control.fail, header=destination(options).header())
         else:  # a dry run's problems go to a file of their own, never to the results file
             problems_path(options.results_path).unlink(missing_ok=True)
@@ -129,6 +131,26 @@ async def _prepare(options: UploadOptions, stats: RunStats, lock: LedgerLock | N
     rows = await anyio.to_thread.run_sync(count_rows, options.manifest, options.text_format, options.mapping)
     stats.total_rows = rows // options.shard.count if options.shard else rows
     return previous
+
+
+async def _nothing_left(options: UploadOptions, previous: PreviousResults, stats: RunStats) -> bool:
+    """Whether every row of the manifest (of this shard) was uploaded before: then the run sends
+    nothing and needs neither the service nor credentials, so a rerun that checks a finished
+    migration ends 0 while the service is out of reach. Rows are read only when the results
+    file records at least as many uploads as the manifest has rows."""
+    if not previous.uploaded or len(previous.uploaded) < (stats.total_rows or 0):
+        return False
+    return await anyio.to_thread.run_sync(_all_uploaded, options, previous)
+
+
+def _all_uploaded(options: UploadOptions, previous: PreviousResults) -> bool:
+    shard = options.shard
+    for row in read_manifest(options.manifest, options.mapping, options.text_format):
+        if shard is not None and not shard.contains(row.key):
+            continue
+        if row.problem is not None or row.key not in previous.uploaded:
+            return False
+    return True
 
 
 def _dry_run_problems(options: UploadOptions, stats: RunStats) -> str | None:
@@ -207,7 +229,7 @@ async def _run(options: UploadOptions, control: RunControl, sender: Sender | Ins
         async with anyio.create_task_group() as outer:
             feeder_scope = anyio.CancelScope()
             outer.start_soon(_enforce, control, feeder_scope, run_scope, options.grace, stats, settler)
-            if options.credentials is not None and not options.dry_run:
+            if options.credentials is not None and not options.dry_run and not stats.nothing_left:
                 outer.start_soon(_keep_fresh, options.credentials, control)
             if not isinstance(sender, Inspector):
                 outer.start_soon(_watch_stalls, sender, options.stall_seconds)

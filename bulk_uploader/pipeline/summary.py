@@ -72,6 +72,8 @@ class RunSummary(Record):
     def _notes(self) -> list[str]:
         s = self.stats
         out = []
+        if s.nothing_left:
+            out.append("every row was uploaded before: nothing to send, so the service was not contacted")
         if s.throttled:
             out.append(f"throttled {s.throttled} time(s); concurrency ended at {s.concurrency}")
         if s.overruns:
