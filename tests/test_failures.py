@@ -87,6 +87,8 @@ def test_a_rerun_with_every_row_uploaded_ends_0_while_the_service_is_out_of_reac
     assert "uploaded 0, skipped (done before) 30, failed 0, invalid 0" in again.stderr
     assert "every row was uploaded before: nothing to send, so the service was not contacted" in again.stderr
     assert results.read_bytes() == ledger
+    tokenless = run_cli(*upload_argv(server.target, manifest)[3:], "--iam-token-command", "exit 3", env=cli_env())
+    assert tokenless.returncode == 0 and "not contacted" in tokenless.stderr, tokenless.stderr  # no token asked for
 
     row = json.loads(manifest.read_text().splitlines()[0]) | {"id": "one-more"}
     with manifest.open("a") as f:
