@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from bulk_uploader.errors import ConfigError
+from bulk_uploader.keyset import KeySet
 from bulk_uploader.manifest import count_rows, read_header, read_records
 from bulk_uploader.mapping import ColumnMapping
-from bulk_uploader.model import KeySet, columns_to_row, flatten, row_key
+from bulk_uploader.model import columns_to_row, flatten, row_key
 from bulk_uploader.records import Record, record
 from bulk_uploader.textfile import TextFormat, detect_format
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bulk_uploader.errors import ResultsFileError
-from bulk_uploader.model import KeySet
+from bulk_uploader.keyset import KeySet
 from bulk_uploader.records import Record, record
 
 SENDING = "sending"  # journal line: an attempt is about to be sent

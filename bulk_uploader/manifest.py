@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from bulk_uploader.errors import ConfigError
+from bulk_uploader.keyset import KeySet
 from bulk_uploader.model import (
     ROW_COLUMNS,
     USER_COLUMN,
-    KeySet,
     ManifestRow,
     RecordMapping,
     columns_to_row,

@@ -21,8 +21,8 @@ from bulk_uploader.ledger import Ledger
 from bulk_uploader.records import FrozenRecord, Record, record
 
 if TYPE_CHECKING:  # annotations only: a run loads this module (the dry run's rate) and needs none of them
+    from bulk_uploader.keyset import KeySet
     from bulk_uploader.mapping import ColumnMapping
-    from bulk_uploader.model import KeySet
     from bulk_uploader.textfile import TextFormat
 
 IDLE_GAP = 60.0  # seconds between two uploads that count as a pause (runs days apart), not upload time

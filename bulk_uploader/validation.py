@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from bulk_uploader.audio import AudioError, AudioFormat, check_pcm_params
 from bulk_uploader.errors import RowInvalid
-from bulk_uploader.model import ROLES, Job, KeySet, ManifestRow, User, as_text
+from bulk_uploader.keyset import KeySet
+from bulk_uploader.model import ROLES, Job, ManifestRow, User, as_text
 from bulk_uploader.schema import ConnectionSchema, check_fields, dialog_user_ids, find_schema
 
 if TYPE_CHECKING:

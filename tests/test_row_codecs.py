@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from bulk_uploader.audio import AudioFormat, AudioInfo, Probe, judge, sent_as
+from bulk_uploader.keyset import KeySet
 from bulk_uploader.manifest import _json_value, read_manifest
-from bulk_uploader.model import KeySet, ManifestRow, RowResult, encode_json, row_key
+from bulk_uploader.model import ManifestRow, RowResult, encode_json, row_key
 from bulk_uploader.schema import _FORMED, MAX_VALUE_BYTES, ConnectionSchema, check_fields, check_value
 from bulk_uploader.validation import Validator
 

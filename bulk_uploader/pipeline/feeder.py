@@ -19,8 +19,9 @@ import anyio.lowlevel
 from bulk_uploader import budget, reader
 from bulk_uploader.errors import RowInvalid
 from bulk_uploader.flow import wait_in_line
+from bulk_uploader.keyset import KeySet
 from bulk_uploader.manifest import read_manifest
-from bulk_uploader.model import Job, KeySet, ManifestRow, RowResult
+from bulk_uploader.model import Job, ManifestRow, RowResult
 from bulk_uploader.options import UploadOptions
 from bulk_uploader.pipeline.recorder import Recorder, internal_error
 from bulk_uploader.stats import RunStats
