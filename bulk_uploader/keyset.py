@@ -69,7 +69,7 @@ class KeySet:
 
 
 def _zeroed(slots: int) -> memoryview:
-    """A table of `slots` zeroed 64-bit slots in an anonymous map of its own: given back to the
-    system when the table grows, whatever the allocator keeps for reuse (bulk_uploader.allocator
-    keeps big blocks in the heap, where old tables stayed: 1,000,000 keys held 40 MiB, not 16)."""
+    """A table of `slots` zeroed 64-bit slots in an anonymous map of its own, given back to the
+    system when the table grows: an upload keeps big blocks in the heap (bulk_uploader.allocator),
+    where every smaller table would stay."""
     return memoryview(mmap.mmap(-1, 8 * slots)).cast("Q")

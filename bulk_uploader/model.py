@@ -4,7 +4,8 @@
     Job          filled in by the reader (bytes read ahead)    -> RowResult  its outcome (results file)
     TalkRecord   a stored talk as Get returns it (settling unknown outcomes, verify)
 
-No stage module defines a type another stage fills in; they all live here.
+No stage module defines a type another stage fills in; they all live here (KeySet, the
+compact set of row keys the ledger, the feeder and the checks share, in bulk_uploader.keyset).
 """
 
 from __future__ import annotations
