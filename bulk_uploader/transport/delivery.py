@@ -11,6 +11,9 @@ RATE_WINDOW = 30.0  # seconds of calls in flight the delivery rate is measured o
 # whole call, so calls longer than RATE_WINDOW that end together would make it look faster.
 RATE_HORIZON = 600.0
 RATE_MIN_BYTES = 64 * 1024  # payload delivered before the measure counts
+# Seconds of calls in flight between two marks of the window: at thousands of calls a second a
+# mark for each would hold RATE_WINDOW's worth of them, and a window longer by this is no worse.
+MARK_SPACING = 0.01
 
 
 class DeliveryRate:
@@ -41,9 +44,11 @@ class DeliveryRate:
             self._busy = busy
         if delivered:
             self._delivered += delivered
-            self._marks.append((busy, self._delivered))
-            while len(self._marks) > 2 and self._marks[1][0] <= busy - RATE_WINDOW:
-                self._marks.popleft()  # the oldest mark still RATE_WINDOW back stays as the base
+            marks = self._marks
+            if busy - marks[-1][0] >= MARK_SPACING:
+                marks.append((busy, self._delivered))
+                while len(marks) > 2 and marks[1][0] <= busy - RATE_WINDOW:
+                    marks.popleft()  # the oldest mark still RATE_WINDOW back stays as the base
             horizon = self._horizon
             if busy - horizon[-1][0] >= 1.0:
                 horizon.append((busy, self._delivered))
