@@ -66,11 +66,13 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
     try:
         previous = await _prepare(options, stats, lock)
         if transport is not None:
-            stats.nothing_left = await _nothing_left(options, previous, stats)
-            if not stats.nothing_left:
+            done = await _all_done_before(options, previous, stats)
+            if done is None:
                 await transport.preflight(options.preflight_timeout)
                 if options.credentials is not None:
                     await options.credentials.start()
+            else:
+                stats.skipped, stats.nothing_left = done, True
             recorder.open(options.results_path, on_error=control.fail, header=destination(options).header())
         else:  # a dry run's problems go to a file of their own, never to the results file
             problems_path(options.results_path).unlink(missing_ok=True)
@@ -81,9 +83,10 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
     reporter.start(stats)
     validator = _validator(options)
     try:
-        await _run(options, control, _workers(options, transport, validator, recorder, stats, control, clock),
-                   Feeder(options, validator, recorder, stats, previous.uploaded,
-                          None if options.dry_run else MemoryBudget(options.memory_budget)), previous, stats)
+        if not stats.nothing_left:
+            await _run(options, control, _workers(options, transport, validator, recorder, stats, control, clock),
+                       Feeder(options, validator, recorder, stats, previous.uploaded,
+                              None if options.dry_run else MemoryBudget(options.memory_budget)), previous, stats)
     finally:
         stats.finished = time.monotonic()
         if transport is not None:
@@ -133,24 +136,26 @@ async def _prepare(options: UploadOptions, stats: RunStats, lock: LedgerLock | N
     return previous
 
 
-async def _nothing_left(options: UploadOptions, previous: PreviousResults, stats: RunStats) -> bool:
-    """Whether every row of the manifest (of this shard) was uploaded before: then the run sends
-    nothing and needs neither the service nor credentials, so a rerun that checks a finished
-    migration ends 0 while the service is out of reach. Rows are read only when the results
-    file records at least as many uploads as the manifest has rows."""
+async def _all_done_before(options: UploadOptions, previous: PreviousResults, stats: RunStats) -> int | None:
+    """How many rows the manifest (this shard of it) has, when every one was uploaded before;
+    None when some row is left. Then the run sends nothing and needs neither the service nor
+    credentials, so a rerun that checks a finished migration ends 0 while the service is out of
+    reach. Rows are read only when the results file records at least as many uploads as the
+    manifest has rows."""
     if not previous.uploaded or len(previous.uploaded) < (stats.total_rows or 0):
-        return False
-    return await anyio.to_thread.run_sync(_all_uploaded, options, previous)
+        return None
+    return await anyio.to_thread.run_sync(_count_uploaded, options, previous)
 
 
-def _all_uploaded(options: UploadOptions, previous: PreviousResults) -> bool:
-    shard = options.shard
+def _count_uploaded(options: UploadOptions, previous: PreviousResults) -> int | None:
+    shard, count = options.shard, 0
     for row in read_manifest(options.manifest, options.mapping, options.text_format):
         if shard is not None and not shard.contains(row.key):
             continue
         if row.problem is not None or row.key not in previous.uploaded:
-            return False
-    return True
+            return None
+        count += 1
+    return count
 
 
 def _dry_run_problems(options: UploadOptions, stats: RunStats) -> str | None:
@@ -229,7 +234,7 @@ async def _run(options: UploadOptions, control: RunControl, sender: Sender | Ins
         async with anyio.create_task_group() as outer:
             feeder_scope = anyio.CancelScope()
             outer.start_soon(_enforce, control, feeder_scope, run_scope, options.grace, stats, settler)
-            if options.credentials is not None and not options.dry_run and not stats.nothing_left:
+            if options.credentials is not None and not options.dry_run:
                 outer.start_soon(_keep_fresh, options.credentials, control)
             if not isinstance(sender, Inspector):
                 outer.start_soon(_watch_stalls, sender, options.stall_seconds)
