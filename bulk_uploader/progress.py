@@ -181,17 +181,16 @@ class RichReporter:
         assert stats is not None
         rows_per_s, bytes_per_s = stats.rates()
         total = stats.total_rows or 0
-        width = 30
+        cells = [Text(f"{stats.done}/{total or '?'} rows", style="bold"), Text(f"{rows_per_s:.1f} files/s"),
+                 Text(f"{bytes_per_s / 1e6:.2f} MB/s"), Text(f"ETA {_duration(stats.eta())}")]
+        # The bar takes what the figures leave of the line (at most 30): on an 80-column terminal
+        # a fixed bar would push the figures onto a second line or cut them.
+        room = self.console.width - sum(cell.cell_len for cell in cells) - 2 * len(cells)
+        width = max(5, min(30, room))
         filled = min(width, int(width * stats.done / total)) if total else 0
         bar = Text("━" * filled, style="green") + Text("━" * (width - filled), style="grey35")
         grid = Table.grid(padding=(0, 2))
-        grid.add_row(
-            bar,
-            Text(f"{stats.done}/{total or '?'} rows", style="bold"),
-            Text(f"{rows_per_s:.1f} files/s"),
-            Text(f"{bytes_per_s / 1e6:.2f} MB/s"),
-            Text(f"ETA {_duration(stats.eta())}"),
-        )
+        grid.add_row(bar, *cells)
         counts = Text.assemble(
             (f"uploaded {stats.uploaded}", "green"), "  ",
             (f"skipped {stats.skipped}", "cyan"), "  ",

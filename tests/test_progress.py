@@ -68,3 +68,20 @@ def test_rich_summary_and_messages_are_not_wrapped_by_the_renderer() -> None:
     lines = out.getvalue().splitlines()
     assert retry in lines  # one line: a paste runs the whole command
     assert "bulk-upload: /data/exports/2024/calls-march.csv line 2002: 0xC0 (offset 42931) is not UTF-8" in lines
+
+
+def test_the_panel_keeps_its_figures_on_one_line_of_an_80_column_terminal() -> None:
+    # A million-row migration a day from its end: the widest figures the first line shows.
+    stats = RunStats(total_rows=1_000_000)
+    stats.uploaded, stats.skipped, stats.bytes_sent = 423_456, 120_000, 12_345_678_901
+    stats.started -= 5000
+    out = io.StringIO()
+    reporter = RichReporter(Console(file=out, force_terminal=True, width=80, color_system=None))
+    reporter._stats = stats
+    reporter.console.print(reporter._render())
+    first = out.getvalue().splitlines()[0]
+    assert "…" not in first  # the bar is not cut
+    assert first.startswith("━━━━━")
+    for figure in ("543456/1000000 rows", "files/s", "MB/s", "ETA 1:"):
+        assert figure in first
+    assert len(first) <= 80
