@@ -363,10 +363,12 @@ def test_demo_in_a_temp_folder_removes_its_files_and_says_what_to_do_next(tmp_pa
                      r"are removed \(--keep keeps them\)", result.stderr), result.stderr
     assert "results: " not in result.stderr  # the results file went with them
     lines = result.stderr.splitlines()
-    assert lines[-3:] == ["  export API_KEY=<your API key>",
-                          "  bulk-upload manifest.csv --connection-id <your connection id> --dry-run    "
-                          "# checks every row, sends nothing",
-                          "  bulk-upload manifest.csv --connection-id <your connection id>"]
+    assert lines[-4:] == ["  export API_KEY=<your API key>",
+                          "  bulk-upload manifest.csv --connection-id <your connection id> --dry-run",
+                          "  bulk-upload manifest.csv --connection-id <your connection id>",
+                          "(the first checks every row and sends nothing; the second uploads)"]
+    next_steps = lines[lines.index("  export API_KEY=<your API key>") - 2:]
+    assert next_steps[0].startswith("next, your own recordings") and max(map(len, next_steps)) <= 80
     kept = run_cli("demo", "--rows", "12", "--quiet", "--keep", env=cli_env(TMPDIR=str(tmp_path)))
     assert kept.returncode == 0 and len(list(tmp_path.glob("bulk-upload-demo-*/manifest.jsonl"))) == 1
 

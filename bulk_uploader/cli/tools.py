@@ -336,12 +336,13 @@ async def _demo(folder: Path, rows: int, concurrency: int, reporter: "Reporter")
         return summary, emu.store.count()
 
 
-NEXT_STEPS = (
-    "next, your own recordings: list them in a manifest (JSONL, or CSV from Excel: id, audio_path and your "
-    "connection's metadata keys; README.md, Manifest), then",
+NEXT_STEPS = (  # each line within 80 columns: the terminal would fold a longer one mid-word
+    "next, your own recordings: list them in a manifest (JSONL, or CSV from Excel:",
+    "id, audio_path and your connection's metadata keys; README.md, Manifest), then",
     "  export API_KEY=<your API key>",
-    "  bulk-upload manifest.csv --connection-id <your connection id> --dry-run    # checks every row, sends nothing",
+    "  bulk-upload manifest.csv --connection-id <your connection id> --dry-run",
     "  bulk-upload manifest.csv --connection-id <your connection id>",
+    "(the first checks every row and sends nothing; the second uploads)",
 )
 
 
