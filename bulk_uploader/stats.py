@@ -55,7 +55,7 @@ class RunStats(Record):
     resent_after_unknown: int = 0  # rows uploaded again after an unknown outcome, no dedupe key
     possible_duplicates: int = 0  # talks those re-sends may have duplicated
     token_refreshes: int = 0
-    nothing_left: bool = False  # every row was uploaded before: the service was not contacted
+    nothing_left: bool = False  # every row was uploaded before (or there is none): the service was not contacted
     outages: int = 0  # times the service could not be reached
     outage_seconds: float = 0.0  # how long, in all
     unreachable_since: float | None = None  # monotonic time the current outage began

@@ -98,6 +98,24 @@ def test_a_rerun_with_every_row_uploaded_ends_0_while_the_service_is_out_of_reac
     assert "not contacted" not in more.stderr and results.read_bytes() == ledger
 
 
+def test_a_manifest_without_rows_says_so_and_needs_no_service(tmp_path: Path) -> None:
+    """A header-only export (or an empty file) is nothing to send, with or without an old results
+    file beside it: said as such, not as "every row was uploaded before", and no service asked."""
+    nobody = f"127.0.0.1:{free_port()}"
+    header_only = tmp_path / "export.csv"
+    header_only.write_bytes("id;audio_path;Оператор\r\n".encode("cp1251"))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    for manifest in (header_only, empty):
+        for _ in range(2):  # the second beside the first's results file
+            run = upload(nobody, manifest, *(("--encoding", "cp1251") if manifest.suffix == ".csv" else ()))
+            assert run.returncode == 0, run.stderr
+            assert "the manifest has no rows: nothing to send, so the service was not contacted" in run.stderr
+            assert "uploaded before" not in run.stderr and "Traceback" not in run.stderr
+    checked = run_cli(str(empty), "--dry-run", env=cli_env())
+    assert checked.returncode == 0 and "the manifest has no rows: nothing to send" in checked.stderr
+
+
 def test_tls_to_the_plaintext_emulator_says_to_add_insecure(tmp_path: Path, served: ThreadedEmulator) -> None:
     manifest = samples.write_dataset(tmp_path, 5, sizes=(1000,))
     started = time.monotonic()

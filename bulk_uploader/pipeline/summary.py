@@ -73,7 +73,10 @@ class RunSummary(Record):
         s = self.stats
         out = []
         if s.nothing_left:
-            out.append("every row was uploaded before: nothing to send, so the service was not contacted")
+            done = "every row was uploaded before" if s.skipped else "the manifest has no rows"
+            out.append(f"{done}: nothing to send, so the service was not contacted")
+        elif self.dry_run and s.total_rows == 0:
+            out.append("the manifest has no rows: nothing to send")
         if s.throttled:
             out.append(f"throttled {s.throttled} time(s); concurrency ended at {s.concurrency}")
         if s.overruns:
