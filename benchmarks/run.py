@@ -275,9 +275,49 @@ def per_process(target: str, manifest: Path, concurrency: int, limit: int) -> Me
     return Measure(len(rows), size, wall, wall, cpu, rss)
 
 
-def startup_table(runs: int) -> dict[str, dict[str, float]]:
+def instructions(argv: list[str], env: dict[str, str]) -> float | None:
+    """Millions of user-space instructions a process retires (perf stat), or None where perf cannot
+    count them. Unlike its CPU seconds, this hardly moves between runs or days: time the host takes
+    from this machine's virtual CPUs does not count, nor does the clock speed it runs at."""
+    if shutil.which("perf") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "perf.csv"
+        subprocess.run(["perf", "stat", "-x", ",", "-e", "instructions:u", "-o", str(report), "--", *argv], env=env,
+                       cwd=tmp, capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
+        counted = [line.split(",")[0] for line in report.read_text().splitlines() if "instructions" in line]
+    return int(counted[0]) / 1e6 if counted and counted[0].isdigit() else None
+
+
+# What every command that uploads loads before a line of bulk-upload's own runs: gRPC, asyncio,
+# protobuf with the service's API module, typer, anyio on asyncio, uvloop.
+STACK_IMPORTS = ("import grpc.aio, asyncio, typer, uvloop, anyio._backends._asyncio, "
+                 "bulk_uploader.proto.speechsense_pb2")
+
+
+def startup_instructions(commands: dict[str, list[str]], results: Path) -> dict[str, dict[str, float]]:
+    """Each command's user-space instructions (millions; the median of 3 runs), and two floors beside
+    them: Python doing nothing, and Python importing the stack (STACK_IMPORTS). Empty without perf."""
+    runs: dict[str, list[str]] = {"python -c pass": ["-c", "pass"], "the stack's imports": ["-c", STACK_IMPORTS]}
+    runs |= {name: ["-m", "bulk_uploader", *args] for name, args in commands.items()}
+    roots = {"bulk-upload": HERE.parent, **({"baseline": BASELINE} if BASELINE is not None else {})}
+    table: dict[str, dict[str, float]] = {}
+    for name, args in runs.items():
+        for who, root in roots.items():
+            counts = []
+            for _ in range(3):
+                results.unlink(missing_ok=True)
+                if (n := instructions([PY, *args], client_env(root))) is None:
+                    return {}
+                counts.append(n)
+            table.setdefault(name, {})[who] = statistics.median(counts)
+    return table
+
+
+def startup_table(runs: int) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """Median CPU seconds of whole processes that do (almost) nothing: a one-row dry run, a one-row
-    upload to the lean server, and commands that send nothing; with --baseline, the baseline's beside."""
+    upload to the lean server, and commands that send nothing; with --baseline, the baseline's beside.
+    Then their instructions (startup_instructions)."""
     one = dataset("one", 1, 16 * 1024)
     results = one.with_name("startup.results.jsonl")
     server = LeanServerProcess()
@@ -300,9 +340,10 @@ def startup_table(runs: int) -> dict[str, dict[str, float]]:
                     _, err, _, cpu, _, code = run_measured([PY, "-m", "bulk_uploader", *args], client_env(root))
                     assert code in (0, 1), err[-2000:]
                     cpus[name][who].append(cpu)
+        counted = startup_instructions(commands, results)
     finally:
         server.close()
-    return {name: {who: statistics.median(v) for who, v in by.items()} for name, by in cpus.items()}
+    return {name: {who: statistics.median(v) for who, v in by.items()} for name, by in cpus.items()}, counted
 
 
 def median(measures: list[Measure]) -> dict[str, float]:
@@ -482,14 +523,25 @@ def limit_lines(t: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_startup(table: dict[str, dict[str, float]], runs: int) -> tuple[str, str]:
-    """The start-up section: CPU seconds per command, as a share of the one-row target."""
+def render_startup(table: dict[str, dict[str, float]], counted: dict[str, dict[str, float]], runs: int
+                   ) -> tuple[str, str]:
+    """The start-up section: CPU seconds per command, as a share of the one-row target; then, where
+    perf counts them, instructions, with the floors every command stands on."""
     who = list(next(iter(table.values())))
     lines = [results_md.stamp(f"medians of {max(5, runs)} run(s)"), "",
              "| command | " + " | ".join(f"{w} CPU s" for w in who) + f" | bulk-upload / {ONE_ROW_CPU} s target |",
              "|---|" + "---|" * (len(who) + 1)]
     for name, by in table.items():
         lines.append(f"| {name} | " + " | ".join(f"{by[w]:.3f}" for w in who) + f" | {by['bulk-upload'] / ONE_ROW_CPU:.2f} |")
+    if counted:
+        stack = counted["the stack's imports"]["bulk-upload"]
+        lines += ["", "The same commands in millions of user-space instructions (perf stat, median of 3), "
+                  "which time taken by the host and the clock speed do not move; \"the stack's imports\" is Python "
+                  f"importing `{STACK_IMPORTS.removeprefix('import ')}` and nothing else.", "",
+                  "| command | " + " | ".join(f"{w} M instructions" for w in who) + " | bulk-upload beyond the stack's imports |",
+                  "|---|" + "---|" * (len(who) + 1)]
+        for name, by in counted.items():
+            lines.append(f"| {name} | " + " | ".join(f"{by[w]:.0f}" for w in who) + f" | {by['bulk-upload'] - stack:+.0f} |")
     return "Start-up: CPU of whole processes that do (almost) nothing", "\n".join(lines)
 
 
@@ -589,11 +641,11 @@ def main() -> None:
         tables.append(upload_scenario("latency-lean", "100 ms server latency, 16 KiB files", dataset("latency3k", 3000, 16 * 1024, in_memory=True),
                                       64, args.runs, latency_ms=100, contenders=("bulk-upload", "ideal", "floor"), server="lean"))
     million = million_scenario(args.runs) if "million" in args.only else None
-    starts = startup_table(args.runs) if tables or "startup" in args.only else None
+    starts, counted = startup_table(args.runs) if tables or "startup" in args.only else (None, {})
     startup = starts["one-row --dry-run"]["bulk-upload"] if starts else None
     sections = render(tables, million, args.runs, startup)
     if starts and "startup" in args.only:
-        sections.append(render_startup(starts, args.runs))
+        sections.append(render_startup(starts, counted, args.runs))
     print()
     for heading, body in sections:
         print(f"## {heading}\n\n{body}\n")
