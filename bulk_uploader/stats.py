@@ -56,6 +56,7 @@ class RunStats(Record):
     possible_duplicates: int = 0  # talks those re-sends may have duplicated
     token_refreshes: int = 0
     nothing_left: bool = False  # every row was uploaded before (or there is none): the service was not contacted
+    empty: str = ""  # the run found no row at all: whose rows (the manifest's, or a shard's) there were none of
     outages: int = 0  # times the service could not be reached
     outage_seconds: float = 0.0  # how long, in all
     unreachable_since: float | None = None  # monotonic time the current outage began

@@ -114,6 +114,12 @@ def test_a_manifest_without_rows_says_so_and_needs_no_service(tmp_path: Path) ->
             assert "uploaded before" not in run.stderr and "Traceback" not in run.stderr
     checked = run_cli(str(empty), "--dry-run", env=cli_env())
     assert checked.returncode == 0 and "the manifest has no rows: nothing to send" in checked.stderr
+    (tmp_path / "one").mkdir()
+    one = samples.write_dataset(tmp_path / "one", 1, sizes=(1000,))  # of two shards, one holds its row
+    said = {k: run_cli(str(one), "--dry-run", "--shard", f"{k}/2", env=cli_env()).stderr for k in (0, 1)}
+    empty_shards = [k for k, text in said.items() if f"shard {k}/2 of the manifest has no rows: nothing to send" in text]
+    assert len(empty_shards) == 1 and "valid 1" in said[1 - empty_shards[0]], said
+    assert "no rows" not in said[1 - empty_shards[0]]
 
 
 def test_tls_to_the_plaintext_emulator_says_to_add_insecure(tmp_path: Path, served: ThreadedEmulator) -> None:

@@ -97,6 +97,8 @@ async def run_upload(options: UploadOptions, reporter: Reporter, control: RunCon
         error = await _close(transport, recorder, lock)
         if error is not None and control.failure is None:
             control.failure = error
+    if stats.done == 0 and not control.stopping and control.failure is None:
+        stats.empty = f"shard {options.shard} of the manifest has no rows" if options.shard else "the manifest has no rows"
     rate = await _measured_rate(options) if options.dry_run else None
     reads = options.read_budget.describe() if options.dedupe_key and not options.dry_run else None
     return RunSummary(stats, str(options.results_path), previous, recorder.problems, interrupted=control.stopping,

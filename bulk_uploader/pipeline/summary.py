@@ -72,11 +72,10 @@ class RunSummary(Record):
     def _notes(self) -> list[str]:
         s = self.stats
         out = []
-        if s.nothing_left:
-            done = "every row was uploaded before" if s.skipped else "the manifest has no rows"
-            out.append(f"{done}: nothing to send, so the service was not contacted")
-        elif self.dry_run and s.total_rows == 0:
-            out.append("the manifest has no rows: nothing to send")
+        if s.empty:
+            out.append(f"{s.empty}: nothing to send" + (", so the service was not contacted" if s.nothing_left else ""))
+        elif s.nothing_left:
+            out.append("every row was uploaded before: nothing to send, so the service was not contacted")
         if s.throttled:
             out.append(f"throttled {s.throttled} time(s); concurrency ended at {s.concurrency}")
         if s.overruns:
