@@ -143,10 +143,9 @@ async def _all_done_before(options: UploadOptions, previous: PreviousResults, st
     None when some row is left. Then the run sends nothing and needs neither the service nor
     credentials, so a rerun that checks a finished migration ends 0 while the service is out of
     reach. Rows are read only when the results file records at least as many uploads as the
-    manifest has rows. A manifest without rows has none left either (0)."""
-    if stats.total_rows == 0 and options.shard is None:
-        return 0
-    if not previous.uploaded or len(previous.uploaded) < (stats.total_rows or 0):
+    manifest has rows (so a manifest without rows, or a shard's share of fewer rows than
+    shards, is read whatever it records)."""
+    if stats.total_rows is None or len(previous.uploaded) < stats.total_rows:
         return None
     return await anyio.to_thread.run_sync(_count_uploaded, options, previous)
 
