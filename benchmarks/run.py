@@ -295,23 +295,28 @@ STACK_IMPORTS = ("import grpc.aio, asyncio, typer, uvloop, anyio._backends._asyn
                  "bulk_uploader.proto.speechsense_pb2")
 
 
-def startup_instructions(commands: dict[str, list[str]], results: Path) -> dict[str, dict[str, float]]:
+def startup_instructions(commands: dict[str, list[str]], roots: dict[str, Path], results: Path
+                         ) -> dict[str, dict[str, float]]:
     """Each command's user-space instructions (millions; the median of 3 runs), and two floors beside
     them: Python doing nothing, and Python importing the stack (STACK_IMPORTS). Empty without perf."""
     runs: dict[str, list[str]] = {"python -c pass": ["-c", "pass"], "the stack's imports": ["-c", STACK_IMPORTS]}
     runs |= {name: ["-m", "bulk_uploader", *args] for name, args in commands.items()}
-    roots = {"bulk-upload": HERE.parent, **({"baseline": BASELINE} if BASELINE is not None else {})}
-    table: dict[str, dict[str, float]] = {}
-    for name, args in runs.items():
-        for who, root in roots.items():
-            counts = []
-            for _ in range(3):
-                results.unlink(missing_ok=True)
+    counts: dict[str, dict[str, list[float]]] = {name: {who: [] for who in roots} for name in runs}
+    for _ in range(3):
+        for name, args in runs.items():
+            for who, root in roots.items():
+                fresh_results(name, results)
                 if (n := instructions([PY, *args], client_env(root))) is None:
                     return {}
-                counts.append(n)
-            table.setdefault(name, {})[who] = statistics.median(counts)
-    return table
+                counts[name][who].append(n)
+    return {name: {who: statistics.median(v) for who, v in by.items()} for name, by in counts.items()}
+
+
+def fresh_results(command: str, results: Path) -> None:
+    """Before a one-row upload, no results file (it would find its row uploaded before); the report
+    after it reads the one it wrote."""
+    if command.startswith("one-row upload"):
+        results.unlink(missing_ok=True)
 
 
 def startup_table(runs: int) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
@@ -335,12 +340,11 @@ def startup_table(runs: int) -> tuple[dict[str, dict[str, float]], dict[str, dic
         for _ in range(max(5, runs)):
             for name, args in commands.items():
                 for who, root in roots.items():  # side by side, so noise hits both alike
-                    if name.startswith("one-row upload"):
-                        results.unlink(missing_ok=True)
+                    fresh_results(name, results)
                     _, err, _, cpu, _, code = run_measured([PY, "-m", "bulk_uploader", *args], client_env(root))
                     assert code in (0, 1), err[-2000:]
                     cpus[name][who].append(cpu)
-        counted = startup_instructions(commands, results)
+        counted = startup_instructions(commands, roots, results)
     finally:
         server.close()
     return {name: {who: statistics.median(v) for who, v in by.items()} for name, by in cpus.items()}, counted
