@@ -47,6 +47,7 @@ def lagging(tmp_path: Path) -> Iterator[ThreadedEmulator]:
 
 
 @pytest.mark.long
+@pytest.mark.timeout(300)  # the final run takes about a minute here, longer on a loaded machine
 def test_sigkill_at_random_moments_then_resume_stores_every_row_exactly_once(tmp_path: Path, lagging: ThreadedEmulator) -> None:
     rows, served = 300, lagging
     manifest = samples.write_dataset(tmp_path, rows, sizes=(1500, 30_000, 5 * 1024 * 1024), distinct_files=30)
@@ -69,7 +70,7 @@ def test_sigkill_at_random_moments_then_resume_stores_every_row_exactly_once(tmp
             break
     assert kills == 10
     assert len(load_results(results).uploaded) < rows  # the kills did interrupt the migration
-    final = run_cli(*argv[3:], env=cli_env(API_KEY=API_KEY))
+    final = run_cli(*argv[3:], env=cli_env(API_KEY=API_KEY), timeout=280)
     assert final.returncode == 0, final.stderr
     for line in results.read_text().splitlines():
         json.loads(line)  # the file parses (torn lines are mended with a newline on open)

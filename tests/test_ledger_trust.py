@@ -151,7 +151,9 @@ def test_a_second_ctrl_c_says_how_many_rows_it_cut_off(tmp_path: Path) -> None:
         rows = 200
         manifest = samples.write_dataset(tmp_path, rows, sizes=(1000,))
         proc = start_upload(server.target, manifest, "--concurrency", "16")
-        time.sleep(1.5)
+        landed = time.monotonic() + 60  # the first row stored: calls are going out (however slow the start-up)
+        while server.emulator.store.count() == 0 and time.monotonic() < landed:
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
