@@ -89,6 +89,7 @@ class _RefreshingToken:
         self._token = ""
         self._fetched = 0.0
         self._lifetime: float | None = None  # seconds the current token lives, when told
+        self._took = 0.0  # seconds the current token took to get
         self._failures = 0  # renewals failed in a row since the last token came
         self._retry_at = 0.0
         import anyio  # here, not at the top: commands that hold no refreshing credential never load it
@@ -103,15 +104,18 @@ class _RefreshingToken:
         raise NotImplementedError
 
     async def _fetch(self) -> None:
+        asked = self.clock.monotonic()
         token, lifetime = await self._obtain()
         self._token, self._lifetime, self._fetched = token, lifetime, self.clock.monotonic()
+        self._took = self._fetched - asked
         self._failures = 0
 
     def _refresh_due(self) -> float:
-        """Monotonic time of the next refresh: the interval, or sooner for a short-lived token."""
+        """Monotonic time of the next refresh: the interval, or sooner for a short-lived token: with
+        a fifth of its life left, or twice what getting it took, so the next comes before it expires."""
         interval = self.refresh_every
         if self._lifetime is not None:
-            interval = min(interval, max(0.05, 0.8 * self._lifetime))
+            interval = min(interval, max(0.05, self._lifetime - max(0.2 * self._lifetime, 2 * self._took)))
         return self._fetched + interval
 
     def _valid_until(self) -> float:
@@ -193,8 +197,8 @@ class TokenCommand(_RefreshingToken):
         return token, None
 
 
-# Exchanges a signed JWT for (IAM token, seconds it lives); bulk_uploader.transport.IamTokenExchange.
-JwtExchange = Callable[[str], Awaitable[tuple[str, float]]]
+# Exchanges a signed JWT for (IAM token, seconds it lives or None); bulk_uploader.transport.IamTokenExchange.
+JwtExchange = Callable[[str], Awaitable[tuple[str, float | None]]]
 
 
 class ServiceAccountAuth(_RefreshingToken):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import anyio
@@ -168,6 +169,42 @@ async def test_tokens_are_renewed_at_the_interval_or_at_80_percent_of_a_shorter_
         await clock.advance(0.2)
         assert token.fetches == 4
         group.cancel_scope.cancel()
+
+
+class SlowToken(CountingToken):
+    """A source that takes `took` seconds to answer, its token living `lifetime` from the answer."""
+
+    def __init__(self, clock: FakeClock, lifetime: float, took: float) -> None:
+        super().__init__(3600.0, clock, lifetime)
+        self.took = took
+        self.arrivals: list[float] = []
+
+    async def _obtain(self) -> tuple[str, float | None]:
+        await self.clock.sleep(self.took)
+        self.arrivals.append(self.clock.monotonic())
+        return await super()._obtain()
+
+
+@pytest.mark.parametrize(("lifetime", "took"), [(10.0, 0.5), (10.0, 3.0), (1.0, 0.3)])
+async def test_a_token_is_renewed_early_enough_for_its_renewal_to_arrive_before_it_expires(
+        lifetime: float, took: float) -> None:
+    clock = FakeClock()
+    token = SlowToken(clock, lifetime, took)
+
+    async def start_and_keep_fresh() -> None:  # the first token, too, takes `took` of the clock's time
+        await token.start()
+        await token.keep_fresh()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(start_and_keep_fresh)
+        for _ in range(int(5 * lifetime / 0.05)):
+            await clock.advance(0.05)
+        group.cancel_scope.cancel()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(token.arrivals)]
+    assert len(gaps) >= 3
+    assert max(gaps) < lifetime  # each token came before the one in hand expired
+    # ...and not sooner than it need: a fifth of the life left, or two renewals' time.
+    assert min(gaps) >= lifetime - max(0.2 * lifetime, 2 * took) + took - 0.05
 
 
 class FailingAfterFirst(CountingToken):

@@ -6,7 +6,8 @@ random error drawn from `error_rates` (before anything is stored); after the tal
 stored, with probability `lose_answer_rate` the caller gets UNAVAILABLE anyway ("stored,
 answer lost"). With `lose_every` N, every Nth talk accepted is answered with its id and
 never stored (a talk the service lost, for `bulk-upload verify` to find). Every answer
-but the caps' comes `latency_ms` (+ jitter) after the call arrived.
+but the caps' comes `latency_ms` (+ jitter) after the call arrived; the IAM token service's
+too, though no other fault touches it.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from bulk_uploader.emulator.state import EmulatorState
 
 
-async def _sleep_until(deadline: float) -> None:
+async def sleep_until(deadline: float) -> None:
     remaining = deadline - time.monotonic()
     if remaining > 0:
         await asyncio.sleep(remaining)
@@ -58,9 +58,9 @@ async def guarded(emu: EmulatorState, context: aio.ServicerContext) -> AsyncIter
         if code is not None:
             reject(code, f"injected fault: {code.name}")
         yield
-        await _sleep_until(answer_at)
+        await sleep_until(answer_at)
     except Rejected as exc:
-        await _sleep_until(answer_at)
+        await sleep_until(answer_at)
         emu.rejections[exc.code.name] = emu.rejections.get(exc.code.name, 0) + 1
         await context.abort(exc.code, exc.message, trailing_metadata=exc.trailers)
     finally:

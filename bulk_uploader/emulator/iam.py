@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc import aio
 
+from bulk_uploader.emulator.guard import sleep_until
 from bulk_uploader.proto import iam_pb2, iam_pb2_grpc
 from bulk_uploader.sakey import verify_pss_sha256
 
@@ -76,6 +77,14 @@ class IamTokenServicer(iam_pb2_grpc.IamTokenServiceServicer):
 
     async def Create(self, request: iam_pb2.CreateIamTokenRequest, context: aio.ServicerContext
                      ) -> iam_pb2.CreateIamTokenResponse:
+        answer_at = time.monotonic() + self.emu.injector.delay()  # the response time every call has
+        try:
+            return await self._create(request, context)
+        finally:
+            await sleep_until(answer_at)
+
+    async def _create(self, request: iam_pb2.CreateIamTokenRequest, context: aio.ServicerContext
+                      ) -> iam_pb2.CreateIamTokenResponse:
         if request.WhichOneof("identity") != "jwt":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "only jwt is supported by the emulator")
         try:

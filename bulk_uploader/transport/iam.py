@@ -14,6 +14,17 @@ from bulk_uploader.retry import RetryPolicy
 from bulk_uploader.transport.status import classify
 
 
+def token_lifetime(expires_at: float, now: float) -> float | None:
+    """Seconds a token expiring at `expires_at` (the service's clock) lives from `now` (ours).
+
+    None when that is not after now: our clock is ahead of the service's, so the difference
+    says nothing. The token is then renewed at the refresh interval and whenever the service
+    refuses it, rather than in a loop (a lifetime floored to a second would hide a token
+    answered late, which then expires before its renewal)."""
+    lifetime = expires_at - now
+    return lifetime if lifetime > 0 else None
+
+
 class IamTokenExchange:
     """Exchanges a service account's signed JWT for an IAM token (IamTokenService.Create).
 
@@ -29,8 +40,8 @@ class IamTokenExchange:
         self.timeout = timeout
         self.retry = retry or RetryPolicy(retries=3, backoff_base=1.0, backoff_max=4.0)
 
-    async def __call__(self, jwt: str) -> tuple[str, float]:
-        """(IAM token, seconds it lives)."""
+    async def __call__(self, jwt: str) -> tuple[str, float | None]:
+        """(IAM token, seconds it lives: None when not told or not known, see token_lifetime)."""
         attempts = self.retry.attempts()
         while True:
             try:
@@ -44,8 +55,9 @@ class IamTokenExchange:
                                     f"account key ({failure})") from None
         if not response.iam_token:
             raise AuthError(f"the IAM token service at {self.endpoint} answered without a token")
-        lifetime = response.expires_at.seconds + response.expires_at.nanos / 1e9 - time.time()
-        return response.iam_token, (max(1.0, lifetime) if response.HasField("expires_at") else 12 * 3600.0)
+        if not response.HasField("expires_at"):
+            return response.iam_token, None  # not told: renewed at the refresh interval
+        return response.iam_token, token_lifetime(response.expires_at.ToNanoseconds() / 1e9, time.time())
 
     async def _create(self, jwt: str) -> iam_pb2.CreateIamTokenResponse:
         channel = (aio.insecure_channel(self.endpoint) if self.insecure
