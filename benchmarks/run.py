@@ -524,7 +524,21 @@ def limit_lines(t: dict[str, Any]) -> list[str]:
         lines.append(f"targets: files/s at least {LEAN_FILES_PER_S} of the ideal's: {files:.3f}, "
                      f"{verdict(files >= LEAN_FILES_PER_S)}; CPU per file at most {LEAN_CPU_PER_FILE}x the ideal's: "
                      f"{cpu:.3f}, {verdict(cpu <= LEAN_CPU_PER_FILE)}")
+        lines += _cores_needed(t["rows"])
     return lines
+
+
+def _cores_needed(rows: dict[str, dict[str, float]]) -> list[str]:
+    """What the files/s target asks of the machine: the cores that the ideal's whole CPU per file
+    (its reading and building included) and the server's take at that rate, and bulk-upload's."""
+    i, b = rows.get("ideal"), rows.get("bulk-upload")
+    if i is None or b is None or "server_cpu_per_file_ms" not in i or "server_cpu_per_file_ms" not in b:
+        return []
+    rate = LEAN_FILES_PER_S * i["files_per_s"]
+    need = {who: rate * (r["cpu_per_file_ms"] + r["server_cpu_per_file_ms"]) / 1000 for who, r in (("ideal", i), ("bulk-upload", b))}
+    return [f"at {LEAN_FILES_PER_S} of the ideal's files/s ({rate:.0f}/s), client and server CPU per file together "
+            f"need {need['ideal']:.2f} cores with the ideal's (building its requests included), "
+            f"{need['bulk-upload']:.2f} with bulk-upload's; this machine has {CORES}"]
 
 
 def render_startup(table: dict[str, dict[str, float]], counted: dict[str, dict[str, float]], runs: int
