@@ -65,8 +65,15 @@ class FaultProxy:
             writer.close()
             return
         alive = [True]
-        self._pairs.append((writer, up_writer, alive))
-        await asyncio.gather(self._pipe(reader, up_writer, alive, capped=True), self._pipe(up_reader, writer, alive))
+        pair = (writer, up_writer, alive)
+        self._pairs.append(pair)
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer, alive, capped=True), self._pipe(up_reader, writer, alive))
+        finally:
+            # Closed: no longer one of the open connections that silence_oldest and set() act on
+            # (the client's round-trip handshakes close at once, and must not be taken for its channels).
+            if pair in self._pairs:
+                self._pairs.remove(pair)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, alive: list[bool],
                     capped: bool = False) -> None:
