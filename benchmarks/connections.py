@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import results_md
-from run import CORES, DATA, PY, LeanServerProcess, Rates, client_env, dataset, run_measured, verdict
+from run import CORES, DATA, PY, LeanServerProcess, Rates, client_env, cores_needed, dataset, run_measured, verdict
 
 HERE = Path(__file__).resolve().parent
 NET_SH = HERE.parent.parent / "shared" / "wan" / "net.sh"
@@ -235,8 +235,8 @@ def streams_scenario(runs: int, baseline: Path | None) -> list[tuple[str, str]]:
 
 def _cores_at_target(rate: float, runs: list[Run], files: int) -> str:
     """What the target rate asks of the machine at bulk-upload's CPU per file and the server's per call."""
-    per_file = (med(runs, "cpu") + med(runs, "server_cpu")) / files
-    return f" (at {rate:,.0f} files/s, bulk-upload's and the server's CPU need {rate * per_file:.2f} of the {CORES} cores)"
+    need = cores_needed(rate, 1000 * med(runs, "cpu") / files, 1000 * med(runs, "server_cpu") / files)
+    return f" (at {rate:,.0f} files/s, bulk-upload's and the server's CPU need {need:.2f} of the {CORES} cores)"
 
 
 # --- wan: 1 Gbit/s, 40 ms RTT between two namespaces --------------------------------------

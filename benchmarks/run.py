@@ -528,6 +528,11 @@ def limit_lines(t: dict[str, Any]) -> list[str]:
     return lines
 
 
+def cores_needed(rate: float, *ms_per_file: float) -> float:
+    """Cores that `rate` files/s keep busy at these CPU milliseconds per file (the client's, the server's)."""
+    return rate * sum(ms_per_file) / 1000
+
+
 def _cores_needed(rows: dict[str, dict[str, float]]) -> list[str]:
     """What the files/s target asks of the machine: the cores that the ideal's whole CPU per file
     (its reading and building included) and the server's take at that rate, and bulk-upload's."""
@@ -535,7 +540,7 @@ def _cores_needed(rows: dict[str, dict[str, float]]) -> list[str]:
     if i is None or b is None or "server_cpu_per_file_ms" not in i or "server_cpu_per_file_ms" not in b:
         return []
     rate = LEAN_FILES_PER_S * i["files_per_s"]
-    need = {who: rate * (r["cpu_per_file_ms"] + r["server_cpu_per_file_ms"]) / 1000 for who, r in (("ideal", i), ("bulk-upload", b))}
+    need = {who: cores_needed(rate, r["cpu_per_file_ms"], r["server_cpu_per_file_ms"]) for who, r in (("ideal", i), ("bulk-upload", b))}
     return [f"at {LEAN_FILES_PER_S} of the ideal's files/s ({rate:.0f}/s), client and server CPU per file together "
             f"need {need['ideal']:.2f} cores with the ideal's (building its requests included), "
             f"{need['bulk-upload']:.2f} with bulk-upload's; this machine has {CORES}"]
